@@ -1,0 +1,136 @@
+"""The single-weight edit: orthogonalization (paper Eq. 7, Theorem 2) and partial neutralization (Eq. 8)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["WeightEdit", "ZeroWeightError", "check_rate", "neutralized_weight", "orthogonal_weight"]
+
+
+class ZeroWeightError(ValueError):
+    """Eq. 7 divides by the weight being edited: it is undefined for a weight of exactly 0."""
+
+
+def check_rate(r: float) -> float:
+    """Validate a neutralization rate: a real number in [0, 1]."""
+    if isinstance(r, bool) or not (isinstance(r, numbers.Real) or (torch.is_tensor(r) and r.numel() == 1)):
+        raise ValueError(f"r must be a number in [0, 1], got {r!r}.")
+    r = float(r)
+    if math.isnan(r) or not 0.0 <= r <= 1.0:
+        raise ValueError(f"r must be in [0, 1] (0 leaves the weight as it is, 1 applies Eq. 7 in full), got {r}.")
+    return r
+
+
+def _row_and_weight(row: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
+    row = torch.as_tensor(row).detach()
+    if row.ndim != 1:
+        raise ValueError(f"row must be a 1-D weight vector W[c], got shape {tuple(row.shape)}.")
+    if isinstance(k, bool) or not 0 <= int(k) < row.numel():
+        raise ValueError(f"column {k} is outside the row's {row.numel()} weights.")
+    row64 = row.to(device="cpu", dtype=torch.float64)
+    w = float(row64[int(k)])
+    if not torch.isfinite(row64).all():
+        raise ValueError("the weight row contains NaN or inf.")
+    if w == 0.0:
+        raise ZeroWeightError(f"W[., {k}] is 0: Eq. 7 is undefined there; choose another edge.")
+    return row64, w
+
+
+def orthogonal_weight(row: torch.Tensor, k: int) -> float:
+    """Eq. 7: the value of ``row[k]`` that makes the hyperplane ``y = row . x + b`` orthogonal to its original state.
+
+    ``f(w_k) = -(||w||^2 - w_k^2 + 1) / w_k``: with it, the normals ``(w, -1)`` and ``(w', -1)`` of the original and
+    edited hyperplanes have a zero dot product, and only coordinate ``k`` differs (Theorem 2). Computed in float64.
+    """
+    row64, w = _row_and_weight(row, k)
+    norm2 = float(row64.square().sum())
+    return -(norm2 - w * w + 1.0) / w
+
+
+def neutralized_weight(row: torch.Tensor, k: int, r: float) -> float:
+    """Eq. 8, partial feature neutralization: ``r * f(w_k) + (1 - r) * w_k``; ``r`` in [0, 1]."""
+    r = check_rate(r)
+    _, w = _row_and_weight(row, k)
+    return r * orthogonal_weight(row, k) + (1.0 - r) * w
+
+
+def _get_param(model: nn.Module, name: str) -> nn.Parameter:
+    try:
+        param = model.get_parameter(name)
+    except AttributeError:
+        raise KeyError(f"the model has no parameter {name!r}.") from None
+    return param
+
+
+@dataclass
+class WeightEdit:
+    """One edited weight ``param[row, col]``: the record saved in ``fcr_config.json``.
+
+    ``old_value`` and ``new_value`` are the values as stored in the parameter (after rounding to its dtype), so
+    applying and reverting are bit-exact. ``orthogonal_value`` is Eq. 7 on the row as it was before this edit, so the
+    same edit can be re-applied at any other rate ``r`` (Eq. 8) without the row.
+    """
+
+    param: str
+    row: int
+    col: int
+    old_value: float
+    new_value: float
+    r: float
+    score: float | None = None
+    class_index: int | None = None
+    class_name: str | None = None
+    fictitious: str | None = None
+    orthogonal_value: float | None = None
+
+    def value_at(self, r: float) -> float:
+        """Eq. 8 for this edge at rate ``r`` (before rounding to the parameter's dtype)."""
+        r = check_rate(r)
+        if self.orthogonal_value is None:
+            raise ValueError("this edit has no orthogonal_value: it cannot be re-applied at another rate.")
+        return r * self.orthogonal_value + (1.0 - r) * self.old_value
+
+    def _checked_param(self, model: nn.Module, expected: float, what: str) -> nn.Parameter:
+        param = _get_param(model, self.param)
+        if param.ndim != 2 or not (0 <= self.row < param.shape[0] and 0 <= self.col < param.shape[1]):
+            raise ValueError(
+                f"edit [{self.row}, {self.col}] is out of bounds for {self.param} of shape {tuple(param.shape)}."
+            )
+        current = float(param.detach()[self.row, self.col])
+        if current != expected:
+            raise ValueError(
+                f"{self.param}[{self.row}, {self.col}] is {current!r}, but this edit expects its {what} value "
+                f"{expected!r}: the model is not the one this edit was made for."
+            )
+        return param
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Write ``new_value``; refuses (ValueError) if the weight is not ``old_value``."""
+        param = self._checked_param(model, self.old_value, "original")
+        param[self.row, self.col] = self.new_value
+
+    @torch.no_grad()
+    def revert(self, model: nn.Module) -> None:
+        """Write ``old_value`` back; refuses (ValueError) if the weight is not ``new_value``."""
+        param = self._checked_param(model, self.new_value, "edited")
+        param[self.row, self.col] = self.old_value
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WeightEdit:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def round_to(value: float, dtype: torch.dtype) -> float:
+    """``value`` as a parameter of ``dtype`` stores it."""
+    return float(torch.tensor(value, dtype=torch.float64).to(dtype))

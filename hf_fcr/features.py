@@ -1,0 +1,277 @@
+"""The feature pass: images -> model -> the head's input, with the requested dataset columns alongside.
+
+The backbone runs once per dataset; everything after works on the ``FeatureSet`` (features ``[N, D]`` plus columns).
+Sources: a ``datasets.Dataset`` (read in batches from Arrow, so array columns never become Python lists), a streaming
+``datasets.IterableDataset``, or a torch ``DataLoader`` yielding dicts. PIL images go through ``transform`` (the
+checkpoint's own preprocessing); arrays and tensors already shaped for the model are used as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .heads import HeadCapture
+
+__all__ = ["FeatureSet", "extract_features", "iter_batches"]
+
+FEATURES_FILE = "features.safetensors"
+COLUMNS_FILE = "columns.json"
+
+
+@dataclass
+class FeatureSet:
+    """Head inputs ``features`` ``[N, D]`` (float32) and the dataset columns kept with them (1-D, length N)."""
+
+    features: torch.Tensor
+    columns: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.features = torch.as_tensor(self.features)
+        if self.features.ndim != 2:
+            raise ValueError(f"features must be [N, D], got shape {tuple(self.features.shape)}.")
+        for name, values in self.columns.items():
+            if len(values) != len(self.features):
+                raise ValueError(f"column {name!r} has {len(values)} values for {len(self.features)} feature rows.")
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.columns)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.columns:
+            raise KeyError(f"column {name!r} is not in this FeatureSet (columns: {self.column_names}); pass it in "
+                           "columns= when extracting features.")
+        return self.columns[name]
+
+    def labels(self, name: str) -> torch.Tensor:
+        """Column ``name`` as an int64 tensor of class indices (ValueError if it is not integer-valued)."""
+        values = self[name]
+        tensor = values if torch.is_tensor(values) else torch.as_tensor(np.asarray(values))
+        if tensor.dtype.is_floating_point:
+            if not torch.equal(tensor, tensor.round()):
+                raise ValueError(f"column {name!r} holds non-integer values; class labels must be integers.")
+        elif tensor.dtype == torch.bool:
+            pass
+        elif not (tensor.dtype.is_signed or tensor.dtype == torch.uint8):
+            raise ValueError(f"column {name!r} has dtype {tensor.dtype}; class labels must be integers.")
+        return tensor.to(torch.long)
+
+    def select(self, indices: Sequence[int] | torch.Tensor) -> FeatureSet:
+        """The rows at ``indices`` (a list, index tensor or boolean mask)."""
+        index = torch.as_tensor(indices)
+        if index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        index = index.to(torch.long)
+        columns = {}
+        for name, values in self.columns.items():
+            if torch.is_tensor(values):
+                columns[name] = values[index]
+            else:
+                columns[name] = [values[i] for i in index.tolist()]
+        return FeatureSet(self.features[index], columns)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``features.safetensors`` (features and tensor columns) and ``columns.json`` (other columns)."""
+        from safetensors.torch import save_file
+
+        os.makedirs(path, exist_ok=True)
+        tensors = {"features": self.features.contiguous()}
+        other = {}
+        for name, values in self.columns.items():
+            if torch.is_tensor(values):
+                tensors[f"column.{name}"] = values.contiguous()
+            else:
+                other[name] = list(values)
+        save_file(tensors, os.path.join(path, FEATURES_FILE))
+        with open(os.path.join(path, COLUMNS_FILE), "w") as f:
+            json.dump(other, f)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FeatureSet:
+        from safetensors.torch import load_file
+
+        file = os.path.join(path, FEATURES_FILE)
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"no {FEATURES_FILE} in {path!s}: not a saved FeatureSet.")
+        tensors = load_file(file)
+        columns: dict[str, Any] = {k[len("column.") :]: v for k, v in tensors.items() if k.startswith("column.")}
+        columns_file = os.path.join(path, COLUMNS_FILE)
+        if os.path.isfile(columns_file):
+            with open(columns_file) as f:
+                columns.update(json.load(f))
+        return cls(tensors["features"], columns)
+
+
+def _arrow_to_numpy(column: Any) -> np.ndarray:
+    """A (chunked) Arrow column of scalars or fixed-shape nested lists as an ``[n, *shape]`` array, no Python objects."""
+    import pyarrow as pa
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(array)
+    shape: list[int] = []
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        if array.null_count:
+            raise ValueError("the column has missing (null) entries.")
+        lengths = pa.compute.list_value_length(array).to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise ValueError("the column's nested lists have different lengths; images in a batch must share a shape.")
+        shape.append(int(lengths[0]) if len(lengths) else 0)
+        array = array.flatten()
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return np.asarray(array.to_pylist(), dtype=object)
+    return array.to_numpy(zero_copy_only=False).reshape(n, *shape)
+
+
+def _is_pil(value: Any) -> bool:
+    return type(value).__module__.startswith("PIL.")
+
+
+def _is_image_feature(feature: Any) -> bool:
+    return type(feature).__name__ == "Image"
+
+
+def iter_batches(data: Any, columns: Sequence[str], batch_size: int) -> Iterator[dict[str, Any]]:
+    """Yield dicts ``{column: batch values}`` from a Dataset, IterableDataset, DataLoader or iterable of dicts.
+
+    Missing columns raise KeyError before any batch is read where the source knows its columns.
+    """
+    columns = list(dict.fromkeys(columns))
+    known = getattr(data, "column_names", None)
+    if known is not None:
+        missing = [c for c in columns if c not in known]
+        if missing:
+            raise KeyError(f"columns {missing} are not in the dataset (its columns: {list(known)}).")
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        datasets = None
+    if datasets is not None and isinstance(data, datasets.Dataset):
+        image_like = {c for c in columns if _is_image_feature(data.features[c])}
+        table_view = data.select_columns([c for c in columns if c not in image_like]).with_format("arrow")
+        python_view = data.select_columns(sorted(image_like)) if image_like else None
+        for start in range(0, len(data), batch_size):
+            end = min(start + batch_size, len(data))
+            batch: dict[str, Any] = {}
+            if len(image_like) < len(columns):
+                table = table_view[start:end]
+                for c in columns:
+                    if c not in image_like:
+                        batch[c] = _arrow_to_numpy(table.column(c))
+            if python_view is not None:
+                batch.update(python_view[start:end])
+            yield batch
+        return
+    if datasets is not None and isinstance(data, datasets.IterableDataset):
+        yield from data.select_columns(columns).iter(batch_size=batch_size)
+        return
+    if isinstance(data, Iterable):
+        for batch in data:
+            if not isinstance(batch, dict):
+                raise TypeError(f"expected batches as dicts of columns, got {type(batch).__name__}.")
+            missing = [c for c in columns if c not in batch]
+            if missing:
+                raise KeyError(f"columns {missing} are not in the batches (their keys: {list(batch)}).")
+            yield {c: batch[c] for c in columns}
+        return
+    raise TypeError(
+        f"cannot read images from a {type(data).__name__}: pass a datasets.Dataset, a datasets.IterableDataset or "
+        "a torch DataLoader yielding dicts."
+    )
+
+
+def _to_tensor_column(values: Any) -> Any:
+    if torch.is_tensor(values):
+        return values.detach().cpu()
+    array = np.asarray(values)
+    if array.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(array))
+    return list(values)
+
+
+def _concat(parts: list[Any]) -> Any:
+    if all(torch.is_tensor(p) for p in parts):
+        return torch.cat(parts)
+    out: list[Any] = []
+    for p in parts:
+        out.extend(p.tolist() if torch.is_tensor(p) else p)
+    return out
+
+
+def images_to_tensor(values: Any, transform: Callable[[list[Any]], torch.Tensor] | None) -> torch.Tensor:
+    """A batch of images as a float tensor: PIL images through ``transform``; arrays and tensors as they are."""
+    if isinstance(values, (list, tuple)) and values and _is_pil(values[0]):
+        if transform is None:
+            raise ValueError(
+                "the image column holds PIL images but the model has no preprocessing: pass transform= (a callable "
+                "mapping a list of PIL images to a [B, C, H, W] tensor) or load the model with from_pretrained."
+            )
+        return transform(list(values))
+    if torch.is_tensor(values):
+        return values
+    if isinstance(values, (list, tuple)) and values and torch.is_tensor(values[0]):
+        return torch.stack(list(values))
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"cannot turn an image column of dtype {array.dtype} into a tensor.")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    head: nn.Linear,
+    data: Any,
+    image_column: str = "image",
+    columns: Sequence[str] = ("label",),
+    batch_size: int = 64,
+    transform: Callable[[list[Any]], torch.Tensor] | None = None,
+    head_name: str = "head",
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> FeatureSet:
+    """Run ``model`` over ``data`` once and return the head's inputs with the requested ``columns``."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    columns = [c for c in dict.fromkeys(columns) if c != image_column]
+    param = next(model.parameters())
+    device = torch.device(device) if device is not None else param.device
+    capture = HeadCapture(model, head, head_name)
+    was_training = model.training
+    model.eval()
+    feats: list[torch.Tensor] = []
+    kept: dict[str, list[Any]] = {c: [] for c in columns}
+    try:
+        with capture.hooked():
+            total = len(data) if hasattr(data, "__len__") else None
+            bar = tqdm(total=total, disable=not progress, desc="features", unit="img")
+            for batch in iter_batches(data, [image_column, *columns], batch_size):
+                pixels = images_to_tensor(batch[image_column], transform)
+                pixels = pixels.to(device=device, dtype=param.dtype if param.dtype.is_floating_point else None)
+                output = model(pixels)
+                f, _ = capture.features(output)
+                feats.append(f.float().cpu())
+                for c in columns:
+                    kept[c].append(_to_tensor_column(batch[c]))
+                bar.update(len(f))
+            bar.close()
+    finally:
+        model.train(was_training)
+    if not feats:
+        raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
+    features = torch.cat(feats)
+    if not torch.isfinite(features).all():
+        raise ValueError("the model produced NaN or inf features: check the inputs' preprocessing and dtype.")
+    return FeatureSet(features, {c: _concat(v) for c, v in kept.items()})

@@ -1,0 +1,159 @@
+"""Algorithm 2's M': a new head fit on the frozen features against the spurious attribute (the fictitious classes)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .scores import sca_score
+from .stats import EdgeStatistics, edge_statistics
+
+__all__ = ["FictitiousHead", "default_probe", "fit_fictitious_head", "fit_linear_probe"]
+
+POLICIES = ("dominant", "other")
+
+
+def default_probe() -> Any:
+    """scikit-learn's ``LogisticRegression(C=1.0)`` (lbfgs, multinomial), fit on the features as they are."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, max_iter=2000)
+
+
+def fit_linear_probe(
+    features: torch.Tensor, targets: torch.Tensor, num_values: int, probe: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit a linear head ``[V, D]``, ``[V]`` on ``features`` against ``targets`` in ``[0, V)``.
+
+    ``probe`` is a scikit-learn style estimator (``fit``, then ``coef_`` and ``intercept_``) or a callable
+    ``(features, targets) -> (weight, bias)``. A binary estimator's single coefficient vector ``w`` (intercept ``b``)
+    becomes the softmax-equivalent rows ``-w/2, +w/2`` (intercepts ``-b/2, +b/2``).
+    """
+    probe = default_probe() if probe is None else probe
+    x = features.detach().cpu().to(torch.float64).numpy()
+    y = targets.detach().cpu().numpy()
+    if callable(probe) and not hasattr(probe, "fit"):
+        weight, bias = probe(features, targets)
+        weight, bias = torch.as_tensor(weight, dtype=torch.float64), torch.as_tensor(bias, dtype=torch.float64)
+    else:
+        probe.fit(x, y)
+        coef = np.asarray(probe.coef_, dtype=np.float64)
+        intercept = np.broadcast_to(np.asarray(probe.intercept_, dtype=np.float64), (coef.shape[0],))
+        if coef.shape[0] == 1 and num_values == 2:
+            coef = np.stack([-coef[0] / 2, coef[0] / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        weight, bias = torch.from_numpy(coef.copy()), torch.from_numpy(intercept.copy())
+    if weight.shape != (num_values, features.shape[1]) or bias.shape != (num_values,):
+        raise ValueError(
+            f"the probe returned a head of shape {tuple(weight.shape)} / {tuple(bias.shape)}; expected "
+            f"({num_values}, {features.shape[1]}) / ({num_values},)."
+        )
+    return weight, bias
+
+
+@dataclass
+class FictitiousHead:
+    """M': the fictitious-class head, its accuracy, its edge statistics, and how attribute values sit in real classes.
+
+    Attributes:
+        weight, bias: the head ``[V, D]``, ``[V]`` over the attribute's values.
+        values: the attribute value of each fictitious class (index ``v`` -> value).
+        attribute_column: the column the values came from.
+        accuracy: M''s accuracy on the features it was fit on.
+        stats: Eq. 3-4 of M' on those features (labels = the fictitious classes).
+        crosstab: ``[C, V]`` sample counts of real class x attribute value (None without a label column).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    values: list[Any]
+    attribute_column: str
+    accuracy: float
+    stats: EdgeStatistics
+    crosstab: torch.Tensor | None = None
+
+    @property
+    def num_values(self) -> int:
+        return len(self.values)
+
+    def value_index(self, value: Any) -> int:
+        """Index of an attribute value (or of its string form)."""
+        for i, v in enumerate(self.values):
+            if v == value or str(v) == str(value):
+                return i
+        raise KeyError(f"{value!r} is not a value of {self.attribute_column!r} (values: {self.values}).")
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return features.to(torch.float64) @ self.weight.T + self.bias
+
+    def ranked_features(self, value_index: int) -> list[tuple[int, float]]:
+        """Head inputs ``k`` ranked by SCA of M' row ``v`` (plain argmax order, Algorithm 2), as ``(k, score)``."""
+        scores = sca_score(self.stats, value_index)[value_index]
+        order = torch.argsort(scores, descending=True, stable=True)
+        return [(int(k), float(scores[k])) for k in order]
+
+    def dominant(self, cls: int) -> int:
+        """The attribute value most frequent among the samples of real class ``cls``."""
+        counts = self._class_counts(cls)
+        return int(torch.argmax(counts))
+
+    def values_for(self, cls: int, policy: str) -> list[int]:
+        """Fictitious classes to neutralize in real class ``cls``: ``dominant`` -> its most frequent value;
+        ``other`` -> every other value (those that are rare in the class)."""
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}.")
+        dom = self.dominant(cls)
+        return [dom] if policy == "dominant" else [v for v in range(self.num_values) if v != dom]
+
+    def _class_counts(self, cls: int) -> torch.Tensor:
+        if self.crosstab is None:
+            raise ValueError("this fictitious head was fit without a label column: refit with label_column=.")
+        if not 0 <= cls < self.crosstab.shape[0]:
+            raise ValueError(f"class {cls} is outside the real classes [0, {self.crosstab.shape[0]}).")
+        counts = self.crosstab[cls]
+        if counts.sum() == 0:
+            raise ValueError(
+                f"class {cls} has no samples in the data M' was fit on: its dominant attribute value is unknown."
+            )
+        return counts
+
+
+def encode_values(values: Sequence[Any] | torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
+    """Map attribute values (numbers or strings) to indices ``0..V-1`` in sorted order of the distinct values."""
+    raw = values.tolist() if torch.is_tensor(values) else list(values)
+    for v in raw:
+        if isinstance(v, float) and math.isnan(v):
+            raise ValueError("the attribute column contains NaN.")
+    distinct = sorted(set(raw), key=lambda v: (str(type(v)), v))
+    lookup = {v: i for i, v in enumerate(distinct)}
+    return torch.tensor([lookup[v] for v in raw], dtype=torch.long), distinct
+
+
+def fit_fictitious_head(
+    features: torch.Tensor,
+    attribute: Sequence[Any] | torch.Tensor,
+    attribute_column: str,
+    labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    probe: Any | Callable = None,
+) -> FictitiousHead:
+    """Fit M' on frozen ``features`` against ``attribute`` values and collect its edge statistics (Alg. 2, 1-5)."""
+    targets, values = encode_values(attribute)
+    if len(values) < 2:
+        raise ValueError(
+            f"the attribute {attribute_column!r} has a single value {values}: a fictitious head needs at least two."
+        )
+    weight, bias = fit_linear_probe(features, targets, len(values), probe)
+    logits = features.to(torch.float64) @ weight.T + bias
+    accuracy = float((logits.argmax(1) == targets).double().mean())
+    stats = edge_statistics(features, logits, targets, len(values))
+    crosstab = None
+    if labels is not None:
+        crosstab = torch.zeros(num_classes, len(values), dtype=torch.long)
+        crosstab.index_put_((labels, targets), torch.ones_like(labels), accumulate=True)
+    return FictitiousHead(weight, bias, values, attribute_column, accuracy, stats, crosstab)

@@ -1,0 +1,322 @@
+"""``FictitiousClassRemover``: the orchestrating class over the pure math (stats, scores, edit) and the feature pass."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .edit import WeightEdit, check_rate, orthogonal_weight, round_to
+from .features import FeatureSet, extract_features
+from .heads import find_head
+from .probe import FictitiousHead, fit_fictitious_head
+from .scores import CANDIDATES, top_edges
+from .stats import EdgeStatistics, edge_statistics
+
+__all__ = ["FictitiousClassRemover"]
+
+logger = logging.getLogger(__name__)
+
+
+def _class_names_of(model: nn.Module, num_outputs: int) -> list[str] | None:
+    config = getattr(model, "config", None)
+    id2label = getattr(config, "id2label", None)
+    if isinstance(id2label, dict) and len(id2label) == num_outputs:
+        return [str(id2label[i]) for i in range(num_outputs)]
+    cfg = getattr(model, "pretrained_cfg", None)
+    names = cfg.get("label_names") if isinstance(cfg, dict) else None
+    if names is not None and len(names) == num_outputs:
+        return [str(n) for n in names]
+    return None
+
+
+def _check_num_weights(num_weights: int) -> int:
+    if isinstance(num_weights, bool) or not isinstance(num_weights, int) or num_weights < 1:
+        raise ValueError(f"num_weights must be a positive integer, got {num_weights!r}.")
+    return num_weights
+
+
+class FictitiousClassRemover:
+    """Edit single weights of a classifier's final ``nn.Linear`` to remove a class (Algorithm 1) or neutralize a
+    fictitious class such as a spurious attribute (Algorithm 2).
+
+    Args:
+        model: any ``nn.Module`` whose logits come from a final ``nn.Linear``; edited in place.
+        head_name: the head's module name, when discovery (see ``heads.find_head``) should not guess.
+        class_names: a name per head output (default: the model's ``id2label`` / ``label_names``, else indices).
+        transform: preprocessing that maps a list of PIL images to a ``[B, C, H, W]`` tensor (set by
+            ``from_pretrained``); without it, image columns must already hold arrays or tensors.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        head_name: str | None = None,
+        class_names: Sequence[str] | None = None,
+        transform: Callable[[list[Any]], torch.Tensor] | None = None,
+    ) -> None:
+        self.head_name, self.head = find_head(model, head_name)
+        if self.head.weight.ndim != 2 or self.head.out_features < 2:
+            raise TypeError(
+                f"the head {self.head_name!r} has {self.head.out_features} output(s); FCR needs a classifier head "
+                "with at least two classes."
+            )
+        self.model = model
+        num_outputs = self.head.out_features
+        if class_names is None:
+            class_names = _class_names_of(model, num_outputs) or [str(i) for i in range(num_outputs)]
+        if len(class_names) != num_outputs:
+            raise ValueError(f"got {len(class_names)} class names for a head with {num_outputs} outputs.")
+        self.class_names = [str(n) for n in class_names]
+        self.transform = transform
+        self.edits: list[WeightEdit] = []
+
+    # ----------------------------------------------------------------------------------------------- helpers
+
+    @property
+    def param_name(self) -> str:
+        """Name of the edited parameter in ``model.state_dict()``, e.g. ``fc.weight``."""
+        return f"{self.head_name}.weight" if self.head_name else "weight"
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    def class_index(self, cls: int | str) -> int:
+        """A class given by index or name, as an index (KeyError for an unknown name, ValueError out of range)."""
+        if isinstance(cls, str):
+            if cls in self.class_names:
+                return self.class_names.index(cls)
+            raise KeyError(f"unknown class name {cls!r}; the head's classes are {self.class_names}.")
+        if isinstance(cls, bool) or not isinstance(cls, int):
+            if torch.is_tensor(cls) and cls.numel() == 1 and not cls.dtype.is_floating_point:
+                cls = int(cls)
+            else:
+                raise TypeError(f"a class is an int index or a str name, got {cls!r}.")
+        if not 0 <= cls < self.num_classes:
+            raise ValueError(f"class index {cls} is outside the head's classes [0, {self.num_classes}).")
+        return cls
+
+    @torch.no_grad()
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's logits for head inputs ``features`` (as the model computes them, with the current edits)."""
+        weight = self.head.weight.detach()
+        bias = None if self.head.bias is None else self.head.bias.detach()
+        return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
+
+    def _features(self, data: Any, columns: Sequence[str], **kwargs: Any) -> FeatureSet:
+        if isinstance(data, FeatureSet):
+            for c in columns:
+                data[c]  # KeyError naming the missing column
+            return data
+        return self.extract_features(data, columns=tuple(columns), **kwargs)
+
+    def _labels(self, feats: FeatureSet, label_column: str) -> torch.Tensor:
+        labels = feats.labels(label_column)
+        if len(labels) == 0:
+            raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            bad = int(labels[(labels < 0) | (labels >= self.num_classes)][0])
+            raise ValueError(
+                f"label {bad} in column {label_column!r} is outside the head's classes [0, {self.num_classes}): "
+                "map the labels to the model's class indices."
+            )
+        if feats.features.shape[1] != self.head.in_features:
+            raise ValueError(
+                f"the features have {feats.features.shape[1]} dimensions but the head takes {self.head.in_features}: "
+                "they were extracted from another model."
+            )
+        if not torch.isfinite(feats.features).all():
+            raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
+        return labels
+
+    def _apply(self, edits: list[WeightEdit]) -> list[WeightEdit]:
+        applied: list[WeightEdit] = []
+        try:
+            for edit in edits:
+                edit.apply(self.model)
+                applied.append(edit)
+        except BaseException:
+            for edit in reversed(applied):
+                edit.revert(self.model)
+            raise
+        self.edits.extend(edits)
+        return edits
+
+    def _make_edits(
+        self, cls: int, cols: list[tuple[int, float, str | None]], r: float
+    ) -> list[WeightEdit]:
+        """Eq. 8 on the ORIGINAL row ``cls`` for each ``(col, score, fictitious)``: independent of edit order."""
+        row = self.head.weight.detach()[cls].cpu()
+        dtype = self.head.weight.dtype
+        edits = []
+        for col, score, fictitious in cols:
+            old = float(row[col])
+            ortho = orthogonal_weight(row, col)
+            new = round_to(r * ortho + (1.0 - r) * old, dtype)
+            edits.append(
+                WeightEdit(
+                    param=self.param_name,
+                    row=cls,
+                    col=col,
+                    old_value=old,
+                    new_value=new,
+                    r=r,
+                    score=score,
+                    class_index=cls,
+                    class_name=self.class_names[cls],
+                    fictitious=fictitious,
+                    orthogonal_value=ortho,
+                )
+            )
+        return edits
+
+    # ----------------------------------------------------------------------------------------------- public API
+
+    def extract_features(
+        self,
+        dataset: Any,
+        image_column: str = "image",
+        columns: Sequence[str] = ("label",),
+        batch_size: int = 64,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+    ) -> FeatureSet:
+        """One pass of the model over ``dataset``: the head's inputs ``[N, D]`` plus the requested ``columns``.
+
+        ``dataset`` is a ``datasets.Dataset``, a streaming ``datasets.IterableDataset`` or a torch ``DataLoader``
+        of dicts. PIL images go through ``transform``; arrays and tensors are fed to the model as they are.
+        """
+        return extract_features(
+            self.model,
+            self.head,
+            dataset,
+            image_column=image_column,
+            columns=columns,
+            batch_size=batch_size,
+            transform=self.transform,
+            head_name=self.head_name,
+            device=device,
+            progress=progress,
+        )
+
+    def collect(
+        self, data: Any, label_column: str = "label", rows: Sequence[int] | None = None, **extract_kwargs: Any
+    ) -> EdgeStatistics:
+        """Eq. 3-4 of the model on ``data`` (a FeatureSet, or a dataset that is run through the model first)."""
+        feats = self._features(data, [label_column], **extract_kwargs)
+        labels = self._labels(feats, label_column)
+        return edge_statistics(feats.features, self.logits(feats.features), labels, self.num_classes, rows=rows)
+
+    def remove_class(
+        self,
+        cls: int | str,
+        data: Any,
+        label_column: str = "label",
+        r: float = 1.0,
+        num_weights: int = 1,
+        candidates: str = "supporting",
+    ) -> list[WeightEdit]:
+        """Algorithm 1: remove class ``cls`` by editing its ``num_weights`` best edges in row ``cls`` (Eq. 6 ranks
+        them; Eq. 8 with rate ``r`` edits them; ``r=1`` is Eq. 7).
+
+        ``candidates="supporting"`` (default) ranks only edges that support the class (``W[c, k]`` and the class's
+        mean ``a_k`` of the same sign); ``"all"`` is the paper's literal argmax, which can pick an edge that Eq. 7
+        turns into one that amplifies the class. Edges with a zero weight are skipped (Eq. 7 is undefined there).
+        """
+        r = check_rate(r)
+        num_weights = _check_num_weights(num_weights)
+        if candidates not in CANDIDATES:
+            raise ValueError(f"candidates must be one of {CANDIDATES}, got {candidates!r}.")
+        c = self.class_index(cls)
+        feats = self._features(data, [label_column])
+        labels = self._labels(feats, label_column)
+        stats = edge_statistics(feats.features, self.logits(feats.features), labels, self.num_classes, rows=[c])
+        if stats.count[c] == 0:
+            raise ValueError(f"class {c} ({self.class_names[c]!r}) has no samples in the data: its edges cannot be scored.")
+        weight_row = self.head.weight.detach()[c].cpu()
+        zeros = int((weight_row == 0).sum())
+        if zeros:
+            logger.info("row %d has %d zero weight(s): Eq. 7 is undefined there, they are skipped.", c, zeros)
+        edges = top_edges(stats, c, k=num_weights, weight_row=weight_row, candidates=candidates)
+        if not edges:
+            raise ValueError(f"class {c} has no {candidates} edge with a non-zero weight to edit.")
+        return self._apply(self._make_edits(c, [(col, score, None) for _, col, score in edges], r))
+
+    def fit_fictitious(
+        self,
+        data: Any,
+        attribute_column: str,
+        label_column: str | None = "label",
+        probe: Any = None,
+        **extract_kwargs: Any,
+    ) -> FictitiousHead:
+        """Algorithm 2, steps 1-5: M' = the frozen features with a new head fit on ``attribute_column``'s values.
+
+        ``probe`` defaults to ``LogisticRegression(C=1.0)``; any scikit-learn style estimator or a callable
+        ``(features, targets) -> (weight, bias)`` works. The result holds M''s accuracy (``.accuracy``) and, with a
+        ``label_column``, how often each attribute value occurs in each real class (for the pairing policies).
+        """
+        columns = [attribute_column] + ([label_column] if label_column else [])
+        feats = self._features(data, columns, **extract_kwargs)
+        labels = self._labels(feats, label_column) if label_column else None
+        if len(feats) == 0:
+            raise ValueError("the data is empty: M' needs samples to fit on.")
+        if not torch.isfinite(feats.features).all():
+            raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
+        fict = fit_fictitious_head(
+            feats.features, feats[attribute_column], attribute_column, labels, self.num_classes, probe
+        )
+        logger.info("M' (%s) accuracy on its training features: %.4f", attribute_column, fict.accuracy)
+        return fict
+
+    def neutralize(
+        self,
+        fictitious: FictitiousHead,
+        classes: Sequence[int | str] | None = None,
+        r: float = 1.0,
+        num_weights: int = 1,
+        policy: str = "dominant",
+    ) -> list[WeightEdit]:
+        """Algorithm 2, step 6: for each real class ``c`` edit ``W[c, k*]`` with Eq. 8 at rate ``r``, where ``k*``
+        is M''s plain SCA argmax (Eq. 6) for the fictitious class chosen by ``policy``:
+        ``"dominant"``, the attribute value most frequent in class ``c``; ``"other"``, every other value. Up to
+        ``num_weights`` weights per value; zero weights are skipped for the next best.
+        """
+        r = check_rate(r)
+        num_weights = _check_num_weights(num_weights)
+        if not isinstance(fictitious, FictitiousHead):
+            raise TypeError(f"expected the FictitiousHead returned by fit_fictitious, got {type(fictitious).__name__}.")
+        if fictitious.weight.shape[1] != self.head.in_features:
+            raise ValueError(
+                f"the fictitious head takes {fictitious.weight.shape[1]} features but this model's head takes "
+                f"{self.head.in_features}: it was fit on another model's features."
+            )
+        targets = range(self.num_classes) if classes is None else [self.class_index(c) for c in classes]
+        weight = self.head.weight.detach().cpu()
+        plan: list[WeightEdit] = []
+        for c in dict.fromkeys(targets):
+            chosen: dict[int, tuple[int, float, str | None]] = {}
+            for v in fictitious.values_for(c, policy):
+                picked = 0
+                for col, score in fictitious.ranked_features(v):
+                    if picked == num_weights:
+                        break
+                    if weight[c, col] == 0:
+                        logger.warning("W[%d, %d] is 0 (Eq. 7 is undefined there): using the next best edge.", c, col)
+                        continue
+                    if col not in chosen:
+                        chosen[col] = (col, score, str(fictitious.values[v]))
+                    picked += 1
+            plan.extend(self._make_edits(c, list(chosen.values()), r))
+        return self._apply(plan)
+
+    def revert(self) -> None:
+        """Undo every edit, newest first, restoring each weight bit for bit."""
+        for edit in reversed(self.edits):
+            edit.revert(self.model)
+        self.edits.clear()
