@@ -60,6 +60,11 @@ def neutralized_weight(row: torch.Tensor, k: int, r: float) -> float:
     return r * orthogonal_weight(row, k) + (1.0 - r) * w
 
 
+def round_to(value: float, dtype: torch.dtype) -> float:
+    """``value`` as a parameter of ``dtype`` stores it."""
+    return float(torch.tensor(value, dtype=torch.float64).to(dtype))
+
+
 def _get_param(model: nn.Module, name: str) -> nn.Parameter:
     try:
         param = model.get_parameter(name)
@@ -103,6 +108,7 @@ class WeightEdit:
                 f"edit [{self.row}, {self.col}] is out of bounds for {self.param} of shape {tuple(param.shape)}."
             )
         current = float(param.detach()[self.row, self.col])
+        expected = round_to(expected, param.dtype)
         if current != expected:
             raise ValueError(
                 f"{self.param}[{self.row}, {self.col}] is {current!r}, but this edit expects its {what} value "
@@ -114,7 +120,7 @@ class WeightEdit:
     def apply(self, model: nn.Module) -> None:
         """Write ``new_value``; refuses (ValueError) if the weight is not ``old_value``."""
         param = self._checked_param(model, self.old_value, "original")
-        param[self.row, self.col] = self.new_value
+        param[self.row, self.col] = round_to(self.new_value, param.dtype)
 
     @torch.no_grad()
     def revert(self, model: nn.Module) -> None:
@@ -129,8 +135,3 @@ class WeightEdit:
     def from_dict(cls, data: dict[str, Any]) -> WeightEdit:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def round_to(value: float, dtype: torch.dtype) -> float:
-    """``value`` as a parameter of ``dtype`` stores it."""
-    return float(torch.tensor(value, dtype=torch.float64).to(dtype))
