@@ -118,6 +118,8 @@ def _arrow_to_numpy(column: Any) -> np.ndarray:
     import pyarrow as pa
 
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(array.type, pa.ExtensionType):  # datasets' ArrayND columns
+        array = array.storage
     n = len(array)
     shape: list[int] = []
     while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):

@@ -13,7 +13,7 @@ from torch import nn
 from .edit import WeightEdit, check_rate, orthogonal_weight, round_to
 from .features import FeatureSet, extract_features
 from .heads import find_head
-from .probe import FictitiousHead, fit_fictitious_head
+from .probe import POLICIES, FictitiousHead, fit_fictitious_head
 from .scores import CANDIDATES, top_edges
 from .stats import EdgeStatistics, edge_statistics
 
@@ -281,14 +281,18 @@ class FictitiousClassRemover:
         r: float = 1.0,
         num_weights: int = 1,
         policy: str = "dominant",
+        values: Sequence[Any] | None = None,
     ) -> list[WeightEdit]:
         """Algorithm 2, step 6: for each real class ``c`` edit ``W[c, k*]`` with Eq. 8 at rate ``r``, where ``k*``
         is M''s plain SCA argmax (Eq. 6) for the fictitious class chosen by ``policy``:
-        ``"dominant"``, the attribute value most frequent in class ``c``; ``"other"``, every other value. Up to
-        ``num_weights`` weights per value; zero weights are skipped for the next best.
+        ``"dominant"``, the attribute value most frequent in class ``c``; ``"other"``, every other value. ``values``
+        names the attribute values to neutralize instead (the same in every class, e.g. one digit of a parity
+        class). Up to ``num_weights`` weights per value; zero weights are skipped for the next best.
         """
         r = check_rate(r)
         num_weights = _check_num_weights(num_weights)
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}.")
         if not isinstance(fictitious, FictitiousHead):
             raise TypeError(f"expected the FictitiousHead returned by fit_fictitious, got {type(fictitious).__name__}.")
         if fictitious.weight.shape[1] != self.head.in_features:
@@ -297,11 +301,12 @@ class FictitiousClassRemover:
                 f"{self.head.in_features}: it was fit on another model's features."
             )
         targets = range(self.num_classes) if classes is None else [self.class_index(c) for c in classes]
+        fixed = None if values is None else [fictitious.value_index(v) for v in values]
         weight = self.head.weight.detach().cpu()
         plan: list[WeightEdit] = []
         for c in dict.fromkeys(targets):
             chosen: dict[int, tuple[int, float, str | None]] = {}
-            for v in fictitious.values_for(c, policy):
+            for v in fictitious.values_for(c, policy) if fixed is None else fixed:
                 picked = 0
                 for col, score in fictitious.ranked_features(v):
                     if picked == num_weights:

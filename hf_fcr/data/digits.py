@@ -58,7 +58,7 @@ def train_classifier(
     """Plain ERM (cross-entropy, Adam) on a ``datasets.Dataset`` whose image column holds arrays; returns the model
     in eval mode."""
     torch.manual_seed(seed)
-    data = dataset.with_format("torch", columns=[image_column, label_column])
+    data = dataset.with_format("torch", columns=[image_column, label_column])[:]
     x = data[image_column].float()
     y = data[label_column].long()
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -1,0 +1,196 @@
+"""Algorithm 1 on a small CNN trained on sklearn's real digits; the feature pass from every kind of source."""
+
+import pytest
+import torch
+from torch import nn
+
+from hf_fcr import FeatureSet, FictitiousClassRemover
+from conftest import snapshot, state_equal
+
+
+def _per_class_accuracy(remover, feats):
+    pred = remover.logits(feats.features).argmax(1)
+    labels = feats.labels("label")
+    return torch.stack([(pred[labels == c] == c).double().mean() for c in range(10)]), pred
+
+
+@pytest.fixture
+def setup(digits, digits_model):
+    remover = FictitiousClassRemover(digits_model)
+    train = remover.extract_features(digits["train"])
+    test = remover.extract_features(digits["test"])
+    return remover, train, test
+
+
+def test_head_and_features_are_the_models(digits, digits_model):
+    remover = FictitiousClassRemover(digits_model)
+    assert remover.head_name == "6" and remover.param_name == "6.weight"
+    assert remover.param_name in digits_model.state_dict()
+    feats = remover.extract_features(digits["test"], batch_size=50)
+    x = torch.tensor(digits["test"]["image"])
+    with torch.no_grad():
+        torch.testing.assert_close(feats.features, digits_model[:-1](x))
+        torch.testing.assert_close(remover.logits(feats.features), digits_model(x))
+    assert feats["label"].tolist() == digits["test"]["label"]
+
+
+def test_feature_sources_agree(digits, digits_model):
+    remover = FictitiousClassRemover(digits_model)
+    data = digits["test"]
+    ref = remover.extract_features(data, batch_size=32)
+    streamed = remover.extract_features(data.to_iterable_dataset(num_shards=2), batch_size=32)
+    loader = torch.utils.data.DataLoader(data.with_format("torch"), batch_size=29)
+    from_loader = remover.extract_features(loader)
+    for other in (streamed, from_loader):
+        torch.testing.assert_close(other.features, ref.features)
+        assert other["label"].tolist() == ref["label"].tolist()
+
+
+def test_featureset_save_load_round_trip(setup, tmp_path):
+    _, _, test = setup
+    test.columns["name"] = [str(i) for i in test["label"].tolist()]
+    test.save(tmp_path / "feats")
+    back = FeatureSet.load(tmp_path / "feats")
+    assert torch.equal(back.features, test.features)
+    assert torch.equal(back["label"], test["label"]) and back["name"] == test["name"]
+
+
+def test_remove_each_class_with_one_weight(setup):
+    """Sec. 5.1 / Fig. 6 analogue: each class drops to <= 5%, others lose <= 1 point on average, one weight changes,
+    revert() restores every tensor bit for bit."""
+    remover, train, test = setup
+    base, _ = _per_class_accuracy(remover, test)
+    assert base.mean() > 0.9
+    original = snapshot(remover.model)
+    for c in range(10):
+        edits = remover.remove_class(c, train, r=1.0)
+        acc, _ = _per_class_accuracy(remover, test)
+        others = [i for i in range(10) if i != c]
+        assert acc[c] <= 0.05, (c, acc[c])
+        assert (base[others] - acc[others]).mean() <= 0.01, (c, acc)
+        changed = sum(int((remover.model.state_dict()[k] != v).sum()) for k, v in original.items())
+        assert changed == 1 and len(edits) == 1 and edits[0].row == c
+        remover.revert()
+        assert state_equal(snapshot(remover.model), original)
+
+
+def test_all_candidates_mode_can_amplify_the_class(setup):
+    """The paper's literal argmax can pick an edge of the other sign: Eq. 7 then makes the class take over."""
+    remover, train, test = setup
+    takeovers = []
+    for c in range(10):
+        remover.remove_class(c, train, candidates="all")
+        acc, pred = _per_class_accuracy(remover, test)
+        if (pred == c).double().mean() > 0.9:
+            takeovers.append(c)
+        remover.revert()
+        remover.remove_class(c, train, candidates="supporting")
+        _, pred = _per_class_accuracy(remover, test)
+        assert (pred == c).double().mean() < 0.05
+        remover.revert()
+    assert takeovers, "expected at least one class to take over every prediction in 'all' mode"
+
+
+def test_remove_eight_classes_keeps_the_other_two(setup):
+    """Fig. 7 analogue: remove 8 of 10 classes with one weight each."""
+    remover, train, test = setup
+    base, _ = _per_class_accuracy(remover, test)
+    removed = [0, 1, 2, 3, 5, 6, 8, 9]
+    for c in removed:
+        remover.remove_class(c, train)
+    acc, _ = _per_class_accuracy(remover, test)
+    assert acc[removed].max() <= 0.05
+    assert (acc[[4, 7]] >= base[[4, 7]]).all()
+    assert len(remover.edits) == 8
+
+
+def test_several_weights_use_the_original_row(setup):
+    remover, train, _ = setup
+    row = remover.head.weight.detach()[3].clone()
+    edits = remover.remove_class(3, train, r=0.4, num_weights=3)
+    assert len({e.col for e in edits}) == 3
+    from hf_fcr import neutralized_weight
+
+    for e in edits:
+        assert e.new_value == pytest.approx(neutralized_weight(row, e.col, 0.4), rel=1e-6)
+        assert float(remover.head.weight.detach()[3, e.col]) == e.new_value
+
+
+def test_class_by_name_and_rate_zero(setup):
+    remover, train, _ = setup
+    remover.class_names = [f"digit{i}" for i in range(10)]
+    original = snapshot(remover.model)
+    (edit,) = remover.remove_class("digit7", train, r=0.0)
+    assert edit.class_name == "digit7" and edit.class_index == 7
+    assert state_equal(snapshot(remover.model), original)
+
+
+def test_zero_weights_are_skipped(setup):
+    remover, train, _ = setup
+    (first,) = remover.remove_class(2, train)
+    remover.revert()
+    with torch.no_grad():
+        remover.head.weight[2, first.col] = 0.0
+    (second,) = remover.remove_class(2, train)
+    assert second.col != first.col
+
+
+def _bad_calls(remover, train):
+    nan = FeatureSet(train.features.clone(), dict(train.columns))
+    nan.features[0, 0] = float("nan")
+    beyond = FeatureSet(train.features, {"label": train["label"] + 5})
+    no_four = train.select(train["label"] != 4)
+    return [
+        (lambda: remover.remove_class(1, train, r=1.5), ValueError, "r must be"),
+        (lambda: remover.remove_class(1, train, r=float("nan")), ValueError, "r must be"),
+        (lambda: remover.remove_class(10, train), ValueError, "outside the head's classes"),
+        (lambda: remover.remove_class("cat", train), KeyError, "unknown class name"),
+        (lambda: remover.remove_class(1, train, label_column="digit"), KeyError, "not in this FeatureSet"),
+        (lambda: remover.remove_class(1, beyond), ValueError, "outside the head's classes"),
+        (lambda: remover.remove_class(1, nan), ValueError, "NaN"),
+        (lambda: remover.remove_class(1, train.select([])), ValueError, "empty"),
+        (lambda: remover.remove_class(4, no_four), ValueError, "no samples"),
+        (lambda: remover.remove_class(1, train, num_weights=0), ValueError, "num_weights"),
+        (lambda: remover.remove_class(1, train, candidates="best"), ValueError, "candidates"),
+    ]
+
+
+def test_bad_input_leaves_the_model_untouched(setup):
+    remover, train, _ = setup
+    original = snapshot(remover.model)
+    for call, error, message in _bad_calls(remover, train):
+        with pytest.raises(error, match=message):
+            call()
+        assert state_equal(snapshot(remover.model), original) and not remover.edits
+
+
+def test_missing_image_column_or_label_column(digits, digits_model):
+    remover = FictitiousClassRemover(digits_model)
+    with pytest.raises(KeyError, match="not in the dataset"):
+        remover.extract_features(digits["test"], image_column="pixels")
+    with pytest.raises(KeyError, match="not in the dataset"):
+        remover.extract_features(digits["test"], columns=("place",))
+    with pytest.raises(ValueError, match="empty"):
+        remover.extract_features(digits["test"].select([]))
+
+
+class _Scaled(nn.Module):
+    """Logits are the Linear's output times 2: the Linear does not produce them."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Flatten()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x)) * 2
+
+
+def test_models_without_a_usable_head(digits):
+    with pytest.raises(TypeError, match="no usable linear head"):
+        FictitiousClassRemover(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()))
+    with pytest.raises(TypeError, match="not an nn.Linear"):
+        FictitiousClassRemover(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), head_name="1")
+    remover = FictitiousClassRemover(_Scaled())
+    with pytest.raises(TypeError, match="not the model's logits"):
+        remover.extract_features(digits["test"])
