@@ -50,8 +50,10 @@ class FeatureSet:
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.columns:
-            raise KeyError(f"column {name!r} is not in this FeatureSet (columns: {self.column_names}); pass it in "
-                           "columns= when extracting features.")
+            raise KeyError(
+                f"column {name!r} is not in this FeatureSet (columns: {self.column_names}); pass it in "
+                "columns= when extracting features."
+            )
         return self.columns[name]
 
     def labels(self, name: str) -> torch.Tensor:
@@ -122,7 +124,9 @@ def _arrow_to_numpy(column: Any) -> np.ndarray:
         array = array.storage
     n = len(array)
     shape: list[int] = []
-    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+    while (
+        pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type)
+    ):
         if array.null_count:
             raise ValueError("the column has missing (null) entries.")
         lengths = pa.compute.list_value_length(array).to_numpy(zero_copy_only=False)
@@ -197,7 +201,7 @@ def _to_tensor_column(values: Any) -> Any:
         return values.detach().cpu()
     array = np.asarray(values)
     if array.dtype.kind in "biuf":
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(np.array(array, copy=True))
     return list(values)
 
 
@@ -226,6 +230,8 @@ def images_to_tensor(values: Any, transform: Callable[[list[Any]], torch.Tensor]
     array = np.asarray(values)
     if array.dtype.kind not in "biuf":
         raise ValueError(f"cannot turn an image column of dtype {array.dtype} into a tensor.")
+    if not array.flags.writeable:
+        array = array.copy()
     return torch.from_numpy(np.ascontiguousarray(array))
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -112,7 +112,9 @@ class HeadCapture:
                 "produces the logits once (pass head_name= to choose another module)."
             )
         feats, out = inputs[0], outputs[0]
-        if verify and (out.shape != logits.shape or not torch.allclose(out.float(), logits.float(), rtol=1e-4, atol=1e-5)):
+        if verify and (
+            out.shape != logits.shape or not torch.allclose(out.float(), logits.float(), rtol=1e-4, atol=1e-5)
+        ):
             raise TypeError(
                 f"the output of {self.head_name!r} (shape {tuple(out.shape)}) is not the model's logits (shape "
                 f"{tuple(logits.shape)}): something transforms it afterwards (e.g. a second, distilled head). FCR "

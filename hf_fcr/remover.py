@@ -147,9 +147,7 @@ class FictitiousClassRemover:
         self.edits.extend(edits)
         return edits
 
-    def _make_edits(
-        self, cls: int, cols: list[tuple[int, float, str | None]], r: float
-    ) -> list[WeightEdit]:
+    def _make_edits(self, cls: int, cols: list[tuple[int, float, str | None]], r: float) -> list[WeightEdit]:
         """Eq. 8 on the ORIGINAL row ``cls`` for each ``(col, score, fictitious)``: independent of edit order."""
         row = self.head.weight.detach()[cls].cpu()
         dtype = self.head.weight.dtype
@@ -237,7 +235,9 @@ class FictitiousClassRemover:
         labels = self._labels(feats, label_column)
         stats = edge_statistics(feats.features, self.logits(feats.features), labels, self.num_classes, rows=[c])
         if stats.count[c] == 0:
-            raise ValueError(f"class {c} ({self.class_names[c]!r}) has no samples in the data: its edges cannot be scored.")
+            raise ValueError(
+                f"class {c} ({self.class_names[c]!r}) has no samples in the data: its edges cannot be scored."
+            )
         weight_row = self.head.weight.detach()[c].cpu()
         zeros = int((weight_row == 0).sum())
         if zeros:
@@ -294,7 +294,9 @@ class FictitiousClassRemover:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}.")
         if not isinstance(fictitious, FictitiousHead):
-            raise TypeError(f"expected the FictitiousHead returned by fit_fictitious, got {type(fictitious).__name__}.")
+            raise TypeError(
+                f"expected the FictitiousHead returned by fit_fictitious, got {type(fictitious).__name__}."
+            )
         if fictitious.weight.shape[1] != self.head.in_features:
             raise ValueError(
                 f"the fictitious head takes {fictitious.weight.shape[1]} features but this model's head takes "
@@ -314,8 +316,9 @@ class FictitiousClassRemover:
                     if weight[c, col] == 0:
                         logger.warning("W[%d, %d] is 0 (Eq. 7 is undefined there): using the next best edge.", c, col)
                         continue
-                    if col not in chosen:
-                        chosen[col] = (col, score, str(fictitious.values[v]))
+                    if col in chosen:  # another value of this class took it: each value gets its own weights
+                        continue
+                    chosen[col] = (col, score, str(fictitious.values[v]))
                     picked += 1
             plan.extend(self._make_edits(c, list(chosen.values()), r))
         return self._apply(plan)

@@ -98,6 +98,8 @@ def top_edges(
             allowed &= supporting_mask(stats, cls, weight_row)
     elif candidates == "supporting":
         raise ValueError('candidates="supporting" needs weight_row=W[cls] to know which edges support the class.')
-    order = torch.argsort(torch.where(allowed, scores, torch.full_like(scores, -math.inf)), descending=True, stable=True)
+    order = torch.argsort(
+        torch.where(allowed, scores, torch.full_like(scores, -math.inf)), descending=True, stable=True
+    )
     n_allowed = int(allowed.sum())
     return [(cls, int(col), float(scores[col])) for col in order[: min(k, n_allowed)]]

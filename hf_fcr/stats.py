@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EdgeStatistics", "edge_statistics", "check_batch"]
+__all__ = ["EdgeStatistics", "check_batch", "edge_statistics"]
 
 # Above this many gradient entries (C x R x D) the caller must restrict ``rows=``: 2**27 float64 values are 1 GiB.
 MAX_GRADIENT_ELEMENTS = 2**27
@@ -36,7 +36,9 @@ def check_batch(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tens
             f"for features of shape {tuple(features.shape)}."
         )
     if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
-        raise ValueError(f"labels must be a vector of {features.shape[0]} class indices, got shape {tuple(labels.shape)}.")
+        raise ValueError(
+            f"labels must be a vector of {features.shape[0]} class indices, got shape {tuple(labels.shape)}."
+        )
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}.")
     if num_classes > logits.shape[1]:

@@ -3,10 +3,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from hf_fcr.data import digits_cnn, digits_dataset, train_classifier  # noqa: E402
+from hf_fcr.data import digits_cnn, digits_dataset, train_classifier
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,9 @@ def test_top_edges_order_zero_weights_and_supporting():
     weight = -signs.clone()
     weight[order[2]] = signs[order[2]]
     if signs[order[2]] != 0:
-        assert [col for _, col, _ in top_edges(stats, 1, k=5, weight_row=weight, candidates="supporting")] == [order[2]]
+        assert [col for _, col, _ in top_edges(stats, 1, k=5, weight_row=weight, candidates="supporting")] == [
+            order[2]
+        ]
     with pytest.raises(ValueError, match="weight_row"):
         top_edges(stats, 1, candidates="supporting")
     with pytest.raises(ValueError, match="candidates"):

@@ -84,7 +84,14 @@ def test_merge_refuses_different_rows():
     "mutate, message",
     [
         (lambda f, z, y: (f, z, y + 10), "outside the head's classes"),
-        (lambda f, z, y: (f.index_put((torch.tensor([0]), torch.tensor([0])), torch.tensor(float("nan"), dtype=torch.float64)), z, y), "NaN"),
+        (
+            lambda f, z, y: (
+                f.index_put((torch.tensor([0]), torch.tensor([0])), torch.tensor(float("nan"), dtype=torch.float64)),
+                z,
+                y,
+            ),
+            "NaN",
+        ),
         (lambda f, z, y: (f[:0], z[:0], y[:0]), "no samples"),
         (lambda f, z, y: (f, z[:3], y), "logits must be"),
         (lambda f, z, y: (f, z, y.double()), "integer"),

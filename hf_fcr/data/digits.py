@@ -21,7 +21,7 @@ def digits_dataset(seed: int = 0, test_fraction: float = 0.25) -> Any:
     images = (digits.images / 16.0).astype(np.float32)[:, None]
     labels = digits.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(labels))
-    n_test = int(round(len(labels) * test_fraction))
+    n_test = round(len(labels) * test_fraction)
     features = datasets.Features(
         {"image": datasets.Array3D(shape=(1, 8, 8), dtype="float32"), "label": datasets.ClassLabel(num_classes=10)}
     )

@@ -1,0 +1,141 @@
+"""Algorithm 2: M' fit on frozen features, the plain-argmax choice of k*, and the edit applied to M."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import snapshot, state_equal
+from sklearn.linear_model import LogisticRegression
+
+from hf_fcr import FeatureSet, FictitiousClassRemover, neutralized_weight
+from hf_fcr.data import digits_cnn, train_classifier
+from hf_fcr.scores import EPS
+
+
+@pytest.fixture
+def parity(digits, digits_model):
+    """The digits model's features with a parity label (the real classes 0/1 of its first two outputs) and the
+    digit as the fictitious attribute: the paper's ParityMNIST setting on real digits."""
+    remover = FictitiousClassRemover(digits_model)
+    feats = remover.extract_features(digits["train"])
+    digit = feats["label"]
+    return remover, FeatureSet(feats.features, {"label": digit % 2, "digit": digit, "name": [f"d{v}" for v in digit]})
+
+
+def _brute_force_sca_row(features, logits, targets, v):
+    """Eq. 3-6 for row v of M' by explicit per-sample loops."""
+    num_values, dim = logits.shape[1], features.shape[1]
+    act = np.zeros((num_values, dim))
+    grad = np.zeros((num_values, dim))
+    probs = torch.softmax(logits, 1).numpy()
+    for a, p, t in zip(features.double().numpy(), probs, targets.numpy()):
+        act[t] += np.abs(a)
+        grad[t] += np.abs(p[v] - (t == v)) * np.abs(a)
+
+    def entropy(x):
+        p = x / np.where(x.sum(0, keepdims=True) > 0, x.sum(0, keepdims=True), 1)
+        return -(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)).sum(0)
+
+    return entropy(grad) / (entropy(act) + EPS) * grad[v] * act[v]
+
+
+def test_probe_is_logistic_regression_and_k_star_is_plain_argmax(parity):
+    remover, feats = parity
+    fict = remover.fit_fictitious(feats, attribute_column="digit")
+    assert fict.values == list(range(10)) and fict.weight.shape == (10, 64)
+    reference = LogisticRegression(C=1.0, max_iter=2000).fit(feats.features.double().numpy(), feats["digit"].numpy())
+    probs = torch.softmax(fict.logits(feats.features), 1).numpy()
+    np.testing.assert_allclose(probs, reference.predict_proba(feats.features.double().numpy()), atol=1e-6)
+    assert fict.accuracy == pytest.approx(reference.score(feats.features.double().numpy(), feats["digit"].numpy()))
+    for v in (0, 7):
+        expected = _brute_force_sca_row(feats.features, fict.logits(feats.features), feats["digit"], v)
+        assert fict.ranked_features(v)[0][0] == int(np.argmax(expected))
+
+
+def test_binary_attribute_gives_softmax_equivalent_rows(parity):
+    remover, feats = parity
+    big = (feats["digit"] >= 5).long()
+    binary = FeatureSet(feats.features, {"label": feats["label"], "big": big})
+    fict = remover.fit_fictitious(binary, attribute_column="big")
+    torch.testing.assert_close(fict.weight[0], -fict.weight[1])
+    reference = LogisticRegression(C=1.0, max_iter=2000).fit(feats.features.double().numpy(), big.numpy())
+    probs = torch.softmax(fict.logits(feats.features), 1).numpy()
+    np.testing.assert_allclose(probs, reference.predict_proba(feats.features.double().numpy()), atol=1e-6)
+
+
+def test_neutralize_one_weight_per_class_with_eq8(parity):
+    remover, feats = parity
+    fict = remover.fit_fictitious(feats, attribute_column="name")  # string attribute values
+    weight = remover.head.weight.detach().clone()
+    edits = remover.neutralize(fict, classes=[0, 1], r=0.3, policy="dominant")
+    assert [e.row for e in edits] == [0, 1]
+    for e in edits:
+        # dominant value of the parity class, counted by a loop
+        names = [n for n, y in zip(feats["name"], feats["label"].tolist()) if y == e.row]
+        dominant = max(sorted(set(names)), key=names.count)
+        assert e.fictitious == dominant
+        assert e.col == fict.ranked_features(fict.value_index(dominant))[0][0]
+        assert e.new_value == pytest.approx(neutralized_weight(weight[e.row], e.col, 0.3), rel=1e-6)
+    assert int((remover.head.weight.detach() != weight).sum()) == 2
+
+
+def test_other_policy_and_explicit_values(parity):
+    remover, feats = parity
+    fict = remover.fit_fictitious(feats, attribute_column="digit")
+    edits = remover.neutralize(fict, classes=[1], r=1.0, policy="other", num_weights=1)
+    assert len({e.fictitious for e in edits}) == 9  # every value except the dominant one
+    remover.revert()
+    edits = remover.neutralize(fict, classes=[1], values=[3], r=1.0, num_weights=2)
+    assert [e.fictitious for e in edits] == ["3", "3"] and len({e.col for e in edits}) == 2
+
+
+@pytest.fixture(scope="module")
+def parity_model(digits):
+    """A CNN trained (ERM) on the parity of the real digits: 2 classes, the digits are its sub-classes."""
+    import datasets
+
+    def to_parity(split):
+        return split.map(lambda ex: {"digit": ex["label"], "label": ex["label"] % 2}).cast_column(
+            "label", datasets.Value("int64")
+        )
+
+    train, test = to_parity(digits["train"]), to_parity(digits["test"])
+    return train_classifier(digits_cnn(2), train, epochs=30, seed=0), train, test
+
+
+def test_removing_a_subclass_hurts_it_more_than_the_others(parity_model):
+    """Sec. 5.2 / Fig. 8 analogue: neutralizing digit v inside its parity class lowers v's accuracy far more than
+    the other digits' (measured: forget 0.01 vs retain 0.56 at r=0.5; 0.85 vs 0.94 at r=0.1)."""
+    model, train, test = parity_model
+    remover = FictitiousClassRemover(model)
+    feats = remover.extract_features(train, columns=("label", "digit"))
+    test_feats = remover.extract_features(test, columns=("label", "digit"))
+    fict = remover.fit_fictitious(feats, attribute_column="digit")
+    digit, label = test_feats["digit"], test_feats["label"]
+    forget, retain = [], []
+    for v in range(10):
+        remover.neutralize(fict, classes=[v % 2], values=[v], r=0.5)
+        correct = (remover.logits(test_feats.features).argmax(1) == label).double()
+        remover.revert()
+        forget.append(correct[digit == v].mean())
+        retain.append(correct[digit != v].mean())
+    assert np.mean(forget) < 0.1 and np.mean(retain) - np.mean(forget) > 0.3
+
+
+def test_neutralize_errors_leave_model_untouched(parity):
+    remover, feats = parity
+    fict = remover.fit_fictitious(feats, attribute_column="digit")
+    original = snapshot(remover.model)
+    with pytest.raises(ValueError, match="policy"):
+        remover.neutralize(fict, policy="rare")
+    with pytest.raises(ValueError, match="r must be"):
+        remover.neutralize(fict, r=-1)
+    with pytest.raises(KeyError, match="not a value"):
+        remover.neutralize(fict, values=[42])
+    with pytest.raises(ValueError, match="no samples"):
+        remover.neutralize(fict, classes=[5])  # the parity labels use only outputs 0 and 1
+    with pytest.raises(KeyError, match="not in this FeatureSet"):
+        remover.fit_fictitious(feats, attribute_column="place")
+    single = FeatureSet(feats.features, {"label": feats["label"], "one": torch.zeros(len(feats), dtype=torch.long)})
+    with pytest.raises(ValueError, match="at least two"):
+        remover.fit_fictitious(single, attribute_column="one")
+    assert state_equal(snapshot(remover.model), original) and not remover.edits
