@@ -16,6 +16,7 @@ from .stats import EdgeStatistics, edge_statistics
 __all__ = ["FictitiousHead", "default_probe", "fit_fictitious_head", "fit_linear_probe"]
 
 POLICIES = ("dominant", "other")
+SELECTIONS = ("sca", "grad_x_act", "random")
 
 
 def default_probe() -> Any:
@@ -91,9 +92,19 @@ class FictitiousHead:
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return features.to(torch.float64) @ self.weight.T + self.bias
 
-    def ranked_features(self, value_index: int) -> list[tuple[int, float]]:
-        """Head inputs ``k`` ranked by SCA of M' row ``v`` (plain argmax order, Algorithm 2), as ``(k, score)``."""
-        scores = sca_score(self.stats, value_index)[value_index]
+    def ranked_features(
+        self, value_index: int, selection: str = "sca", generator: torch.Generator | None = None
+    ) -> list[tuple[int, float]]:
+        """Head inputs ``k`` ranked for M' row ``v``, best first, as ``(k, score)``: by SCA (Eq. 6, plain argmax
+        order as in Algorithm 2), by ``"grad_x_act"`` (``G[v, v, k] * A[v, k]``, no CA ratio) or ``"random"``."""
+        if selection == "sca":
+            scores = sca_score(self.stats, value_index)[value_index]
+        elif selection == "grad_x_act":
+            scores = self.stats.gradient_row(value_index)[value_index] * self.stats.activation[value_index]
+        elif selection == "random":
+            scores = torch.rand(self.stats.num_features, generator=generator, dtype=torch.float64)
+        else:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
         order = torch.argsort(scores, descending=True, stable=True)
         return [(int(k), float(scores[k])) for k in order]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -13,11 +14,13 @@ from torch import nn
 from .edit import WeightEdit, check_rate, orthogonal_weight, round_to
 from .features import FeatureSet, extract_features
 from .heads import find_head
+from .metrics import group_ids
 from .probe import POLICIES, FictitiousHead, fit_fictitious_head
 from .scores import CANDIDATES, top_edges
 from .stats import EdgeStatistics, edge_statistics
+from .sweep import SweepResult, check_rule, default_r_grid, sweep_edits
 
-__all__ = ["FictitiousClassRemover"]
+__all__ = ["FictitiousClassRemover", "NeutralizationSearch"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,26 @@ def _check_num_weights(num_weights: int) -> int:
     if isinstance(num_weights, bool) or not isinstance(num_weights, int) or num_weights < 1:
         raise ValueError(f"num_weights must be a positive integer, got {num_weights!r}.")
     return num_weights
+
+
+@dataclass
+class NeutralizationSearch:
+    """What ``neutralize_spurious`` chose and tried: the applied ``edits``, the chosen ``policy``,
+    ``num_weights`` and ``r`` under ``rule``, M' (``fictitious``), the chosen candidate's ``validation`` metrics, and
+    one entry per (policy, num_weights) in ``tried``, each with its ``sweep`` over r."""
+
+    edits: list[WeightEdit]
+    fictitious: FictitiousHead
+    policy: str
+    num_weights: int
+    r: float
+    rule: str
+    validation: dict[str, Any]
+    tried: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def choice(self) -> dict[str, Any]:
+        return {"policy": self.policy, "num_weights": self.num_weights, "r": self.r, "rule": self.rule}
 
 
 class FictitiousClassRemover:
@@ -274,21 +297,18 @@ class FictitiousClassRemover:
         logger.info("M' (%s) accuracy on its training features: %.4f", attribute_column, fict.accuracy)
         return fict
 
-    def neutralize(
+    def _plan_neutralize(
         self,
         fictitious: FictitiousHead,
-        classes: Sequence[int | str] | None = None,
-        r: float = 1.0,
-        num_weights: int = 1,
-        policy: str = "dominant",
-        values: Sequence[Any] | None = None,
+        classes: Sequence[int | str] | None,
+        r: float,
+        num_weights: int,
+        policy: str,
+        values: Sequence[Any] | None,
+        selection: str,
+        seed: int,
     ) -> list[WeightEdit]:
-        """Algorithm 2, step 6: for each real class ``c`` edit ``W[c, k*]`` with Eq. 8 at rate ``r``, where ``k*``
-        is M''s plain SCA argmax (Eq. 6) for the fictitious class chosen by ``policy``:
-        ``"dominant"``, the attribute value most frequent in class ``c``; ``"other"``, every other value. ``values``
-        names the attribute values to neutralize instead (the same in every class, e.g. one digit of a parity
-        class). Up to ``num_weights`` weights per value; zero weights are skipped for the next best.
-        """
+        """Validate everything and compute Algorithm 2's edits (not applied)."""
         r = check_rate(r)
         num_weights = _check_num_weights(num_weights)
         if policy not in POLICIES:
@@ -304,13 +324,14 @@ class FictitiousClassRemover:
             )
         targets = range(self.num_classes) if classes is None else [self.class_index(c) for c in classes]
         fixed = None if values is None else [fictitious.value_index(v) for v in values]
+        generator = torch.Generator().manual_seed(seed)
         weight = self.head.weight.detach().cpu()
         plan: list[WeightEdit] = []
         for c in dict.fromkeys(targets):
             chosen: dict[int, tuple[int, float, str | None]] = {}
             for v in fictitious.values_for(c, policy) if fixed is None else fixed:
                 picked = 0
-                for col, score in fictitious.ranked_features(v):
+                for col, score in fictitious.ranked_features(v, selection, generator):
                     if picked == num_weights:
                         break
                     if weight[c, col] == 0:
@@ -321,7 +342,130 @@ class FictitiousClassRemover:
                     chosen[col] = (col, score, str(fictitious.values[v]))
                     picked += 1
             plan.extend(self._make_edits(c, list(chosen.values()), r))
+        return plan
+
+    def neutralize(
+        self,
+        fictitious: FictitiousHead,
+        classes: Sequence[int | str] | None = None,
+        r: float = 1.0,
+        num_weights: int = 1,
+        policy: str = "dominant",
+        values: Sequence[Any] | None = None,
+        selection: str = "sca",
+        seed: int = 0,
+    ) -> list[WeightEdit]:
+        """Algorithm 2, step 6: for each real class ``c`` edit ``W[c, k*]`` with Eq. 8 at rate ``r``, where ``k*``
+        is M''s plain SCA argmax (Eq. 6) for the fictitious class chosen by ``policy``:
+        ``"dominant"``, the attribute value most frequent in class ``c``; ``"other"``, every other value. ``values``
+        names the attribute values to neutralize instead (the same in every class, e.g. one digit of a parity
+        class). Up to ``num_weights`` weights per value; zero weights are skipped for the next best.
+
+        ``selection`` ranks M''s edges: ``"sca"`` (Eq. 6, the method), ``"grad_x_act"`` (``G * A`` without the CA
+        entropy ratio, the paper's Figure 8 left) or ``"random"`` (a control, seeded by ``seed``).
+        """
+        plan = self._plan_neutralize(fictitious, classes, r, num_weights, policy, values, selection, seed)
         return self._apply(plan)
+
+    def base_weight(self) -> torch.Tensor:
+        """The head's weight with every recorded edit undone (a copy; the model is not changed)."""
+        weight = self.head.weight.detach().clone()
+        for edit in reversed(self.edits):
+            weight[edit.row, edit.col] = edit.old_value
+        return weight
+
+    def base_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits of the model without any of the recorded edits."""
+        weight = self.base_weight()
+        bias = None if self.head.bias is None else self.head.bias.detach()
+        return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
+
+    def _groups(self, feats: FeatureSet, label_column: str, group_columns: Sequence[str]) -> tuple:
+        labels = self._labels(feats, label_column)
+        ids, names = group_ids(
+            {c: feats.labels(c) for c in (label_column, *group_columns)}, [label_column, *group_columns]
+        )
+        return labels, ids, names
+
+    def sweep(
+        self,
+        data: Any,
+        r_values: Sequence[float] | None = None,
+        label_column: str = "label",
+        group_columns: Sequence[str] = (),
+        edits: Sequence[WeightEdit] | None = None,
+    ) -> SweepResult:
+        """Evaluate the current edits (or ``edits``) re-applied from the base weights at every rate in ``r_values``
+        (default ``default_r_grid()``), in closed form on cached features. Groups are ``(label, *group_columns)``."""
+        feats = self._features(data, [label_column, *group_columns])
+        edits = list(self.edits if edits is None else edits)
+        if not edits:
+            raise ValueError("there are no edits to sweep: call remove_class / neutralize first, or pass edits=.")
+        labels, ids, names = self._groups(feats, label_column, group_columns)
+        r_values = default_r_grid() if r_values is None else r_values
+        return sweep_edits(self.base_logits(feats.features), feats.features, edits, r_values, labels, ids, names)
+
+    def neutralize_spurious(
+        self,
+        train: Any,
+        val: Any,
+        label_column: str = "label",
+        attribute_column: str = "place",
+        rule: str = "min_gap",
+        policies: Sequence[str] = POLICIES,
+        num_weights: Sequence[int] = (1, 2, 3),
+        r_values: Sequence[float] | None = None,
+        probe: Any = None,
+        selection: str = "sca",
+        seed: int = 0,
+    ) -> NeutralizationSearch:
+        """Algorithm 2 with automatic choices: fit M' on ``train``, then pick the pairing policy, the number of
+        weights per class and ``r`` on ``val`` by ``rule`` (``"min_gap"``: smallest gap between average and
+        worst-group accuracy, the paper's; ``"max_worst"``: best worst-group accuracy), apply the chosen edits, and
+        return what was tried. Groups are ``(label, attribute)``. Ties go to the first candidate in the order
+        (policy, weights, smallest r). The model keeps any earlier edits; the new ones are added on top."""
+        check_rule(rule)
+        for p in policies:
+            if p not in POLICIES:
+                raise ValueError(f"policies must be among {POLICIES}, got {p!r}.")
+        counts = [_check_num_weights(n) for n in num_weights]
+        if not policies or not counts:
+            raise ValueError("need at least one policy and one num_weights to try.")
+        r_values = default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})
+        train_feats = self._features(train, [label_column, attribute_column])
+        val_feats = self._features(val, [label_column, attribute_column])
+        labels, ids, names = self._groups(val_feats, label_column, [attribute_column])
+        fict = self.fit_fictitious(train_feats, attribute_column, label_column, probe=probe)
+        current = self.logits(val_feats.features)
+        tried: list[dict[str, Any]] = []
+        best: tuple[float, dict[str, Any], list[WeightEdit]] | None = None
+        for policy in policies:
+            for n in counts:
+                plan = self._plan_neutralize(fict, None, 1.0, n, policy, None, selection, seed)
+                result = sweep_edits(current, val_feats.features, plan, r_values, labels, ids, names)
+                row = result.best(rule)
+                tried.append({"policy": policy, "num_weights": n, "sweep": result, **row})
+                score = -row["gap"] if rule == "min_gap" else row["worst_group"]
+                if best is None or score > best[0]:
+                    best = (score, tried[-1], plan)
+        assert best is not None
+        _, choice, plan = best
+        r = choice["r"]
+        dtype = self.head.weight.dtype
+        for edit in plan:
+            edit.r = r
+            edit.new_value = round_to(edit.value_at(r), dtype)
+        applied = self._apply(plan)
+        return NeutralizationSearch(
+            edits=applied,
+            fictitious=fict,
+            policy=choice["policy"],
+            num_weights=choice["num_weights"],
+            r=r,
+            rule=rule,
+            validation=choice,
+            tried=tried,
+        )
 
     def revert(self) -> None:
         """Undo every edit, newest first, restoring each weight bit for bit."""

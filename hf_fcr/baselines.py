@@ -1,0 +1,97 @@
+"""Baselines on the same cached features: DFR (Kirichenko et al., "Last layer re-training is sufficient for
+robustness to spurious correlations"), the strongest post-hoc competitor, and ERM's own head.
+
+DFR as its authors describe it: standardize the features (statistics of the validation set), fit an L1-regularized
+logistic regression on group-balanced subsets of the validation set, choose the inverse regularization ``C`` by the
+worst-group accuracy on the other half of the validation set, then refit on group-balanced subsets of the whole
+validation set several times and average the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["DFRHead", "dfr"]
+
+DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+
+
+@dataclass
+class DFRHead:
+    """A linear head ``[K, D]``, ``[K]`` on the raw features, the chosen ``C`` and the tuning table."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    C: float
+    tuning: dict[float, float]
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return features.to(torch.float64) @ self.weight.T + self.bias
+
+
+def _balanced_subset(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices with every group subsampled (without replacement) to the smallest group's size."""
+    present = np.unique(groups)
+    size = min(int((groups == g).sum()) for g in present)
+    return np.concatenate([rng.choice(np.flatnonzero(groups == g), size, replace=False) for g in present])
+
+
+def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", max_iter=1000).fit(x, y)
+    coef, intercept = model.coef_, model.intercept_
+    if coef.shape[0] == 1:  # binary: softmax-equivalent two rows
+        coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    full_w, full_b = np.zeros((num_classes, x.shape[1])), np.full(num_classes, -1e9)
+    full_w[model.classes_], full_b[model.classes_] = coef, intercept
+    return full_w, full_b
+
+
+def _worst_group(pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
+    return min(float((pred[groups == g] == y[groups == g]).mean()) for g in np.unique(groups))
+
+
+def dfr(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor,
+    num_classes: int,
+    seed: int = 0,
+    num_fits: int = 20,
+    c_grid: Sequence[float] = DFR_C_GRID,
+) -> DFRHead:
+    """DFR on validation ``features`` with class ``labels`` and ``groups`` (e.g. label x attribute)."""
+    from sklearn.preprocessing import StandardScaler
+
+    x = features.detach().double().cpu().numpy()
+    y, g = labels.cpu().numpy(), groups.cpu().numpy()
+    rng = np.random.default_rng(seed)
+    scaler = StandardScaler().fit(x)
+    xs = scaler.transform(x)
+    order = rng.permutation(len(y))
+    tune, held = order[: len(y) // 2], order[len(y) // 2 :]
+    tuning = {}
+    for C in c_grid:
+        scores = []
+        for _ in range(3):
+            sub = tune[_balanced_subset(g[tune], rng)]
+            w, b = _fit(xs[sub], y[sub], C, num_classes)
+            scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
+        tuning[float(C)] = float(np.mean(scores))
+    best_c = max(tuning, key=lambda c: (tuning[c], -list(tuning).index(c)))
+    ws, bs = [], []
+    for _ in range(num_fits):
+        sub = _balanced_subset(g, rng)
+        w, b = _fit(xs[sub], y[sub], best_c, num_classes)
+        ws.append(w)
+        bs.append(b)
+    w, b = np.mean(ws, axis=0), np.mean(bs, axis=0)
+    # fold the standardization into the head: (x - mu) / sigma . w + b
+    w_raw = w / scaler.scale_
+    b_raw = b - w_raw @ scaler.mean_
+    return DFRHead(torch.from_numpy(w_raw), torch.from_numpy(b_raw), best_c, tuning)

@@ -1,0 +1,52 @@
+"""Group-robustness metrics: average, worst-group, per-group accuracy, gap, and the train-weighted average."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["group_ids", "group_metrics"]
+
+
+def group_ids(columns: Mapping[str, Any], names: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+    """Combine integer columns into one group id per sample; returns ``(ids [N], group names)``.
+
+    Group names read ``"label=1,place=0"``; only combinations that occur get an id, in sorted order.
+    """
+    if not names:
+        raise ValueError("need at least one column to form groups.")
+    stacked = torch.stack([torch.as_tensor(columns[n]).long() for n in names], dim=1)
+    keys, ids = torch.unique(stacked, dim=0, return_inverse=True)
+    labels = [",".join(f"{n}={int(v)}" for n, v in zip(names, key)) for key in keys]
+    return ids, labels
+
+
+def group_metrics(
+    pred: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor,
+    group_names: Sequence[str] | None = None,
+    train_proportions: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Accuracy overall (``average``), of the worst group, per group, the ``gap`` between average and worst group,
+    and, with ``train_proportions`` (group name -> fraction of training samples), the ``weighted_average`` that
+    DFR and group DRO report for Waterbirds (per-group test accuracy weighted by the training group sizes)."""
+    correct = (pred == labels).double()
+    if len(correct) == 0:
+        raise ValueError("no samples to evaluate.")
+    n_groups = int(groups.max()) + 1
+    names = list(group_names) if group_names is not None else [str(g) for g in range(n_groups)]
+    per_group: dict[str, float] = {}
+    for g in range(n_groups):
+        mask = groups == g
+        if mask.any():
+            per_group[names[g]] = float(correct[mask].mean())
+    average = float(correct.mean())
+    worst = min(per_group.values())
+    out: dict[str, Any] = {"average": average, "worst_group": worst, "gap": average - worst, "per_group": per_group}
+    if train_proportions is not None:
+        total = sum(train_proportions.get(k, 0.0) for k in per_group)
+        out["weighted_average"] = sum(acc * train_proportions.get(k, 0.0) for k, acc in per_group.items()) / total
+    return out
