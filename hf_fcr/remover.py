@@ -14,7 +14,7 @@ from torch import nn
 from .edit import WeightEdit, check_rate, orthogonal_weight, round_to
 from .features import FeatureSet, extract_features
 from .heads import find_head
-from .metrics import group_ids
+from .metrics import group_ids, group_metrics
 from .probe import POLICIES, FictitiousHead, fit_fictitious_head
 from .scores import CANDIDATES, top_edges
 from .stats import EdgeStatistics, edge_statistics
@@ -97,6 +97,11 @@ class FictitiousClassRemover:
         self.class_names = [str(n) for n in class_names]
         self.transform = transform
         self.edits: list[WeightEdit] = []
+        self.base_model_name_or_path: str | None = (
+            getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        )
+        self.revision: str | None = None
+        self.fcr_config_extra: dict[str, Any] = {}
 
     # ----------------------------------------------------------------------------------------------- helpers
 
@@ -197,6 +202,67 @@ class FictitiousClassRemover:
         return edits
 
     # ----------------------------------------------------------------------------------------------- public API
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        revision: str | None = None,
+        backend: str = "auto",
+        trust_remote_code: bool = False,
+        token: Any = None,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> FictitiousClassRemover:
+        """Load a timm checkpoint (``hf-hub:org/name``, ``timm/<name>``, a ``save_for_hf`` folder), a transformers
+        image classifier (Hub id or folder, with its image processor), or a plain module's ``model.safetensors`` into
+        ``model``. A folder or repo written by ``save_pretrained`` keeps its edit record (so ``revert()`` restores
+        the base); an edits-only artifact loads its base checkpoint, checks every old value and re-applies the
+        edits. ``trust_remote_code`` stays off unless you pass it."""
+        from .hub import load_pretrained
+
+        return load_pretrained(
+            name_or_path,
+            revision=revision,
+            backend=backend,
+            trust_remote_code=trust_remote_code,
+            token=token,
+            model=model,
+            **kwargs,
+        )
+
+    def save_pretrained(
+        self, save_directory: str, edits_only: bool = False, overwrite: bool = False, **card_info: Any
+    ) -> Any:
+        """Write the edited checkpoint in its library's format plus ``fcr_config.json`` and a ``README.md`` card
+        (``edits_only=True``: only those two). See ``hf_fcr.hub.save_pretrained``."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, save_directory, edits_only=edits_only, overwrite=overwrite, **card_info)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        token: Any = None,
+        commit_message: str = "Upload model edited with hf-fcr",
+        create_pr: bool = False,
+        edits_only: bool = False,
+        **card_info: Any,
+    ) -> Any:
+        """Save and upload to the Hub with ``huggingface_hub.HfApi`` (main process only)."""
+        from .hub import push_to_hub
+
+        return push_to_hub(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+            create_pr=create_pr,
+            edits_only=edits_only,
+            **card_info,
+        )
 
     def extract_features(
         self,
@@ -423,7 +489,8 @@ class FictitiousClassRemover:
         weights per class and ``r`` on ``val`` by ``rule`` (``"min_gap"``: smallest gap between average and
         worst-group accuracy, the paper's; ``"max_worst"``: best worst-group accuracy), apply the chosen edits, and
         return what was tried. Groups are ``(label, attribute)``. Ties go to the first candidate in the order
-        (policy, weights, smallest r). The model keeps any earlier edits; the new ones are added on top."""
+        (policy, weights, smallest r). ``min_gap`` only considers points whose validation worst-group accuracy is
+        at least the current model's (see ``SweepResult.best``). The model keeps any earlier edits; the new ones are added on top."""
         check_rule(rule)
         for p in policies:
             if p not in POLICIES:
@@ -437,13 +504,14 @@ class FictitiousClassRemover:
         labels, ids, names = self._groups(val_feats, label_column, [attribute_column])
         fict = self.fit_fictitious(train_feats, attribute_column, label_column, probe=probe)
         current = self.logits(val_feats.features)
+        floor = group_metrics(current.argmax(1), labels, ids, names)["worst_group"]
         tried: list[dict[str, Any]] = []
         best: tuple[float, dict[str, Any], list[WeightEdit]] | None = None
         for policy in policies:
             for n in counts:
                 plan = self._plan_neutralize(fict, None, 1.0, n, policy, None, selection, seed)
                 result = sweep_edits(current, val_feats.features, plan, r_values, labels, ids, names)
-                row = result.best(rule)
+                row = result.best(rule, floor=floor)
                 tried.append({"policy": policy, "num_weights": n, "sweep": result, **row})
                 score = -row["gap"] if rule == "min_gap" else row["worst_group"]
                 if best is None or score > best[0]:

@@ -58,12 +58,21 @@ class SweepResult:
     def r_values(self) -> list[float]:
         return [row["r"] for row in self.table]
 
-    def best(self, rule: str = "min_gap") -> dict[str, Any]:
+    def best(self, rule: str = "min_gap", floor: float | None = None) -> dict[str, Any]:
         """The row with the smallest gap (the paper's rule) or the best worst-group accuracy; ties go to the
-        smallest ``r``."""
+        smallest ``r``.
+
+        ``min_gap`` only considers rows whose worst-group accuracy is at least ``floor`` (default: that of the
+        smallest ``r``, i.e. the unedited model when the grid starts at 0): a classifier that flips most predictions
+        also has a small gap, and the paper's rule is meant for the region where the worst group improves.
+        """
         check_rule(rule)
+        if floor is None:
+            floor = self.table[0]["worst_group"]
         best = self.table[0]
         for row in self.table[1:]:
+            if rule == "min_gap" and row["worst_group"] < floor:
+                continue
             if _score(row, rule) > _score(best, rule):
                 best = row
         return best
@@ -84,6 +93,7 @@ class SweepResult:
         positive = [x for x in r if x > 0]
         if positive:
             ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xlim(0, max(r))
         ax.set_xlabel("neutralization rate r")
         ax.set_ylabel("accuracy (%)")
         if title:

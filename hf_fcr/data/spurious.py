@@ -2,8 +2,7 @@
 
 *SpuriousDigits* (a Waterbirds stand-in): sklearn's real handwritten digits, label ``digit >= 5`` ("small" /
 "large"), drawn in white over a real texture from ``skimage.data`` with a colour tint: ``place`` 0 is green grass,
-``place`` 1 is blue brick. In ``train`` the place agrees with the label at rate ``correlation`` (default 0.8; at 0.95 the
-small CNN of the demo learns the background alone and no last-layer method has digit features left to use): the
+``place`` 1 is blue brick. In ``train`` the place agrees with the label at rate ``correlation`` (default 0.95): the
 minority groups are large digits on grass and small digits on brick. In ``validation`` and ``test`` every digit is
 drawn on both places, so the groups are balanced. ``group = 2 * label + place``.
 
@@ -41,7 +40,7 @@ def _render(digit: np.ndarray, place: int, textures: dict[str, np.ndarray], rng:
     return (ink + (1.0 - ink) * background).astype(np.float32)
 
 
-def spurious_digits(seed: int = 0, correlation: float = 0.8, fractions: tuple[float, float] = (0.2, 0.2)) -> Any:
+def spurious_digits(seed: int = 0, correlation: float = 0.95, fractions: tuple[float, float] = (0.2, 0.2)) -> Any:
     """SpuriousDigits as a ``datasets.DatasetDict`` with ``train`` / ``validation`` / ``test`` splits and columns
     ``image`` (float32 [3, 8, 8]), ``label``, ``place``, ``group`` and ``digit``."""
     import datasets
