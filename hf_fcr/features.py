@@ -116,7 +116,8 @@ class FeatureSet:
 
 
 def _arrow_to_numpy(column: Any) -> np.ndarray:
-    """A (chunked) Arrow column of scalars or fixed-shape nested lists as an ``[n, *shape]`` array, no Python objects."""
+    """A (chunked) Arrow column of scalars or fixed-shape nested lists as an ``[n, *shape]`` array (no Python
+    objects in between)."""
     import pyarrow as pa
 
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

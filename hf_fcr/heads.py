@@ -122,6 +122,7 @@ class HeadCapture:
             )
         if feats.ndim != 2:
             raise TypeError(
-                f"the head {self.head_name!r} receives inputs of shape {tuple(feats.shape)}; FCR needs [batch, features]."
+                f"the head {self.head_name!r} receives inputs of shape {tuple(feats.shape)}; "
+                "FCR needs [batch, features]."
             )
         return feats, logits

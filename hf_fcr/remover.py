@@ -1,4 +1,5 @@
-"""``FictitiousClassRemover``: the orchestrating class over the pure math (stats, scores, edit) and the feature pass."""
+"""``FictitiousClassRemover``: the orchestrating class over the pure math (stats, scores, edit) and the feature
+pass."""
 
 from __future__ import annotations
 
@@ -490,7 +491,8 @@ class FictitiousClassRemover:
         worst-group accuracy, the paper's; ``"max_worst"``: best worst-group accuracy), apply the chosen edits, and
         return what was tried. Groups are ``(label, attribute)``. Ties go to the first candidate in the order
         (policy, weights, smallest r). ``min_gap`` only considers points whose validation worst-group accuracy is
-        at least the current model's (see ``SweepResult.best``). The model keeps any earlier edits; the new ones are added on top."""
+        at least the current model's (see ``SweepResult.best``). The model keeps any earlier edits; the new ones are
+        added on top."""
         check_rule(rule)
         for p in policies:
             if p not in POLICIES:

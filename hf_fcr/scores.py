@@ -80,7 +80,8 @@ def top_edges(
         weight_row: the head's ``W[cls]``. When given, edges whose weight is exactly 0 are skipped (Eq. 7 is
             undefined there); required for ``candidates="supporting"``.
         candidates: ``"all"`` for the paper's plain argmax, or ``"supporting"`` for edges that support the class
-            (see ``supporting_mask``), which class removal needs: Eq. 7 on an edge of the other sign amplifies the class.
+            (see ``supporting_mask``), which class removal needs: Eq. 7 on an edge of the other sign amplifies
+            the class.
     """
     cls = _check_class(stats, cls)
     if candidates not in CANDIDATES:

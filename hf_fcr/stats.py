@@ -82,7 +82,8 @@ class EdgeStatistics:
     def empty(
         cls, num_classes: int, num_features: int, num_outputs: int | None = None, rows: Sequence[int] | None = None
     ) -> EdgeStatistics:
-        """Zero statistics for ``num_classes`` classes, ``num_features`` head inputs and ``num_outputs`` head outputs."""
+        """Zero statistics for ``num_classes`` classes, ``num_features`` head inputs and ``num_outputs``
+        head outputs."""
         num_outputs = num_classes if num_outputs is None else int(num_outputs)
         if num_classes < 1 or num_features < 1 or num_outputs < 1:
             raise ValueError(

@@ -65,15 +65,15 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 state.requests.append((self.command, self.path, body, dict(self.headers)))
 
         # -------------------------------------------------------------------------------------------- routes
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._log(b"")
             self._route(b"")
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._log(b"")
             self._route(b"")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self._body()
             self._log(body)
             self._route(body)
@@ -206,6 +206,6 @@ class HubServer:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
-
 from conftest import snapshot, state_equal
-from hf_fcr import FeatureSet, FictitiousClassRemover
+
+from hf_fcr import FictitiousClassRemover
 from hf_fcr.hub import CONFIG_NAME, EditRecordError, FCRConfig
 
 
