@@ -148,10 +148,20 @@ def _is_image_feature(feature: Any) -> bool:
     return type(feature).__name__ == "Image"
 
 
-def iter_batches(data: Any, columns: Sequence[str], batch_size: int) -> Iterator[dict[str, Any]]:
-    """Yield dicts ``{column: batch values}`` from a Dataset, IterableDataset, DataLoader or iterable of dicts.
+def _batch_len(batch: dict[str, Any]) -> int:
+    return len(next(iter(batch.values())))
 
-    Missing columns raise KeyError before any batch is read where the source knows its columns.
+
+def iter_batches(
+    data: Any, columns: Sequence[str], batch_size: int, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+    """Yield ``(positions, {column: batch values})`` from a Dataset, IterableDataset, DataLoader or iterable of
+    dicts; ``positions`` is each row's int64 key in the order of the whole source.
+
+    With ``world_size > 1`` this process reads only its share, each sample in exactly one process: a contiguous
+    slice of a ``Dataset``; every ``world_size``-th example of a stream (``split_dataset_by_node``, strategy
+    ``"examples"``); every ``world_size``-th batch of a DataLoader. Missing columns raise KeyError before any batch
+    is read where the source knows its columns.
     """
     columns = list(dict.fromkeys(columns))
     known = getattr(data, "column_names", None)
@@ -159,16 +169,16 @@ def iter_batches(data: Any, columns: Sequence[str], batch_size: int) -> Iterator
         missing = [c for c in columns if c not in known]
         if missing:
             raise KeyError(f"columns {missing} are not in the dataset (its columns: {list(known)}).")
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        datasets = None
-    if datasets is not None and isinstance(data, datasets.Dataset):
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
         image_like = {c for c in columns if _is_image_feature(data.features[c])}
         table_view = data.select_columns([c for c in columns if c not in image_like]).with_format("arrow")
         python_view = data.select_columns(sorted(image_like)) if image_like else None
-        for start in range(0, len(data), batch_size):
-            end = min(start + batch_size, len(data))
+        n = len(data)
+        lo, hi = rank * n // world_size, (rank + 1) * n // world_size
+        for start in range(lo, hi, batch_size):
+            end = min(start + batch_size, hi)
             batch: dict[str, Any] = {}
             if len(image_like) < len(columns):
                 table = table_view[start:end]
@@ -177,19 +187,31 @@ def iter_batches(data: Any, columns: Sequence[str], batch_size: int) -> Iterator
                         batch[c] = _arrow_to_numpy(table.column(c))
             if python_view is not None:
                 batch.update(python_view[start:end])
-            yield batch
+            yield torch.arange(start, end), batch
         return
-    if datasets is not None and isinstance(data, datasets.IterableDataset):
-        yield from data.select_columns(columns).iter(batch_size=batch_size)
+    if isinstance(data, datasets.IterableDataset):
+        stream = data.select_columns(columns)
+        if world_size > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            stream = split_dataset_by_node(stream, rank=rank, world_size=world_size, strategy="examples")
+        seen = 0
+        for batch in stream.iter(batch_size=batch_size):
+            n = _batch_len(batch)
+            yield rank + world_size * torch.arange(seen, seen + n), batch
+            seen += n
         return
     if isinstance(data, Iterable):
-        for batch in data:
+        for index, batch in enumerate(data):
             if not isinstance(batch, dict):
                 raise TypeError(f"expected batches as dicts of columns, got {type(batch).__name__}.")
             missing = [c for c in columns if c not in batch]
             if missing:
                 raise KeyError(f"columns {missing} are not in the batches (their keys: {list(batch)}).")
-            yield {c: batch[c] for c in columns}
+            if index % world_size != rank:
+                continue
+            batch = {c: batch[c] for c in columns}
+            yield index * 2**32 + torch.arange(_batch_len(batch)), batch
         return
     raise TypeError(
         f"cannot read images from a {type(data).__name__}: pass a datasets.Dataset, a datasets.IterableDataset or "
@@ -248,39 +270,53 @@ def extract_features(
     head_name: str = "head",
     device: torch.device | str | None = None,
     progress: bool = False,
+    gather: bool = True,
 ) -> FeatureSet:
-    """Run ``model`` over ``data`` once and return the head's inputs with the requested ``columns``."""
+    """Run ``model`` over ``data`` once and return the head's inputs with the requested ``columns``.
+
+    Under ``accelerate launch`` / ``torchrun`` each process runs its share of the data; with ``gather=True`` every
+    process then gets all rows in the order one process would produce (``gather=False``: only its own rows).
+    """
     from tqdm.auto import tqdm
+
+    from .distributed import gather_rows, process_info
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     columns = [c for c in dict.fromkeys(columns) if c != image_column]
+    rank, world_size = process_info()
     param = next(model.parameters())
     device = torch.device(device) if device is not None else param.device
     capture = HeadCapture(model, head, head_name)
     was_training = model.training
     model.eval()
     feats: list[torch.Tensor] = []
+    positions: list[torch.Tensor] = []
     kept: dict[str, list[Any]] = {c: [] for c in columns}
     try:
         with capture.hooked():
-            total = len(data) if hasattr(data, "__len__") else None
-            bar = tqdm(total=total, disable=not progress, desc="features", unit="img")
-            for batch in iter_batches(data, [image_column, *columns], batch_size):
+            total = len(data) if hasattr(data, "__len__") and world_size == 1 else None
+            bar = tqdm(total=total, disable=not progress or rank != 0, desc="features", unit="img")
+            for pos, batch in iter_batches(data, [image_column, *columns], batch_size, rank, world_size):
                 pixels = images_to_tensor(batch[image_column], transform)
                 pixels = pixels.to(device=device, dtype=param.dtype if param.dtype.is_floating_point else None)
                 output = model(pixels)
                 f, _ = capture.features(output)
                 feats.append(f.float().cpu())
+                positions.append(pos)
                 for c in columns:
                     kept[c].append(_to_tensor_column(batch[c]))
                 bar.update(len(f))
             bar.close()
     finally:
         model.train(was_training)
-    if not feats:
-        raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
-    features = torch.cat(feats)
+    features = torch.cat(feats) if feats else torch.zeros(0, head.in_features)
+    columns_out = {c: _concat(v) if v else torch.zeros(0, dtype=torch.long) for c, v in kept.items()}
     if not torch.isfinite(features).all():
         raise ValueError("the model produced NaN or inf features: check the inputs' preprocessing and dtype.")
-    return FeatureSet(features, {c: _concat(v) for c, v in kept.items()})
+    if world_size > 1 and gather:
+        pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
+        features, columns_out = gather_rows(pos, features, columns_out)
+    if len(features) == 0 and (world_size == 1 or gather):
+        raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
+    return FeatureSet(features, columns_out)

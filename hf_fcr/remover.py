@@ -273,11 +273,14 @@ class FictitiousClassRemover:
         batch_size: int = 64,
         device: torch.device | str | None = None,
         progress: bool = False,
+        gather: bool = True,
     ) -> FeatureSet:
         """One pass of the model over ``dataset``: the head's inputs ``[N, D]`` plus the requested ``columns``.
 
         ``dataset`` is a ``datasets.Dataset``, a streaming ``datasets.IterableDataset`` or a torch ``DataLoader``
         of dicts. PIL images go through ``transform``; arrays and tensors are fed to the model as they are.
+        Under ``accelerate launch`` / ``torchrun`` the data is sharded across the processes and, with
+        ``gather=True``, every process gets all rows in the order one process would produce.
         """
         return extract_features(
             self.model,
@@ -290,15 +293,39 @@ class FictitiousClassRemover:
             head_name=self.head_name,
             device=device,
             progress=progress,
+            gather=gather,
         )
 
     def collect(
         self, data: Any, label_column: str = "label", rows: Sequence[int] | None = None, **extract_kwargs: Any
     ) -> EdgeStatistics:
-        """Eq. 3-4 of the model on ``data`` (a FeatureSet, or a dataset that is run through the model first)."""
-        feats = self._features(data, [label_column], **extract_kwargs)
-        labels = self._labels(feats, label_column)
-        return edge_statistics(feats.features, self.logits(feats.features), labels, self.num_classes, rows=rows)
+        """Eq. 3-4 of the model on ``data`` (a FeatureSet, or a dataset that is run through the model first).
+
+        Under ``accelerate launch`` / ``torchrun`` a dataset is sharded: each process accumulates the sums of its
+        own samples and the sums are added across processes, so every process returns what one process would.
+        """
+        from .distributed import all_gather_object, process_info, reduce_sum
+
+        if isinstance(data, FeatureSet) or process_info()[1] == 1:
+            feats = self._features(data, [label_column], **extract_kwargs)
+            labels = self._labels(feats, label_column)
+            return edge_statistics(feats.features, self.logits(feats.features), labels, self.num_classes, rows=rows)
+        local = self.extract_features(data, columns=(label_column,), gather=False, **extract_kwargs)
+        stats = EdgeStatistics.empty(self.num_classes, self.head.in_features, self.num_classes, rows=rows)
+        problem: Exception | None = None
+        try:
+            if len(local):
+                labels = self._labels(local, label_column)
+                stats.update(local.features, self.logits(local.features), labels)
+        except (ValueError, KeyError) as err:
+            problem = err
+        problems = [p for p in all_gather_object(problem) if p is not None]
+        if problems:  # every process raises the same error instead of waiting forever for the failed one
+            raise problems[0]
+        reduce_sum(stats.tensors())
+        if int(stats.count.sum()) == 0:
+            raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
+        return stats
 
     def remove_class(
         self,

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from conftest import snapshot, state_equal
 from sklearn.linear_model import LogisticRegression
 
 from hf_fcr import FeatureSet, FictitiousClassRemover, neutralized_weight
 from hf_fcr.data import digits_cnn, train_classifier
 from hf_fcr.scores import EPS
+
+from conftest import snapshot, state_equal
 
 
 @pytest.fixture

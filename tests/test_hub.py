@@ -5,10 +5,11 @@ import json
 
 import pytest
 import torch
-from conftest import snapshot, state_equal
 
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.hub import CONFIG_NAME, EditRecordError, FCRConfig
+
+from conftest import snapshot, state_equal
 
 
 def _timm(name, num_classes=3):

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from conftest import snapshot, state_equal
 from torch import nn
 
 from hf_fcr import FeatureSet, FictitiousClassRemover
+
+from conftest import snapshot, state_equal
 
 
 def _per_class_accuracy(remover, feats):
