@@ -271,8 +271,13 @@ def extract_features(
     device: torch.device | str | None = None,
     progress: bool = False,
     gather: bool = True,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> FeatureSet:
     """Run ``model`` over ``data`` once and return the head's inputs with the requested ``columns``.
+
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the pass under ``torch.autocast``; ``channels_last`` feeds
+    4-D inputs in that memory format (both help on GPUs). Features are returned as float32 on the CPU.
 
     Under ``accelerate launch`` / ``torchrun`` each process runs its share of the data; with ``gather=True`` every
     process then gets all rows in the order one process would produce (``gather=False``: only its own rows).
@@ -300,7 +305,10 @@ def extract_features(
             for pos, batch in iter_batches(data, [image_column, *columns], batch_size, rank, world_size):
                 pixels = images_to_tensor(batch[image_column], transform)
                 pixels = pixels.to(device=device, dtype=param.dtype if param.dtype.is_floating_point else None)
-                output = model(pixels)
+                if channels_last and pixels.ndim == 4:
+                    pixels = pixels.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    output = model(pixels)
                 f, _ = capture.features(output)
                 feats.append(f.float().cpu())
                 positions.append(pos)
@@ -320,3 +328,25 @@ def extract_features(
     if len(features) == 0 and (world_size == 1 or gather):
         raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
     return FeatureSet(features, columns_out)
+
+
+def model_fingerprint(model: nn.Module, head: nn.Linear) -> str:
+    """SHA-256 of every parameter and buffer except the head's (edits to the head do not change the features)."""
+    import hashlib
+
+    head_tensors = {id(t) for t in (*head.parameters(), *head.buffers())}
+    digest = hashlib.sha256()
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if id(tensor) in head_tensors:
+            continue
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def data_fingerprint(data: Any) -> str | None:
+    """The ``datasets.Dataset`` fingerprint (changes with every transform of the data), or None for sources that
+    have none (streams, DataLoaders): those are not cached."""
+    fingerprint = getattr(data, "_fingerprint", None)
+    return fingerprint if isinstance(fingerprint, str) else None

@@ -213,11 +213,13 @@ def _read_config(name_or_path: str, filename: str, revision: str | None, token: 
 def _timm_transform(model: nn.Module) -> Any:
     import timm.data
 
-    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+    config = timm.data.resolve_data_config(model=model)
+    transform = timm.data.create_transform(**config)
 
     def apply(images: list[Any]) -> torch.Tensor:
         return torch.stack([transform(img.convert("RGB")) for img in images])
 
+    apply.config = config
     return apply
 
 
@@ -254,6 +256,8 @@ def _load_transformers(
 
         def transform(images: list[Any]) -> torch.Tensor:
             return processor([img.convert("RGB") for img in images], return_tensors="pt")["pixel_values"]
+
+        transform.config = processor.to_dict()
 
     return model.eval(), transform, None
 
@@ -348,6 +352,7 @@ def load_pretrained(
     )
     remover.base_model_name_or_path = name
     remover.revision = revision
+    remover.transform_config = getattr(transform, "config", None)
     if record is not None:  # a full edited checkpoint: keep its record so revert() restores the base weights
         check_edits_match(remover.model, record.edits, "new")
         remover.edits = list(record.edits)

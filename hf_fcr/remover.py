@@ -3,7 +3,12 @@ pass."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .edit import WeightEdit, check_rate, orthogonal_weight, round_to
-from .features import FeatureSet, extract_features
+from .features import FeatureSet, data_fingerprint, extract_features, model_fingerprint
 from .heads import find_head
 from .metrics import group_ids, group_metrics
 from .probe import POLICIES, FictitiousHead, fit_fictitious_head
@@ -103,6 +108,7 @@ class FictitiousClassRemover:
         )
         self.revision: str | None = None
         self.fcr_config_extra: dict[str, Any] = {}
+        self.transform_config: Any = None  # what `transform` does, for the feature cache's key (set on loading)
 
     # ----------------------------------------------------------------------------------------------- helpers
 
@@ -271,18 +277,39 @@ class FictitiousClassRemover:
         image_column: str = "image",
         columns: Sequence[str] = ("label",),
         batch_size: int = 64,
-        device: torch.device | str | None = None,
+        device: torch.device | str | None = "auto",
         progress: bool = False,
         gather: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
     ) -> FeatureSet:
         """One pass of the model over ``dataset``: the head's inputs ``[N, D]`` plus the requested ``columns``.
 
         ``dataset`` is a ``datasets.Dataset``, a streaming ``datasets.IterableDataset`` or a torch ``DataLoader``
         of dicts. PIL images go through ``transform``; arrays and tensors are fed to the model as they are.
-        Under ``accelerate launch`` / ``torchrun`` the data is sharded across the processes and, with
-        ``gather=True``, every process gets all rows in the order one process would produce.
+
+        Args:
+            device: ``"auto"`` moves the model to the GPU when there is one (it stays there); None keeps it where
+                it is; or a device.
+            progress: show a tqdm progress bar.
+            gather: under ``accelerate launch`` / ``torchrun`` the data is sharded across the processes; with
+                ``gather=True`` every process gets all rows in the order one process would produce.
+            cache_dir: keep the features on disk under a key made of the model's fingerprint (all weights but the
+                head's, so edits keep the cache valid), the dataset's fingerprint and the columns: a second run
+                skips the backbone. Sources without a fingerprint (streams, DataLoaders) are not cached.
+            autocast_dtype: e.g. ``torch.bfloat16`` to run the pass under ``torch.autocast``.
+            channels_last: feed image batches in channels-last memory format.
         """
-        return extract_features(
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else None
+            if device is not None:
+                self.model.to(device)
+        path = self._cache_path(cache_dir, dataset, image_column, columns)
+        if path is not None and os.path.isdir(path):
+            logger.info("features from the cache %s", path)
+            return FeatureSet.load(path)
+        feats = extract_features(
             self.model,
             self.head,
             dataset,
@@ -294,7 +321,37 @@ class FictitiousClassRemover:
             device=device,
             progress=progress,
             gather=gather,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
         )
+        if path is not None and gather and int(os.environ.get("RANK", "0")) == 0:
+            tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))
+            feats.save(tmp)
+            try:
+                os.replace(tmp, path)
+            except OSError:  # another process wrote the same entry meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+        return feats
+
+    def _cache_path(self, cache_dir: Any, dataset: Any, image_column: str, columns: Sequence[str]) -> str | None:
+        if cache_dir is None:
+            return None
+        data_key = data_fingerprint(dataset)
+        if data_key is None:
+            logger.info("%s has no fingerprint: its features are not cached.", type(dataset).__name__)
+            return None
+        spec = {
+            "model": model_fingerprint(self.model, self.head),
+            "head": self.head_name,
+            "data": data_key,
+            "image_column": image_column,
+            "columns": list(columns),
+            "transform": repr(getattr(self, "transform_config", None)),
+            "dtype": str(next(self.model.parameters()).dtype),
+        }
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+        os.makedirs(cache_dir, exist_ok=True)
+        return os.path.join(os.fspath(cache_dir), f"features-{key}")
 
     def collect(
         self, data: Any, label_column: str = "label", rows: Sequence[int] | None = None, **extract_kwargs: Any

@@ -195,3 +195,22 @@ def test_models_without_a_usable_head(digits):
     remover = FictitiousClassRemover(_Scaled())
     with pytest.raises(TypeError, match="not the model's logits"):
         remover.extract_features(digits["test"])
+
+
+def test_feature_cache_skips_the_backbone(digits, digits_model, tmp_path):
+    remover = FictitiousClassRemover(digits_model)
+    calls = []
+    digits_model[0].register_forward_hook(lambda *args: calls.append(1))
+    first = remover.extract_features(digits["test"], cache_dir=tmp_path)
+    n_first = len(calls)
+    assert n_first > 0 and len(list(tmp_path.iterdir())) == 1
+    remover.remove_class(3, first)  # editing the head keeps the cached features valid
+    second = remover.extract_features(digits["test"], cache_dir=tmp_path)
+    assert len(calls) == n_first  # no forward pass
+    assert torch.equal(second.features, first.features) and torch.equal(second["label"], first["label"])
+    remover.extract_features(digits["test"].select(range(10)), cache_dir=tmp_path)  # other data: another entry
+    assert len(calls) > n_first and len(list(tmp_path.iterdir())) == 2
+    with torch.no_grad():
+        digits_model[0].weight.mul_(1.5)  # other backbone weights: another entry
+    remover.extract_features(digits["test"], cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 3
