@@ -373,6 +373,32 @@ def _hub_id(name: str | None) -> str | None:
     return name if name.count("/") == 1 else None
 
 
+def _python_command(base: str | None, calls: list[dict[str, Any]]) -> str:
+    """The Python that reproduces the recorded edit calls on the base checkpoint (data left to the reader)."""
+    lines = [
+        "# pip install hf-fcr",
+        "python - <<'EOF'",
+        "from hf_fcr import FictitiousClassRemover",
+        f"remover = FictitiousClassRemover.from_pretrained({base or '<base checkpoint>'!r})",
+        "train = remover.extract_features(train_dataset, columns=(...))  # your data, label (+ attribute) columns",
+    ]
+    for call in calls:
+        args = {k: v for k, v in call.items() if k != "method" and v is not None}
+        if call["method"] == "neutralize_spurious":
+            args.pop("chosen", None)
+            head = "train, val"
+        elif call["method"] == "neutralize":
+            column = args.pop("attribute_column", "attribute")
+            lines.append(f"fictitious = remover.fit_fictitious(train, attribute_column={column!r})")
+            head = "fictitious"
+        else:
+            head = f"{args.pop('cls')!r}, train"
+        rest = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        lines.append(f"remover.{call['method']}({head}{', ' + rest if rest else ''})")
+    lines += ["remover.save_pretrained('edited')", "EOF"]
+    return "\n".join(lines)
+
+
 def _card(remover: FictitiousClassRemover, config: FCRConfig, library: str, existing: Path | None, extra: dict) -> Any:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -398,10 +424,7 @@ def _card(remover: FictitiousClassRemover, config: FCRConfig, library: str, exis
         pipeline_tag="image-classification",
     )
     base = config.base_model_name_or_path
-    command = extra.get("command") or (
-        'python -c "from hf_fcr import FictitiousClassRemover; '
-        f"FictitiousClassRemover.from_pretrained('{base or '<this folder>'}')\"  # then re-run the edit"
-    )
+    command = extra.get("command") or _python_command(base, config.extra.get("calls", []))
     template = resources.files("hf_fcr.model_cards").joinpath("fcr_model_card.md").read_text(encoding="utf-8")
     user_text = ""
     if existing is not None and existing.is_file():

@@ -419,7 +419,11 @@ class FictitiousClassRemover:
         edges = top_edges(stats, c, k=num_weights, weight_row=weight_row, candidates=candidates)
         if not edges:
             raise ValueError(f"class {c} has no {candidates} edge with a non-zero weight to edit.")
-        return self._apply(self._make_edits(c, [(col, score, None) for _, col, score in edges], r))
+        applied = self._apply(self._make_edits(c, [(col, score, None) for _, col, score in edges], r))
+        self._record(
+            "remove_class", cls=c, label_column=label_column, r=r, num_weights=num_weights, candidates=candidates
+        )
+        return applied
 
     def fit_fictitious(
         self,
@@ -516,7 +520,19 @@ class FictitiousClassRemover:
         entropy ratio, the paper's Figure 8 left) or ``"random"`` (a control, seeded by ``seed``).
         """
         plan = self._plan_neutralize(fictitious, classes, r, num_weights, policy, values, selection, seed)
-        return self._apply(plan)
+        applied = self._apply(plan)
+        self._record(
+            "neutralize",
+            attribute_column=fictitious.attribute_column,
+            classes=None if classes is None else [self.class_index(c) for c in classes],
+            r=r,
+            num_weights=num_weights,
+            policy=policy,
+            values=None if values is None else [str(v) for v in values],
+            selection=selection,
+            seed=seed,
+        )
+        return applied
 
     def base_weight(self) -> torch.Tensor:
         """The head's weight with every recorded edit undone (a copy; the model is not changed)."""
@@ -610,6 +626,17 @@ class FictitiousClassRemover:
             edit.r = r
             edit.new_value = round_to(edit.value_at(r), dtype)
         applied = self._apply(plan)
+        self._record(
+            "neutralize_spurious",
+            label_column=label_column,
+            attribute_column=attribute_column,
+            rule=rule,
+            policies=list(policies),
+            num_weights=counts,
+            selection=selection,
+            seed=seed,
+            chosen={"policy": choice["policy"], "num_weights": choice["num_weights"], "r": r},
+        )
         return NeutralizationSearch(
             edits=applied,
             fictitious=fict,
@@ -621,8 +648,13 @@ class FictitiousClassRemover:
             tried=tried,
         )
 
+    def _record(self, method: str, **arguments: Any) -> None:
+        """Remember a call that made edits: saved in fcr_config.json and shown in the card to reproduce them."""
+        self.fcr_config_extra.setdefault("calls", []).append({"method": method, **arguments})
+
     def revert(self) -> None:
         """Undo every edit, newest first, restoring each weight bit for bit."""
         for edit in reversed(self.edits):
             edit.revert(self.model)
         self.edits.clear()
+        self.fcr_config_extra.pop("calls", None)
