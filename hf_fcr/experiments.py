@@ -1,0 +1,103 @@
+"""The paper's class-removal experiments on cached features: Sec. 5.1 (Figures 6-7) and Sec. 5.2 (Figure 8)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .features import FeatureSet
+
+__all__ = ["class_removal", "subclass_removal"]
+
+
+def _per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.stack([(pred[labels == c] == c).double().mean() for c in range(num_classes)])
+
+
+def class_removal(
+    remover: Any,
+    train: FeatureSet,
+    test: FeatureSet,
+    label_column: str = "label",
+    max_weights: int = 3,
+    max_removed: int = 8,
+    candidates: Sequence[str] = ("supporting", "all"),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Figure 6: remove each class alone with 1..``max_weights`` weights (forget = its test accuracy, retain = the
+    mean accuracy of the others). Figure 7: remove 1..``max_removed`` random classes at once, one weight each.
+    Every removal is reverted before the next; accuracies are fractions."""
+    labels = test.labels(label_column)
+    k = remover.num_classes
+    base = _per_class_accuracy(remover.logits(test.features).argmax(1), labels, k)
+    single: dict[str, list[dict[str, Any]]] = {}
+    for mode in candidates:
+        rows = []
+        for c in range(k):
+            for n in range(1, max_weights + 1):
+                remover.remove_class(c, train, label_column=label_column, num_weights=n, candidates=mode)
+                acc = _per_class_accuracy(remover.logits(test.features).argmax(1), labels, k)
+                remover.revert()
+                others = [i for i in range(k) if i != c]
+                rows.append(
+                    {
+                        "class": c,
+                        "num_weights": n,
+                        "forget": float(acc[c]),
+                        "retain": float(acc[others].mean()),
+                        "retain_change": float((acc[others] - base[others]).mean()),
+                    }
+                )
+        single[mode] = rows
+    gen = torch.Generator().manual_seed(seed)
+    multi = []
+    for m in range(1, min(max_removed, k - 1) + 1):
+        removed = sorted(torch.randperm(k, generator=gen)[:m].tolist())
+        for c in removed:
+            remover.remove_class(c, train, label_column=label_column)
+        acc = _per_class_accuracy(remover.logits(test.features).argmax(1), labels, k)
+        remover.revert()
+        kept = [i for i in range(k) if i not in removed]
+        multi.append(
+            {
+                "num_removed": m,
+                "removed": removed,
+                "removed_accuracy": float(acc[removed].mean()),
+                "retained_accuracy": float(acc[kept].mean()),
+                "retained_change": float((acc[kept] - base[kept]).mean()),
+            }
+        )
+    return {"base_per_class": base.tolist(), "single": single, "multi": multi}
+
+
+def subclass_removal(
+    remover: Any,
+    train: FeatureSet,
+    test: FeatureSet,
+    label_column: str = "label",
+    subclass_column: str = "digit",
+    r_values: Sequence[float] = (0.0, 0.01, 0.03, 0.1, 0.3, 0.5, 1.0),
+    selections: Sequence[str] = ("sca", "grad_x_act"),
+) -> dict[str, Any]:
+    """Figure 8: M' is fit on the sub-classes; each sub-class ``v`` is removed from its superclass (one weight) at
+    every rate ``r``; forget = accuracy on ``v``'s test samples, retain = accuracy on the others (averaged over
+    ``v``), for SCA against grad x act selection."""
+    fict = remover.fit_fictitious(train, attribute_column=subclass_column, label_column=label_column)
+    labels, sub = test.labels(label_column), test.labels(subclass_column)
+    out: dict[str, Any] = {"fictitious_head_accuracy": fict.accuracy, "curves": {}}
+    for selection in selections:
+        curve = []
+        for r in r_values:
+            forget, retain = [], []
+            for value in fict.values:
+                superclass = int(torch.mode(train.labels(label_column)[train.labels(subclass_column) == value]).values)
+                remover.neutralize(fict, classes=[superclass], values=[value], r=r, selection=selection)
+                correct = (remover.logits(test.features).argmax(1) == labels).double()
+                remover.revert()
+                forget.append(float(correct[sub == value].mean()))
+                retain.append(float(correct[sub != value].mean()))
+            curve.append({"r": r, "forget": sum(forget) / len(forget), "retain": sum(retain) / len(retain)})
+        out["curves"][selection] = curve
+    return out
