@@ -20,14 +20,18 @@ def _launched() -> bool:
 
 
 def process_info() -> tuple[int, int]:
-    """``(rank, world_size)``; under a launcher, initializes the process group through Accelerate (gloo on CPU,
-    nccl on GPU) if nothing did yet."""
+    """``(rank, world_size)``; under a launcher (``accelerate launch`` / ``torchrun``: ``WORLD_SIZE`` > 1) with no
+    process group yet, creates one from the environment: gloo on CPU, nccl on GPU."""
     if not _launched():
         return 0, 1
-    from accelerate import PartialState
+    import torch.distributed as dist
 
-    state = PartialState()
-    return state.process_index, state.num_processes
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
 
 
 def all_gather_object(obj: Any) -> list[Any]:

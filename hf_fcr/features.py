@@ -20,7 +20,7 @@ from torch import nn
 
 from .heads import HeadCapture
 
-__all__ = ["FeatureSet", "extract_features", "iter_batches"]
+__all__ = ["FeatureSet", "extract_features", "iter_batches", "iter_features"]
 
 FEATURES_FILE = "features.safetensors"
 COLUMNS_FILE = "columns.json"
@@ -258,8 +258,7 @@ def images_to_tensor(values: Any, transform: Callable[[list[Any]], torch.Tensor]
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-@torch.inference_mode()
-def extract_features(
+def iter_features(
     model: nn.Module,
     head: nn.Linear,
     data: Any,
@@ -270,21 +269,14 @@ def extract_features(
     head_name: str = "head",
     device: torch.device | str | None = None,
     progress: bool = False,
-    gather: bool = True,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-) -> FeatureSet:
-    """Run ``model`` over ``data`` once and return the head's inputs with the requested ``columns``.
-
-    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the pass under ``torch.autocast``; ``channels_last`` feeds
-    4-D inputs in that memory format (both help on GPUs). Features are returned as float32 on the CPU.
-
-    Under ``accelerate launch`` / ``torchrun`` each process runs its share of the data; with ``gather=True`` every
-    process then gets all rows in the order one process would produce (``gather=False``: only its own rows).
-    """
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+    """Run ``model`` over this process' share of ``data``, yielding ``(positions, head inputs [B, D] float32 on
+    the CPU, {column: values})`` per batch: the streaming core of ``extract_features`` and ``collect``."""
     from tqdm.auto import tqdm
 
-    from .distributed import gather_rows, process_info
+    from .distributed import process_info
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -295,13 +287,10 @@ def extract_features(
     capture = HeadCapture(model, head, head_name)
     was_training = model.training
     model.eval()
-    feats: list[torch.Tensor] = []
-    positions: list[torch.Tensor] = []
-    kept: dict[str, list[Any]] = {c: [] for c in columns}
+    total = len(data) if hasattr(data, "__len__") and world_size == 1 else None
+    bar = tqdm(total=total, disable=not progress or rank != 0, desc="features", unit="img")
     try:
-        with capture.hooked():
-            total = len(data) if hasattr(data, "__len__") and world_size == 1 else None
-            bar = tqdm(total=total, disable=not progress or rank != 0, desc="features", unit="img")
+        with capture.hooked(), torch.inference_mode():
             for pos, batch in iter_batches(data, [image_column, *columns], batch_size, rank, world_size):
                 pixels = images_to_tensor(batch[image_column], transform)
                 pixels = pixels.to(device=device, dtype=param.dtype if param.dtype.is_floating_point else None)
@@ -310,18 +299,49 @@ def extract_features(
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     output = model(pixels)
                 f, _ = capture.features(output)
-                feats.append(f.float().cpu())
-                positions.append(pos)
-                for c in columns:
-                    kept[c].append(_to_tensor_column(batch[c]))
+                f = f.float().cpu()
+                if not torch.isfinite(f).all():
+                    raise ValueError("the model produced NaN or inf features: check the inputs' preprocessing.")
                 bar.update(len(f))
-            bar.close()
+                yield pos, f, {c: _to_tensor_column(batch[c]) for c in columns}
     finally:
+        bar.close()
         model.train(was_training)
+
+
+def extract_features(
+    model: nn.Module,
+    head: nn.Linear,
+    data: Any,
+    image_column: str = "image",
+    columns: Sequence[str] = ("label",),
+    batch_size: int = 64,
+    gather: bool = True,
+    **kwargs: Any,
+) -> FeatureSet:
+    """Run ``model`` over ``data`` once and return the head's inputs with the requested ``columns``.
+
+    Keyword arguments go to ``iter_features``: ``transform``, ``head_name``, ``device``, ``progress``,
+    ``autocast_dtype`` (e.g. ``torch.bfloat16`` runs the pass under ``torch.autocast``) and ``channels_last``.
+    Features are returned as float32 on the CPU.
+
+    Under ``accelerate launch`` / ``torchrun`` each process runs its share of the data; with ``gather=True`` every
+    process then gets all rows in the order one process would produce (``gather=False``: only its own rows).
+    """
+    from .distributed import gather_rows, process_info
+
+    world_size = process_info()[1]
+    columns = [c for c in dict.fromkeys(columns) if c != image_column]
+    feats: list[torch.Tensor] = []
+    positions: list[torch.Tensor] = []
+    kept: dict[str, list[Any]] = {c: [] for c in columns}
+    for pos, f, cols in iter_features(model, head, data, image_column, columns, batch_size, **kwargs):
+        feats.append(f)
+        positions.append(pos)
+        for c in columns:
+            kept[c].append(cols[c])
     features = torch.cat(feats) if feats else torch.zeros(0, head.in_features)
     columns_out = {c: _concat(v) if v else torch.zeros(0, dtype=torch.long) for c, v in kept.items()}
-    if not torch.isfinite(features).all():
-        raise ValueError("the model produced NaN or inf features: check the inputs' preprocessing and dtype.")
     if world_size > 1 and gather:
         pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
         features, columns_out = gather_rows(pos, features, columns_out)

@@ -150,16 +150,19 @@ class FictitiousClassRemover:
             return data
         return self.extract_features(data, columns=tuple(columns), **kwargs)
 
-    def _labels(self, feats: FeatureSet, label_column: str) -> torch.Tensor:
-        labels = feats.labels(label_column)
-        if len(labels) == 0:
-            raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
-        if labels.min() < 0 or labels.max() >= self.num_classes:
+    def _check_labels(self, labels: torch.Tensor, label_column: str) -> torch.Tensor:
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
             bad = int(labels[(labels < 0) | (labels >= self.num_classes)][0])
             raise ValueError(
                 f"label {bad} in column {label_column!r} is outside the head's classes [0, {self.num_classes}): "
                 "map the labels to the model's class indices."
             )
+        return labels
+
+    def _labels(self, feats: FeatureSet, label_column: str) -> torch.Tensor:
+        labels = self._check_labels(feats.labels(label_column), label_column)
+        if len(labels) == 0:
+            raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
         if feats.features.shape[1] != self.head.in_features:
             raise ValueError(
                 f"the features have {feats.features.shape[1]} dimensions but the head takes {self.head.in_features}: "
@@ -354,30 +357,57 @@ class FictitiousClassRemover:
         return os.path.join(os.fspath(cache_dir), f"features-{key}")
 
     def collect(
-        self, data: Any, label_column: str = "label", rows: Sequence[int] | None = None, **extract_kwargs: Any
+        self,
+        data: Any,
+        label_column: str = "label",
+        rows: Sequence[int] | None = None,
+        image_column: str = "image",
+        batch_size: int = 64,
+        device: torch.device | str | None = "auto",
+        progress: bool = False,
+        **kwargs: Any,
     ) -> EdgeStatistics:
-        """Eq. 3-4 of the model on ``data`` (a FeatureSet, or a dataset that is run through the model first).
+        """Eq. 3-4 of the model on ``data``: a FeatureSet, or a dataset that is streamed through the model batch by
+        batch (no feature matrix is kept, so memory does not grow with the dataset).
 
-        Under ``accelerate launch`` / ``torchrun`` a dataset is sharded: each process accumulates the sums of its
-        own samples and the sums are added across processes, so every process returns what one process would.
+        ``rows`` keeps the gradients of those head outputs only (all of them by default, refused when they would
+        exceed 1 GiB: a 1000-class head needs ``rows=``). Under ``accelerate launch`` / ``torchrun`` a dataset is
+        sharded: each process sums its own samples and the sums are added across processes, so every process
+        returns what one process would.
         """
-        from .distributed import all_gather_object, process_info, reduce_sum
+        from .distributed import all_gather_object, reduce_sum
+        from .features import iter_features
 
-        if isinstance(data, FeatureSet) or process_info()[1] == 1:
-            feats = self._features(data, [label_column], **extract_kwargs)
-            labels = self._labels(feats, label_column)
-            return edge_statistics(feats.features, self.logits(feats.features), labels, self.num_classes, rows=rows)
-        local = self.extract_features(data, columns=(label_column,), gather=False, **extract_kwargs)
+        if isinstance(data, FeatureSet):
+            labels = self._labels(data, label_column)
+            return edge_statistics(data.features, self.logits(data.features), labels, self.num_classes, rows=rows)
         stats = EdgeStatistics.empty(self.num_classes, self.head.in_features, self.num_classes, rows=rows)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else None
+            if device is not None:
+                self.model.to(device)
         problem: Exception | None = None
         try:
-            if len(local):
-                labels = self._labels(local, label_column)
-                stats.update(local.features, self.logits(local.features), labels)
+            batches = iter_features(
+                self.model,
+                self.head,
+                data,
+                image_column,
+                [label_column],
+                batch_size,
+                transform=self.transform,
+                head_name=self.head_name,
+                device=device,
+                progress=progress,
+                **kwargs,
+            )
+            for _, features, columns in batches:
+                labels = self._check_labels(FeatureSet(features, columns).labels(label_column), label_column)
+                stats.update(features, self.logits(features), labels)
         except (ValueError, KeyError) as err:
             problem = err
         problems = [p for p in all_gather_object(problem) if p is not None]
-        if problems:  # every process raises the same error instead of waiting forever for the failed one
+        if problems:  # under several processes every one raises, instead of waiting forever for the failed one
             raise problems[0]
         reduce_sum(stats.tensors())
         if int(stats.count.sum()) == 0:

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from .edit import WeightEdit, check_rate
-from .metrics import group_metrics
 
 __all__ = ["RULES", "SweepResult", "default_r_grid", "edited_logits", "sweep_edits"]
 
@@ -119,8 +118,42 @@ def sweep_edits(
     rates = sorted({check_rate(r) for r in r_values})
     if not rates:
         raise ValueError("r_values is empty.")
+    if len(labels) == 0:
+        raise ValueError("no samples to evaluate.")
+    base = base_logits.to(torch.float64)
+    n, k = base.shape
+    names = list(group_names)
+    onehot = torch.zeros(n, len(names), dtype=torch.float64)
+    onehot[torch.arange(n), groups] = 1.0
+    present = onehot.sum(0) > 0
+    counts = onehot.sum(0).clamp(min=1)
+    cols = torch.tensor([e.col for e in edits], dtype=torch.long)
+    rows = torch.tensor([e.row for e in edits], dtype=torch.long)
+    old = torch.tensor([e.old_value for e in edits], dtype=torch.float64)
+    ortho = torch.tensor([e.value_at(1.0) for e in edits], dtype=torch.float64)
+    selected = features[:, cols].to(torch.float64)  # [N, E]
+    rate = torch.tensor(rates, dtype=torch.float64)
+    # Eq. 8 minus the old value: (r * f + (1 - r) * w) - w = r * (f - w), one rank-1 update of column `row` per edit
+    delta = rate[:, None] * (ortho - old)[None, :]  # [R, E]
+    step = max(1, 2**24 // max(1, n * max(k, len(edits))))
     table = []
-    for r in rates:
-        pred = edited_logits(base_logits, features, edits, r).argmax(1)
-        table.append({"r": r, **group_metrics(pred, labels, groups, group_names)})
+    for start in range(0, len(rates), step):
+        d = delta[start : start + step]
+        logits = base.expand(len(d), n, k).clone()
+        logits.index_add_(2, rows, selected[None] * d[:, None, :])
+        correct = (logits.argmax(2) == labels[None]).to(torch.float64)  # [R, N]
+        per_group = correct @ onehot / counts  # [R, G]
+        average = correct.mean(1)
+        for i in range(len(d)):
+            accs = {names[g]: float(per_group[i, g]) for g in range(len(names)) if present[g]}
+            worst = min(accs.values())
+            table.append(
+                {
+                    "r": rates[start + i],
+                    "average": float(average[i]),
+                    "worst_group": worst,
+                    "gap": float(average[i]) - worst,
+                    "per_group": accs,
+                }
+            )
     return SweepResult(table)

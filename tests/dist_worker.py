@@ -8,6 +8,7 @@ import torch
 
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.data import digits_cnn, digits_dataset
+from hf_fcr.features import iter_features
 
 
 def run(out_dir: str) -> None:
@@ -21,6 +22,8 @@ def run(out_dir: str) -> None:
         "loader": remover.extract_features(torch.utils.data.DataLoader(data.with_format("torch"), batch_size=7)),
         "stats": remover.collect(data, rows=[2, 5], batch_size=16).tensors(),
         "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
+        # how many samples this process ran through the backbone itself (its shard)
+        "local": sum(len(f) for _, f, _ in iter_features(remover.model, remover.head, data, columns=["label"])),
     }
     with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
         pickle.dump(results, f)

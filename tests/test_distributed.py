@@ -32,11 +32,13 @@ def test_two_processes_equal_one(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(single / "rank0.pkl", "rb") as f:
         one = pickle.load(f)
-    assert one["world_size"] == 1
+    assert one["world_size"] == 1 and one["local"] == 101
+    shares = []
     for rank in (0, 1):
         with open(tmp_path / f"rank{rank}.pkl", "rb") as f:
             two = pickle.load(f)
         assert two["world_size"] == 2
+        shares.append(two["local"])
         for source in ("dataset", "stream", "loader"):
             assert len(two[source]) == 101
             torch.testing.assert_close(two[source].features, one[source].features)
@@ -44,3 +46,4 @@ def test_two_processes_equal_one(tmp_path):
         for name, tensor in one["stats"].items():
             torch.testing.assert_close(two["stats"][name], tensor)
         assert int(two["stats"]["count"].sum()) == 101  # every sample counted exactly once
+    assert shares == [50, 51]  # each process ran only its own shard through the backbone

@@ -1,0 +1,131 @@
+"""Reproduce the README's tables (the paper's Figures 6-9 and Table 1 analogues) on the offline data, over seeds.
+
+    python benchmarks/reproduce.py --output_dir outputs/reproduce --seeds 0 1 2 3 4
+
+Prints markdown tables (mean +- std over seeds) and writes them with the raw results to --output_dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import statistics
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ms(values: list[float], scale: float = 100.0) -> str:
+    values = [scale * v for v in values]
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {spread:.1f}"
+
+
+def spurious(out: Path, seeds: list[int], correlation: float) -> str:
+    from hf_fcr.demo import run_demo
+
+    runs = [
+        run_demo(out / f"spurious_seed{s}", seed=s, correlation=correlation, overwrite=True, progress=False)
+        for s in seeds
+    ]
+    lines = [
+        f"| method (SpuriousDigits, correlation {correlation}, {len(seeds)} seeds) | worst-group % | average % | "
+        "gap (points) | train-weighted average % |",
+        "|---|---|---|---|---|",
+    ]
+    for method in runs[0]["methods"]:
+        m = [r["methods"][method] for r in runs]
+        lines.append(
+            f"| {method} | {_ms([x['worst_group'] for x in m])} | {_ms([x['average'] for x in m])} | "
+            f"{_ms([x['gap'] for x in m])} | {_ms([x['weighted_average'] for x in m])} |"
+        )
+    choices = ", ".join(
+        f"seed {r['seed']}: {c['policy']}/{c['num_weights']}w/r={c['r']:.3g}" for r in runs for c in [r["fcr_choice"]]
+    )
+    return "\n".join(lines) + f"\n\nFCR's choices on validation: {choices}.\n"
+
+
+def class_removal(out: Path, seeds: list[int]) -> str:
+    main = runpy.run_path(str(ROOT / "recipes" / "class_removal.py"))["main"]
+    runs = [
+        main(["--output_dir", str(out / f"class_removal_seed{s}"), "--seed", str(s), "--overwrite"]) for s in seeds
+    ]
+    lines = [
+        f"| removal (digits CNN, {len(seeds)} seeds) | candidates | forgotten class acc. % | worst class % | "
+        "others' change (points) |",
+        "|---|---|---|---|---|",
+    ]
+    for mode in ("supporting", "all"):
+        for n in (1, 2, 3):
+            per_seed = [[x for x in r["single"][mode] if x["num_weights"] == n] for r in runs]
+            lines.append(
+                f"| one class, {n} weight(s) | {mode} | {_ms([statistics.mean(x['forget'] for x in p) for p in per_seed])} | "
+                f"{_ms([max(x['forget'] for x in p) for p in per_seed])} | "
+                f"{_ms([statistics.mean(x['retain_change'] for x in p) for p in per_seed])} |"
+            )
+    for k in (1, 2, 4, 8):
+        rows = [next(x for x in r["multi"] if x["num_removed"] == k) for r in runs]
+        lines.append(
+            f"| {k} classes at once, 1 weight each | supporting | {_ms([x['removed_accuracy'] for x in rows])} | "
+            f"{_ms([max(0.0, x['removed_accuracy']) for x in rows])} | {_ms([x['retained_change'] for x in rows])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parity(out: Path, seeds: list[int]) -> str:
+    main = runpy.run_path(str(ROOT / "recipes" / "parity_mnist.py"))["main"]
+    r_values = [0.0, 0.03, 0.1, 0.2, 0.5, 1.0]
+    runs = [
+        main(
+            [
+                "--output_dir",
+                str(out / f"parity_seed{s}"),
+                "--seed",
+                str(s),
+                "--overwrite",
+                "--r_values",
+                *map(str, r_values),
+            ]
+        )
+        for s in seeds
+    ]
+    lines = [
+        f"| r (ParityDigits, {len(seeds)} seeds) | SCA forget % | SCA retain % | grad x act forget % | "
+        "grad x act retain % |",
+        "|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(r_values):
+        cells = []
+        for sel in ("sca", "grad_x_act"):
+            cells += [
+                _ms([x["curves"][sel][i]["forget"] for x in runs]),
+                _ms([x["curves"][sel][i]["retain"] for x in runs]),
+            ]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    acc = _ms([x["fictitious_head_accuracy"] for x in runs])
+    return "\n".join(lines) + f"\n\nM' (digit head on the parity model's features) train accuracy: {acc} %.\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--output_dir", default="outputs/reproduce")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--correlations", type=float, nargs="+", default=[0.95])
+    args = p.parse_args()
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = {"class_removal": class_removal(out, args.seeds), "parity": parity(out, args.seeds)}
+    for c in args.correlations:
+        sections[f"spurious_{c}"] = spurious(out, args.seeds, c)
+    text = "\n".join(f"### {name}\n\n{table}" for name, table in sections.items())
+    print(text)
+    (out / "tables.md").write_text(text)
+    (out / "tables.json").write_text(json.dumps(sections, indent=2))
+
+
+if __name__ == "__main__":
+    main()

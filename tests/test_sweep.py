@@ -1,0 +1,51 @@
+"""Sweeps in closed form against re-editing the real model at each r; the r grid; the selection rules."""
+
+import pytest
+import torch
+
+from hf_fcr import FictitiousClassRemover
+from hf_fcr.metrics import group_ids, group_metrics
+from hf_fcr.sweep import SweepResult, default_r_grid
+
+
+def test_sweep_equals_editing_the_model_at_each_rate(digits, digits_model):
+    remover = FictitiousClassRemover(digits_model)
+    train = remover.extract_features(digits["train"])
+    test = remover.extract_features(digits["test"])
+    test.columns["odd"] = test["label"] % 2
+    remover.remove_class(3, train, r=1.0, num_weights=2)
+    remover.remove_class(7, train, r=0.5)
+    rates = [0.0, 0.001, 0.05, 0.3, 1.0]
+    result = remover.sweep(test, rates, label_column="label", group_columns=("odd",))
+    edits = list(remover.edits)
+    remover.revert()
+    ids, names = group_ids({"label": test["label"], "odd": test["odd"]}, ["label", "odd"])
+    for row, r in zip(result.table, rates):
+        # brute force: re-run the edits on the real head at rate r, predict with the model's own head
+        for e in edits:
+            new = float(torch.tensor(e.value_at(r), dtype=torch.float64).to(torch.float32))
+            remover.head.weight.data[e.row, e.col] = new
+        expected = group_metrics(remover.logits(test.features).argmax(1), test["label"], ids, names)
+        remover.head.weight.data[[e.row for e in edits], [e.col for e in edits]] = torch.tensor(
+            [e.old_value for e in edits]
+        )
+        assert row["r"] == r
+        assert row["average"] == pytest.approx(expected["average"], abs=1.5 / len(test))
+        assert row["per_group"].keys() == expected["per_group"].keys()
+
+
+def test_default_grid_and_rules():
+    grid = default_r_grid()
+    assert grid[0] == 0.0 and grid[-1] == 1.0 and grid == sorted(set(grid))
+    assert sum(r < 0.02 for r in grid) > 50  # dense at small r, where useful values often are
+    table = [
+        {"r": 0.0, "average": 0.9, "worst_group": 0.6, "gap": 0.3},
+        {"r": 0.1, "average": 0.85, "worst_group": 0.8, "gap": 0.05},
+        {"r": 0.2, "average": 0.88, "worst_group": 0.83, "gap": 0.05},
+        {"r": 0.9, "average": 0.05, "worst_group": 0.02, "gap": 0.03},  # a flipped classifier: small gap
+    ]
+    result = SweepResult(table)
+    assert result.best("min_gap")["r"] == 0.1  # ties go to the smaller r; the flipped point is excluded
+    assert result.best("max_worst")["r"] == 0.2
+    with pytest.raises(ValueError, match="rule"):
+        result.best("best")
