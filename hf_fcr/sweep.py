@@ -135,25 +135,35 @@ def sweep_edits(
     rate = torch.tensor(rates, dtype=torch.float64)
     # Eq. 8 minus the old value: (r * f + (1 - r) * w) - w = r * (f - w), one rank-1 update of column `row` per edit
     delta = rate[:, None] * (ortho - old)[None, :]  # [R, E]
-    step = max(1, 2**24 // max(1, n * max(k, len(edits))))
+    # only the edited rows move with r: the best of the other rows is computed once
+    edited, slot = torch.unique(rows, return_inverse=True)  # sorted, so ties keep argmax's first-index rule
+    others = base.clone()
+    others[:, edited] = -torch.inf
+    other_val, other_idx = others.max(1) if len(edited) < k else (torch.full((n,), -torch.inf), torch.zeros(n).long())
+    step = max(1, 2**24 // max(1, n * max(len(edited), len(edits))))
     table = []
     for start in range(0, len(rates), step):
         d = delta[start : start + step]
-        logits = base.expand(len(d), n, k).clone()
-        logits.index_add_(2, rows, selected[None] * d[:, None, :])
-        correct = (logits.argmax(2) == labels[None]).to(torch.float64)  # [R, N]
-        per_group = correct @ onehot / counts  # [R, G]
-        average = correct.mean(1)
-        for i in range(len(d)):
-            accs = {names[g]: float(per_group[i, g]) for g in range(len(names)) if present[g]}
-            worst = min(accs.values())
+        z = base[:, edited].expand(len(d), n, len(edited)).clone()
+        z.index_add_(2, slot, selected[None] * d[:, None, :])
+        z_val, z_pos = z.max(2)
+        z_idx = edited[z_pos]
+        pred = torch.where(
+            z_val > other_val, z_idx, torch.where(z_val < other_val, other_idx, torch.minimum(z_idx, other_idx))
+        )
+        correct = (pred == labels[None]).to(torch.float64)  # [R, N]
+        per_group = (correct @ onehot / counts)[:, present]
+        worst = per_group.min(1).values.tolist()
+        average = correct.mean(1).tolist()
+        present_names = [names[g] for g in range(len(names)) if present[g]]
+        for i, accs in enumerate(per_group.tolist()):
             table.append(
                 {
                     "r": rates[start + i],
-                    "average": float(average[i]),
-                    "worst_group": worst,
-                    "gap": float(average[i]) - worst,
-                    "per_group": accs,
+                    "average": average[i],
+                    "worst_group": worst[i],
+                    "gap": average[i] - worst[i],
+                    "per_group": dict(zip(present_names, accs)),
                 }
             )
     return SweepResult(table)

@@ -49,3 +49,28 @@ def test_default_grid_and_rules():
     assert result.best("max_worst")["r"] == 0.2
     with pytest.raises(ValueError, match="rule"):
         result.best("best")
+
+
+def test_vectorized_sweep_equals_a_loop_over_rates():
+    """sweep_edits (only the edited rows re-evaluated, all rates at once) against argmax of the full edited logits."""
+    from hf_fcr.edit import WeightEdit
+    from hf_fcr.sweep import edited_logits, sweep_edits
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.rand(300, 16, generator=g)
+    weight = torch.randn(5, 16, generator=g)
+    base = feats @ weight.T
+    base[:10] = base[:10].round()  # exact ties between rows in some samples
+    labels = torch.randint(0, 5, (300,), generator=g)
+    groups = labels % 3
+    edits = [
+        WeightEdit("w", 1, 3, float(weight[1, 3]), 0.0, 1.0, orthogonal_value=-40.0),
+        WeightEdit("w", 1, 7, float(weight[1, 7]), 0.0, 1.0, orthogonal_value=25.0),
+        WeightEdit("w", 4, 2, float(weight[4, 2]), 0.0, 1.0, orthogonal_value=-9.0),
+    ]
+    rates = [i / 50 for i in range(51)]
+    result = sweep_edits(base, feats, edits, rates, labels, groups, ["a", "b", "c"])
+    for row, r in zip(result.table, rates):
+        pred = edited_logits(base, feats, edits, r).argmax(1)
+        expected = group_metrics(pred, labels, groups, ["a", "b", "c"])
+        assert row["average"] == expected["average"] and row["per_group"] == expected["per_group"]

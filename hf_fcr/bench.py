@@ -1,0 +1,320 @@
+"""Performance benchmark: FCR's cost should be one inference pass and almost nothing more.
+
+    python -m hf_fcr.bench --output bench.json          # CPU, a few minutes
+    python -m hf_fcr.bench --gpu --output gpu.json      # one GPU: images/s of plain inference vs collect
+
+Prints a table of ratios measured in one run (these machines are noisy: absolute seconds do not compare across
+runs) and writes every figure to JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def _best_of(fn: Callable[[], Any], repeats: int = 3) -> float:
+    """Fastest of ``repeats`` timed runs (after one warm-up), in seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _dataset(n: int, size: int, num_classes: int, seed: int = 0) -> Any:
+    import datasets
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    features = datasets.Features(
+        {"image": datasets.Array3D(shape=(3, size, size), dtype="float32"), "label": datasets.Value("int64")}
+    )
+    return datasets.Dataset.from_dict(
+        {"image": rng.random((n, 3, size, size), dtype=np.float32), "label": rng.integers(0, num_classes, n)},
+        features=features,
+    )
+
+
+def _plain_pass(model: torch.nn.Module, batches: list[torch.Tensor], device: str = "cpu") -> Callable[[], None]:
+    def run() -> None:
+        with torch.inference_mode():
+            for x in batches:
+                model(x.to(device, non_blocking=True))
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def pass_ratios(arch: str, n: int, size: int, batch_size: int, num_classes: int = 10) -> dict[str, Any]:
+    """collect() / plain pass, 1000-value sweep / pass, cached second extraction / first."""
+    import timm
+
+    from .remover import FictitiousClassRemover
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes).eval()
+    data = _dataset(n, size, num_classes)
+    batches = [
+        torch.from_numpy(data.with_format("numpy")[i : i + batch_size]["image"]) for i in range(0, n, batch_size)
+    ]
+    remover = FictitiousClassRemover(model)
+    plain = _best_of(_plain_pass(model, batches))
+    collect = _best_of(lambda: remover.collect(data, batch_size=batch_size, device=None))
+    feats = remover.extract_features(data, batch_size=batch_size, device=None)
+    remover.remove_class(int(feats["label"][0]), feats, num_weights=3)
+    feats.columns["half"] = feats["label"] % 2
+    rates = [i / 999 for i in range(1000)]
+    sweep = _best_of(lambda: remover.sweep(feats, rates, group_columns=("half",)), repeats=2)
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        remover.extract_features(data, batch_size=batch_size, device=None, cache_dir=cache)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        remover.extract_features(data, batch_size=batch_size, device=None, cache_dir=cache)
+        second = time.perf_counter() - t0
+    return {
+        "model": arch,
+        "images": n,
+        "image_size": size,
+        "batch_size": batch_size,
+        "plain_pass_s": plain,
+        "collect_s": collect,
+        "collect_over_pass": collect / plain,
+        "sweep_1000_r_s": sweep,
+        "sweep_over_pass": sweep / plain,
+        "cache_first_s": first,
+        "cache_second_s": second,
+        "cache_second_over_first": second / first,
+    }
+
+
+_RSS_CHILD = """
+import os, resource, sys
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+import datasets, torch
+from hf_fcr import FictitiousClassRemover
+from hf_fcr.data import digits_cnn
+stream = datasets.load_dataset("parquet", data_files=sys.argv[1], split="train", streaming=True)
+remover = FictitiousClassRemover(digits_cnn(in_channels=3).eval())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+stats = remover.collect(stream, batch_size=256, device=None)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(int(stats.count.sum()), before, after)
+"""
+
+
+def streaming_rss(n: int, factor: int = 10, size: int = 16) -> dict[str, Any]:
+    """Peak RSS of ``collect`` over a streamed parquet dataset of N and ``factor`` x N images (fresh processes)."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in (n, factor * n):
+            path = os.path.join(tmp, f"data{count}.parquet")
+            _dataset(count, size, 10).to_parquet(path, batch_size=256)  # row groups of 256 images
+            proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, path], capture_output=True, text=True, check=True)
+            seen, before, after = map(int, proc.stdout.split()[-3:])
+            out[str(count)] = {"samples": seen, "peak_rss_mib": after / 1024, "rss_before_collect_mib": before / 1024}
+    small, large = out[str(n)]["peak_rss_mib"], out[str(factor * n)]["peak_rss_mib"]
+    out["peak_ratio_10x_over_1x"] = large / small
+    return out
+
+
+def statistics_bytes(num_classes: int = 1000, dim: int = 1280) -> dict[str, Any]:
+    """Bytes of the statistics of a ``num_classes``-class, ``dim``-feature head with rows=[c] versus all rows."""
+    from .stats import EdgeStatistics
+
+    stats = EdgeStatistics.empty(num_classes, dim, num_classes, rows=[3])
+    restricted = sum(t.numel() * t.element_size() for t in stats.tensors().values())
+    unrestricted = (num_classes * num_classes * dim + 2 * num_classes * dim) * 8 + num_classes * 8
+    refused = False
+    try:
+        EdgeStatistics.empty(num_classes, dim, num_classes)
+    except ValueError:
+        refused = True
+    return {
+        "classes": num_classes,
+        "features": dim,
+        "rows_restricted_bytes": restricted,
+        "unrestricted_bytes_never_allocated": unrestricted,
+        "ratio": restricted / unrestricted,
+        "unrestricted_refused_by_default": refused,
+    }
+
+
+def _scaling_row(n: int, d: int, k: int, grid: list[float]) -> dict[str, Any]:
+    from .edit import WeightEdit
+    from .scores import top_edges
+    from .stats import edge_statistics
+    from .sweep import sweep_edits
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.rand(n, d, generator=g)
+    weight = torch.randn(k, d, generator=g) * 0.05
+    logits = feats @ weight.T
+    labels = torch.randint(0, k, (n,), generator=g)
+    rows_kept = [0] if k > 100 else None
+    t_stats = _best_of(lambda: edge_statistics(feats, logits, labels, k, rows=rows_kept), repeats=2)
+    stats = edge_statistics(feats, logits, labels, k, rows=rows_kept)
+    t_top = _best_of(lambda: top_edges(stats, 0, k=3, weight_row=weight[0], candidates="all"), repeats=2)
+    edits = [WeightEdit("w", 0, c, float(weight[0, c]), 0.0, 1.0, orthogonal_value=-10.0) for c in range(3)]
+    groups = labels % 2
+    t_sweep = _best_of(lambda: sweep_edits(logits, feats, edits, grid, labels, groups, ["0", "1"]), repeats=2)
+    return {
+        "N": n,
+        "D": d,
+        "K": k,
+        "rows": "all" if rows_kept is None else "1",
+        "statistics_s": t_stats,
+        "top_edges_s": t_top,
+        "sweep_240_r_s": t_sweep,
+    }
+
+
+def scaling() -> list[dict[str, Any]]:
+    """Time of statistics (collect on features), top_edges and a 240-rate sweep as N, D and K grow."""
+    from .sweep import default_r_grid
+
+    grid = default_r_grid()
+    sizes = [(2000, 512, 10), (8000, 512, 10), (32000, 512, 10), (8000, 2048, 10), (8000, 512, 100), (8000, 512, 1000)]
+    return [_scaling_row(n, d, k, grid) for n, d, k in sizes]
+
+
+def edit_cost(seed: int = 0) -> dict[str, Any]:
+    """FCR's full neutralize_spurious search (probe + scores + all sweeps) against DFR's fits, same features."""
+    from .baselines import dfr
+    from .demo import spurious_digits_erm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        remover, data, _ = spurious_digits_erm(tmp, seed=seed, epochs=10, log=lambda *a: None)
+        cols = ("label", "place", "group")
+        train, val = (remover.extract_features(data[s], columns=cols, device=None) for s in ("train", "validation"))
+
+        def fcr() -> None:
+            remover.neutralize_spurious(train, val)
+            remover.revert()
+
+        t_fcr = _best_of(fcr, repeats=2)
+        t_dfr = _best_of(lambda: dfr(val.features, val["label"], val["group"], 2, seed=seed), repeats=2)
+        probe = _best_of(lambda: remover.fit_fictitious(train, "place"), repeats=2)
+    return {"fcr_search_s": t_fcr, "fcr_probe_only_s": probe, "dfr_s": t_dfr, "fcr_over_dfr": t_fcr / t_dfr}
+
+
+def gpu(arch: str = "resnet50", n: int = 4096, size: int = 224, batch_size: int = 256) -> dict[str, Any]:
+    """images/s of plain bf16 channels-last inference and of collect for ``arch`` on synthetic images (one GPU)."""
+    import timm
+
+    from .remover import FictitiousClassRemover
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device.")
+    torch.backends.cudnn.benchmark = True
+    model = timm.create_model(arch, pretrained=False).cuda().eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 1000, (batch_size,), device="cpu")
+    loader = [{"image": x, "label": labels}] * (n // batch_size)
+
+    def plain() -> None:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            for batch in loader:
+                model(batch["image"])
+        torch.cuda.synchronize()
+
+    remover = FictitiousClassRemover(model)
+
+    def collect() -> None:
+        remover.collect(loader, rows=[0], device="cuda", autocast_dtype=torch.bfloat16, channels_last=True)
+        torch.cuda.synchronize()
+
+    t_plain, t_collect = _best_of(plain, 2), _best_of(collect, 2)
+    images = (n // batch_size) * batch_size
+    return {
+        "device": torch.cuda.get_device_name(),
+        "model": arch,
+        "images": images,
+        "batch_size": batch_size,
+        "dtype": "bfloat16 autocast, channels_last",
+        "plain_images_per_s": images / t_plain,
+        "collect_images_per_s": images / t_collect,
+        "collect_over_pass": t_collect / t_plain,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--output", default="bench.json")
+    p.add_argument("--gpu", action="store_true", help="only the GPU measurement (needs CUDA)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    if args.gpu:
+        results: dict[str, Any] = {"gpu": gpu()}
+    else:
+        results = {"torch_threads": torch.get_num_threads()}
+        n = 128 if args.quick else 512
+        results["resnet18"] = pass_ratios("resnet18", n, 64, 64)
+        results["tiny"] = pass_ratios("test_resnet", 4 * n, 16, 32)
+        results["streaming_rss"] = streaming_rss(200 if args.quick else 2000)
+        results["statistics_bytes"] = statistics_bytes()
+        if not args.quick:
+            results["scaling"] = scaling()
+            results["edit_cost"] = edit_cost()
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=2)
+    print(format_report(results))
+    return results
+
+
+def format_report(results: dict[str, Any]) -> str:
+    lines = []
+    if "gpu" in results:
+        g = results["gpu"]
+        return (
+            f"{g['device']}: {g['model']} {g['dtype']}, batch {g['batch_size']}: plain {g['plain_images_per_s']:.0f} "
+            f"img/s, collect {g['collect_images_per_s']:.0f} img/s (ratio {g['collect_over_pass']:.3f})"
+        )
+    lines.append(f"{'measure':<58}{'value':>10}  target")
+    for key in ("resnet18", "tiny"):
+        r = results[key]
+        what = f"{r['model']} {r['image_size']}px, {r['images']} images"
+        lines.append(f"{'collect / plain pass (' + what + ')':<58}{r['collect_over_pass']:>10.3f}  <= 1.05")
+        lines.append(f"{'1000-r sweep / plain pass (' + what + ')':<58}{r['sweep_over_pass']:>10.4f}  <= 0.02")
+        lines.append(
+            f"{'cached 2nd extraction / 1st (' + what + ')':<58}{r['cache_second_over_first']:>10.4f}  <= 0.05"
+        )
+    rss = results["streaming_rss"]
+    lines.append(f"{'peak RSS streaming 10N / N':<58}{rss['peak_ratio_10x_over_1x']:>10.3f}  flat (~1)")
+    sb = results["statistics_bytes"]
+    lines.append(f"{'stats bytes, 1000x1280 head, rows=[c] / all rows':<58}{sb['ratio']:>10.2e}  never all rows")
+    if "edit_cost" in results:
+        e = results["edit_cost"]
+        lines.append(f"{'FCR full search / DFR (same features)':<58}{e['fcr_over_dfr']:>10.3f}")
+    if "scaling" in results:
+        lines.append("")
+        lines.append(f"{'N':>7}{'D':>6}{'K':>6}{'rows':>6}{'stats s':>10}{'top_edges s':>13}{'sweep(240 r) s':>16}")
+        for r in results["scaling"]:
+            lines.append(
+                f"{r['N']:>7}{r['D']:>6}{r['K']:>6}{r['rows']:>6}{r['statistics_s']:>10.4f}{r['top_edges_s']:>13.5f}"
+                f"{r['sweep_240_r_s']:>16.4f}"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
