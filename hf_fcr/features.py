@@ -153,15 +153,16 @@ def _batch_len(batch: dict[str, Any]) -> int:
 
 
 def iter_batches(
-    data: Any, columns: Sequence[str], batch_size: int, rank: int = 0, world_size: int = 1
+    data: Any, columns: Sequence[str], batch_size: int, rank: int = 0, world_size: int = 1, skip_batches: int = 0
 ) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
     """Yield ``(positions, {column: batch values})`` from a Dataset, IterableDataset, DataLoader or iterable of
     dicts; ``positions`` is each row's int64 key in the order of the whole source.
 
     With ``world_size > 1`` this process reads only its share, each sample in exactly one process: a contiguous
     slice of a ``Dataset``; every ``world_size``-th example of a stream (``split_dataset_by_node``, strategy
-    ``"examples"``); every ``world_size``-th batch of a DataLoader. Missing columns raise KeyError before any batch
-    is read where the source knows its columns.
+    ``"examples"``); every ``world_size``-th batch of a DataLoader. ``skip_batches`` leaves out this process' first
+    batches (to resume): a Dataset starts further on, a stream skips examples, a DataLoader's batches are read and
+    dropped. Missing columns raise KeyError before any batch is read where the source knows its columns.
     """
     columns = list(dict.fromkeys(columns))
     known = getattr(data, "column_names", None)
@@ -177,7 +178,7 @@ def iter_batches(
         python_view = data.select_columns(sorted(image_like)) if image_like else None
         n = len(data)
         lo, hi = rank * n // world_size, (rank + 1) * n // world_size
-        for start in range(lo, hi, batch_size):
+        for start in range(lo + skip_batches * batch_size, hi, batch_size):
             end = min(start + batch_size, hi)
             batch: dict[str, Any] = {}
             if len(image_like) < len(columns):
@@ -195,7 +196,9 @@ def iter_batches(
             from datasets.distributed import split_dataset_by_node
 
             stream = split_dataset_by_node(stream, rank=rank, world_size=world_size, strategy="examples")
-        seen = 0
+        seen = skip_batches * batch_size
+        if seen:
+            stream = stream.skip(seen)
         for batch in stream.iter(batch_size=batch_size):
             n = _batch_len(batch)
             yield rank + world_size * torch.arange(seen, seen + n), batch
@@ -208,7 +211,7 @@ def iter_batches(
             missing = [c for c in columns if c not in batch]
             if missing:
                 raise KeyError(f"columns {missing} are not in the batches (their keys: {list(batch)}).")
-            if index % world_size != rank:
+            if index % world_size != rank or index // world_size < skip_batches:
                 continue
             batch = {c: batch[c] for c in columns}
             yield index * 2**32 + torch.arange(_batch_len(batch)), batch
@@ -271,6 +274,7 @@ def iter_features(
     progress: bool = False,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    skip_batches: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
     """Run ``model`` over this process' share of ``data``, yielding ``(positions, head inputs [B, D] float32 on
     the CPU, {column: values})`` per batch: the streaming core of ``extract_features`` and ``collect``."""
@@ -291,7 +295,8 @@ def iter_features(
     bar = tqdm(total=total, disable=not progress or rank != 0, desc="features", unit="img")
     try:
         with capture.hooked(), torch.inference_mode():
-            for pos, batch in iter_batches(data, [image_column, *columns], batch_size, rank, world_size):
+            batches = iter_batches(data, [image_column, *columns], batch_size, rank, world_size, skip_batches)
+            for pos, batch in batches:
                 pixels = images_to_tensor(batch[image_column], transform)
                 pixels = pixels.to(device=device, dtype=param.dtype if param.dtype.is_floating_point else None)
                 if channels_last and pixels.ndim == 4:

@@ -365,6 +365,9 @@ class FictitiousClassRemover:
         batch_size: int = 64,
         device: torch.device | str | None = "auto",
         progress: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 100,
+        resume_from: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> EdgeStatistics:
         """Eq. 3-4 of the model on ``data``: a FeatureSet, or a dataset that is streamed through the model batch by
@@ -374,14 +377,31 @@ class FictitiousClassRemover:
         exceed 1 GiB: a 1000-class head needs ``rows=``). Under ``accelerate launch`` / ``torchrun`` a dataset is
         sharded: each process sums its own samples and the sums are added across processes, so every process
         returns what one process would.
+
+        A long run over a dataset can save its sums to ``checkpoint_dir`` every ``checkpoint_every`` batches
+        (atomically, one file per process) and continue with ``resume_from=checkpoint_dir`` after an interruption:
+        the result is exactly what an uninterrupted run gives. The checkpoint records the model, data, batch size and
+        rows it belongs to and is refused for any other.
         """
-        from .distributed import all_gather_object, reduce_sum
+        from .checkpoint import load_collect_state, save_collect_state
+        from .distributed import all_gather_object, process_info, reduce_sum
         from .features import iter_features
 
         if isinstance(data, FeatureSet):
             labels = self._labels(data, label_column)
             return edge_statistics(data.features, self.logits(data.features), labels, self.num_classes, rows=rows)
         stats = EdgeStatistics.empty(self.num_classes, self.head.in_features, self.num_classes, rows=rows)
+        rank = process_info()[0]
+        identity = {
+            "model": model_fingerprint(self.model, self.head) + str(self.head.weight.detach().sum().item()),
+            "data": data_fingerprint(data),
+            "batch_size": batch_size,
+            "rows": None if rows is None else list(rows),
+            "label_column": label_column,
+        }
+        done = 0
+        if resume_from is not None:
+            done = load_collect_state(resume_from, rank, stats, identity)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else None
             if device is not None:
@@ -399,11 +419,15 @@ class FictitiousClassRemover:
                 head_name=self.head_name,
                 device=device,
                 progress=progress,
+                skip_batches=done,
                 **kwargs,
             )
             for _, features, columns in batches:
                 labels = self._check_labels(FeatureSet(features, columns).labels(label_column), label_column)
                 stats.update(features, self.logits(features), labels)
+                done += 1
+                if checkpoint_dir is not None and done % checkpoint_every == 0:
+                    save_collect_state(checkpoint_dir, rank, stats, identity, done)
         except (ValueError, KeyError) as err:
             problem = err
         problems = [p for p in all_gather_object(problem) if p is not None]
@@ -507,7 +531,14 @@ class FictitiousClassRemover:
                 f"the fictitious head takes {fictitious.weight.shape[1]} features but this model's head takes "
                 f"{self.head.in_features}: it was fit on another model's features."
             )
-        targets = range(self.num_classes) if classes is None else [self.class_index(c) for c in classes]
+        if classes is not None:
+            targets = [self.class_index(c) for c in classes]
+        elif fictitious.crosstab is not None:  # every class that has samples in the data M' was fit on
+            targets = [
+                c for c in range(self.num_classes) if c < len(fictitious.crosstab) and fictitious.crosstab[c].sum()
+            ]
+        else:
+            targets = list(range(self.num_classes))
         fixed = None if values is None else [fictitious.value_index(v) for v in values]
         generator = torch.Generator().manual_seed(seed)
         weight = self.head.weight.detach().cpu()
@@ -544,7 +575,8 @@ class FictitiousClassRemover:
         is M''s plain SCA argmax (Eq. 6) for the fictitious class chosen by ``policy``:
         ``"dominant"``, the attribute value most frequent in class ``c``; ``"other"``, every other value. ``values``
         names the attribute values to neutralize instead (the same in every class, e.g. one digit of a parity
-        class). Up to ``num_weights`` weights per value; zero weights are skipped for the next best.
+        class). Up to ``num_weights`` weights per value; zero weights are skipped for the next best. ``classes``
+        defaults to every class with samples in the data M' was fit on.
 
         ``selection`` ranks M''s edges: ``"sca"`` (Eq. 6, the method), ``"grad_x_act"`` (``G * A`` without the CA
         entropy ratio, the paper's Figure 8 left) or ``"random"`` (a control, seeded by ``seed``).

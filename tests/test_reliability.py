@@ -1,0 +1,131 @@
+"""Interruptions lose nothing (real kills of saving and collecting processes), and the same inputs give the same
+edits."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_fcr import FictitiousClassRemover
+
+TESTS = Path(__file__).parent
+
+
+def _spawn(code, *args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for(proc, marker, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if marker in line:
+            return
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"process ended before printing {marker!r}")
+    raise AssertionError(f"no {marker!r} within {timeout}s")
+
+
+SLOW_COLLECT = """
+import sys, time, torch
+from hf_fcr import FictitiousClassRemover
+from hf_fcr.data import digits_cnn, digits_dataset
+torch.manual_seed(0)
+model = digits_cnn().eval()
+slow = lambda *a: time.sleep(0.2)  # a long run: 0.2 s per batch
+model[0].register_forward_hook(slow)
+remover = FictitiousClassRemover(model)
+data = digits_dataset(seed=0)["train"]
+print("started", flush=True)
+remover.collect(data, batch_size=32, rows=[1, 4], checkpoint_dir=sys.argv[1], checkpoint_every=5, device=None)
+"""
+
+
+def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
+    from hf_fcr.data import digits_cnn, digits_dataset
+
+    proc = _spawn(SLOW_COLLECT, tmp_path / "ckpt")
+    _wait_for(proc, "started")
+    state = tmp_path / "ckpt" / "collect_state.rank0.safetensors"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)  # a few more batches, past the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and proc.returncode == -signal.SIGKILL
+
+    torch.manual_seed(0)
+    remover = FictitiousClassRemover(digits_cnn().eval())
+    data = digits_dataset(seed=0)["train"]
+    calls = []
+    remover.model[0].register_forward_hook(lambda *a: calls.append(1))
+    resumed = remover.collect(data, batch_size=32, rows=[1, 4], resume_from=tmp_path / "ckpt", device=None)
+    n_batches = (len(data) + 31) // 32
+    assert 0 < len(calls) < n_batches  # it really skipped the batches done before the kill
+    whole = remover.collect(data, batch_size=32, rows=[1, 4], device=None)
+    for name, tensor in whole.tensors().items():
+        torch.testing.assert_close(resumed.tensors()[name], tensor, rtol=1e-12, atol=1e-9)
+    assert int(resumed.count.sum()) == len(data)
+    # a state saved for other arguments is refused
+    with pytest.raises(ValueError, match="another model, dataset"):
+        remover.collect(data, batch_size=16, rows=[1, 4], resume_from=tmp_path / "ckpt", device=None)
+
+
+SLOW_SAVE = """
+import sys, time, torch, timm
+import safetensors.torch as st
+from hf_fcr import FictitiousClassRemover
+torch.manual_seed(1)
+remover = FictitiousClassRemover(timm.create_model("test_resnet", num_classes=3))
+real_save = st.save_file
+def slow_save(*args, **kwargs):
+    print("writing", flush=True)
+    time.sleep(30)  # killed while the new checkpoint is being written
+    return real_save(*args, **kwargs)
+st.save_file = slow_save
+remover.save_pretrained(sys.argv[1], overwrite=True)
+"""
+
+
+def test_killed_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    remover = FictitiousClassRemover(timm.create_model("test_resnet", num_classes=3))
+    target = tmp_path / "model"
+    remover.save_pretrained(target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    proc = _spawn(SLOW_SAVE, target)
+    _wait_for(proc, "writing")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert after == before  # the previous contents, byte for byte
+    reloaded = FictitiousClassRemover.from_pretrained(str(target))
+    assert all(
+        torch.equal(a, b) for a, b in zip(reloaded.model.state_dict().values(), remover.model.state_dict().values())
+    )
+
+
+def test_same_inputs_same_edits(digits, digits_model):
+    from hf_fcr import FeatureSet
+
+    remover = FictitiousClassRemover(digits_model)
+    feats = remover.extract_features(digits["train"])
+    data = FeatureSet(feats.features, {"label": feats["label"] % 2, "attr": (feats["label"] >= 5).long()})
+    runs = []
+    for _ in range(2):
+        search = remover.neutralize_spurious(data, data, attribute_column="attr", seed=3, selection="random")
+        runs.append([e.to_dict() for e in search.edits])
+        remover.revert()
+    assert runs[0] == runs[1] and runs[0]
