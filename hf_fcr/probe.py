@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .scores import sca_score
+from .scores import sca_row
 from .stats import EdgeStatistics, edge_statistics
 
 __all__ = ["FictitiousHead", "default_probe", "fit_fictitious_head", "fit_linear_probe"]
@@ -98,7 +98,7 @@ class FictitiousHead:
         """Head inputs ``k`` ranked for M' row ``v``, best first, as ``(k, score)``: by SCA (Eq. 6, plain argmax
         order as in Algorithm 2), by ``"grad_x_act"`` (``G[v, v, k] * A[v, k]``, no CA ratio) or ``"random"``."""
         if selection == "sca":
-            scores = sca_score(self.stats, value_index)[value_index]
+            scores = sca_row(self.stats, value_index)
         elif selection == "grad_x_act":
             scores = self.stats.gradient_row(value_index)[value_index] * self.stats.activation[value_index]
         elif selection == "random":

@@ -12,7 +12,7 @@ import torch
 
 from .stats import EdgeStatistics
 
-__all__ = ["EPS", "ca_score", "class_entropy", "sca_score", "supporting_mask", "top_edges"]
+__all__ = ["EPS", "ca_score", "class_entropy", "sca_row", "sca_score", "supporting_mask", "top_edges"]
 
 EPS = 1e-12
 CANDIDATES = ("supporting", "all")
@@ -59,6 +59,16 @@ def sca_score(stats: EdgeStatistics, cls: int) -> torch.Tensor:
     return _scatter_rows(stats, kept)
 
 
+def sca_row(stats: EdgeStatistics, cls: int, row: int | None = None) -> torch.Tensor:
+    """Eq. 6 for class ``cls`` on the edges of one head output ``row`` (default ``cls``), a ``[D]`` vector: what
+    ``sca_score(stats, cls)[row]`` holds, without scoring the other rows."""
+    cls = _check_class(stats, cls)
+    row = cls if row is None else row
+    grad = stats.gradient_row(row)  # [C, D]
+    h_act = class_entropy(stats.activation, dim=0)
+    return class_entropy(grad, dim=0) / (h_act + EPS) * grad[cls] * stats.activation[cls]
+
+
 def supporting_mask(stats: EdgeStatistics, cls: int, weight_row: torch.Tensor) -> torch.Tensor:
     """Edges of row ``cls`` that support the class: ``W[cls, k] * mean_{s in cls} a_k(s) > 0``."""
     return weight_row.detach().to(torch.float64).cpu() * stats.signed_activation[cls] > 0
@@ -88,8 +98,7 @@ def top_edges(
         raise ValueError(f"candidates must be one of {CANDIDATES}, got {candidates!r}.")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}.")
-    stats.row_index(cls)  # KeyError with a clear message if row `cls` was not kept
-    scores = sca_score(stats, cls)[cls]
+    scores = sca_row(stats, cls)  # KeyError with a clear message if row `cls` was not kept
     allowed = torch.isfinite(scores)
     if weight_row is not None:
         if weight_row.shape != (stats.num_features,):

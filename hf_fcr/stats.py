@@ -172,23 +172,30 @@ class EdgeStatistics:
             hit = labels[:, None] == rows[None, :]
             err = err - hit.to(err.dtype)
         err = err.abs()
-        # Temporary memory is n x R x min(C, D): chunk the batch so it stays under about 16M values.
+        # Temporary memory is at most n x 16 x R (the one-hot product): chunk the batch to about 16M values.
         n_rows = err.shape[1]
-        step = max(1, 2**24 // max(1, n_rows * min(self.num_classes, self.num_features)))
+        step = max(1, 2**24 // max(1, n_rows * min(self.num_classes, 16)))
         for start in range(0, len(labels), step):
             self._add_gradient(err[start : start + step], abs_a[start : start + step], labels[start : start + step])
         return self
 
     def _add_gradient(self, err: torch.Tensor, abs_a: torch.Tensor, labels: torch.Tensor) -> None:
         n, n_rows = err.shape
-        if self.num_classes <= self.num_features:
-            # One matrix product: (onehot(y) x err)^T [C*R, n] @ |a| [n, D].
+        if self.num_classes <= 16:
+            # few classes: one matrix product, (onehot(y) x err)^T [C*R, n] @ |a| [n, D]
             onehot_err = torch.zeros(n, self.num_classes, n_rows, dtype=err.dtype, device=err.device)
             onehot_err[torch.arange(n, device=err.device), labels] = err
             self.gradient += (onehot_err.reshape(n, -1).T @ abs_a).reshape(self.gradient.shape)
-        else:
-            # Per-sample outer products err[n, R] x |a|[n, D], scattered to their class.
-            self.gradient.index_add_(0, labels, err[:, :, None] * abs_a[:, None, :])
+            return
+        # many classes: group the samples by class, one product err_c^T @ |a_c| per class present (N*R*D work
+        # in all, instead of the C times more that the one-hot product would spend on zeros)
+        order = torch.argsort(labels, stable=True)
+        classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
+        err, abs_a = err[order], abs_a[order]
+        start = 0
+        for c, count in zip(classes.tolist(), counts.tolist()):
+            self.gradient[c] += err[start : start + count].T @ abs_a[start : start + count]
+            start += count
 
     def _check_compatible(self, other: EdgeStatistics) -> None:
         if (

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hf_fcr.scores import EPS, ca_score, class_entropy, sca_score, top_edges
+from hf_fcr.scores import EPS, ca_score, class_entropy, sca_row, sca_score, top_edges
 from hf_fcr.stats import edge_statistics
 
 
@@ -37,6 +37,7 @@ def test_ca_and_sca_match_loops():
             for cls in range(c_):
                 expected = ca[j, k].item() * float(stats.gradient[cls, j, k]) * float(stats.activation[cls, k])
                 assert sca_score(stats, cls)[j, k].item() == pytest.approx(expected, rel=1e-12, abs=1e-12)
+                assert sca_row(stats, cls, j)[k].item() == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
 def test_entropy_bounds_and_zero():

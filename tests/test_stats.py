@@ -33,7 +33,7 @@ def _autograd_statistics(feats, head, labels, num_classes):
     return act, grad
 
 
-@pytest.mark.parametrize("shape", [(37, 6, 4), (25, 3, 9)])  # C <= D (matrix product) and C > D (index_add) paths
+@pytest.mark.parametrize("shape", [(37, 6, 4), (25, 3, 9), (90, 5, 20)])  # one-hot product and per-class paths
 def test_gradient_matches_per_sample_autograd(shape):
     n, d, k = shape
     feats, head, labels = _problem(n, d, k)
@@ -47,12 +47,13 @@ def test_gradient_matches_per_sample_autograd(shape):
     assert stats.count.tolist() == [int((labels == c).sum()) for c in range(k)]
 
 
-def test_rows_equal_full_computation_on_those_rows():
-    feats, head, labels = _problem(50, 7, 6)
+@pytest.mark.parametrize("k", [6, 20])
+def test_rows_equal_full_computation_on_those_rows(k):
+    feats, head, labels = _problem(80, 7, k)
     logits = head(feats).detach()
-    full = edge_statistics(feats, logits, labels, 6)
-    part = edge_statistics(feats, logits, labels, 6, rows=[4, 1])
-    assert part.gradient.shape == (6, 2, 7)
+    full = edge_statistics(feats, logits, labels, k)
+    part = edge_statistics(feats, logits, labels, k, rows=[4, 1])
+    assert part.gradient.shape == (k, 2, 7)
     torch.testing.assert_close(part.gradient_row(4), full.gradient[:, 4])
     torch.testing.assert_close(part.gradient_row(1), full.gradient[:, 1])
     torch.testing.assert_close(part.activation, full.activation)
