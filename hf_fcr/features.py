@@ -199,7 +199,13 @@ def iter_batches(
         seen = skip_batches * batch_size
         if seen:
             stream = stream.skip(seen)
+        features = stream.features
+        as_arrow = features is not None and not any(_is_image_feature(features[c]) for c in columns)
+        if as_arrow:  # read array columns from Arrow batches: no Python lists in between
+            stream = stream.with_format("arrow")
         for batch in stream.iter(batch_size=batch_size):
+            if as_arrow:
+                batch = {c: _arrow_to_numpy(batch.column(c)) for c in columns}
             n = _batch_len(batch)
             yield rank + world_size * torch.arange(seen, seen + n), batch
             seen += n
