@@ -59,9 +59,17 @@ class FeatureSet:
     def labels(self, name: str) -> torch.Tensor:
         """Column ``name`` as an int64 tensor of class indices (ValueError if it is not integer-valued)."""
         values = self[name]
-        tensor = values if torch.is_tensor(values) else torch.as_tensor(np.asarray(values))
+        if not torch.is_tensor(values):
+            array = np.asarray(values)
+            if array.dtype.kind not in "biuf":
+                raise ValueError(
+                    f"column {name!r} holds {array.dtype} values; class labels must be integer indices (map names to "
+                    "indices first, e.g. with the model's label2id)."
+                )
+            values = torch.from_numpy(np.array(array, copy=True))
+        tensor = values
         if tensor.dtype.is_floating_point:
-            if not torch.equal(tensor, tensor.round()):
+            if not torch.isfinite(tensor).all() or not torch.equal(tensor, tensor.round()):
                 raise ValueError(f"column {name!r} holds non-integer values; class labels must be integers.")
         elif tensor.dtype == torch.bool:
             pass
@@ -262,9 +270,10 @@ def images_to_tensor(values: Any, transform: Callable[[list[Any]], torch.Tensor]
     array = np.asarray(values)
     if array.dtype.kind not in "biuf":
         raise ValueError(f"cannot turn an image column of dtype {array.dtype} into a tensor.")
-    if not array.flags.writeable:
-        array = array.copy()
-    return torch.from_numpy(np.ascontiguousarray(array))
+    # copy into a fresh (aligned) torch buffer: Arrow slices can start mid-cache-line, which slows convolutions
+    out = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype)
+    out.numpy()[...] = array
+    return out
 
 
 def iter_features(

@@ -76,6 +76,9 @@ def test_push_then_pull_through_a_local_hub(tmp_path):
         for repo in hub.state.repos.values():
             for data in repo.values():
                 assert b"hf_secret_token_123" not in data
+        for path in tmp_path.rglob("*"):  # nor anywhere on disk: HF_HOME, caches, the working folder
+            if path.is_file():
+                assert b"hf_secret_token_123" not in path.read_bytes(), path
         assert any(
             "hf_secret_token_123" in headers.get("authorization", headers.get("Authorization", ""))
             for _, _, _, headers in hub.state.requests

@@ -141,6 +141,8 @@ def _bad_calls(remover, train):
     nan.features[0, 0] = float("nan")
     beyond = FeatureSet(train.features, {"label": train["label"] + 5})
     no_four = train.select(train["label"] != 4)
+    named = FeatureSet(train.features, {"label": [f"d{i}" for i in train["label"].tolist()]})
+    halves = FeatureSet(train.features, {"label": train["label"] / 2})
     return [
         (lambda: remover.remove_class(1, train, r=1.5), ValueError, "r must be"),
         (lambda: remover.remove_class(1, train, r=float("nan")), ValueError, "r must be"),
@@ -153,6 +155,13 @@ def _bad_calls(remover, train):
         (lambda: remover.remove_class(4, no_four), ValueError, "no samples"),
         (lambda: remover.remove_class(1, train, num_weights=0), ValueError, "num_weights"),
         (lambda: remover.remove_class(1, train, candidates="best"), ValueError, "candidates"),
+        (lambda: remover.remove_class(1, named), ValueError, "integer indices"),
+        (lambda: remover.remove_class(1, halves), ValueError, "non-integer"),
+        (
+            lambda: remover.remove_class(1, FeatureSet(train.features[:, :5], dict(train.columns))),
+            ValueError,
+            "dimensions",
+        ),
     ]
 
 
