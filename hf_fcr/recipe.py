@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["load_data", "spurious_parser", "spurious_recipe"]
+__all__ = ["experiment_parser", "load_data", "load_experiment", "spurious_parser", "spurious_recipe"]
 
 
 def spurious_parser(
@@ -111,3 +111,44 @@ def spurious_recipe(
             raise SystemExit("--push_to_hub needs --hub_model_id")
         remover.push_to_hub(args.hub_model_id, command=command)
     return results
+
+
+def experiment_parser(description: str, dataset_name: str | None, image_column: str) -> argparse.ArgumentParser:
+    """The flags the class-removal experiments share (the recipe adds its own)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model_name_or_path", default=None, help="without it: the offline stand-in on sklearn digits")
+    p.add_argument("--dataset_name", default=dataset_name)
+    p.add_argument("--streaming", action="store_true")
+    p.add_argument("--image_column", default=image_column)
+    p.add_argument("--label_column", default="label")
+    p.add_argument("--train_split", default="train")
+    p.add_argument("--test_split", default="test")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def load_experiment(args: argparse.Namespace, stand_in: Any, columns: Sequence[str]) -> tuple[Any, Any, Any, Any]:
+    """``(remover, train features, test features, output folder)``: the checkpoint and dataset named by ``args``,
+    or, without ``--model_name_or_path``, ``stand_in(seed) -> (model, DatasetDict)`` offline."""
+    from .demo import check_output_dir
+    from .remover import FictitiousClassRemover
+
+    out = check_output_dir(args.output_dir, ("results.json",), args.overwrite)
+    if args.model_name_or_path is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        model, data = stand_in(args.seed)
+        remover, image_column = FictitiousClassRemover(model), "image"
+    else:
+        remover = FictitiousClassRemover.from_pretrained(args.model_name_or_path)
+        data = load_data(args.dataset_name, streaming=args.streaming)
+        image_column = args.image_column
+    train, test = (
+        remover.extract_features(
+            data[s], image_column=image_column, columns=tuple(columns), batch_size=args.batch_size
+        )
+        for s in (args.train_split, args.test_split)
+    )
+    return remover, train, test, out

@@ -143,6 +143,15 @@ class FictitiousClassRemover:
         bias = None if self.head.bias is None else self.head.bias.detach()
         return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
 
+    def _resolve_device(self, device: Any) -> Any:
+        """``"auto"``: move the model to the GPU when there is one (it stays there) and use it; else as given."""
+        if device != "auto":
+            return device
+        if not torch.cuda.is_available():
+            return None
+        self.model.to("cuda")
+        return "cuda"
+
     def _features(self, data: Any, columns: Sequence[str], **kwargs: Any) -> FeatureSet:
         if isinstance(data, FeatureSet):
             for c in columns:
@@ -304,10 +313,7 @@ class FictitiousClassRemover:
             autocast_dtype: e.g. ``torch.bfloat16`` to run the pass under ``torch.autocast``.
             channels_last: feed image batches in channels-last memory format.
         """
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else None
-            if device is not None:
-                self.model.to(device)
+        device = self._resolve_device(device)
         path = self._cache_path(cache_dir, dataset, image_column, columns)
         if path is not None and os.path.isdir(path):
             logger.info("features from the cache %s", path)
@@ -402,10 +408,7 @@ class FictitiousClassRemover:
         done = 0
         if resume_from is not None:
             done = load_collect_state(resume_from, rank, stats, identity)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else None
-            if device is not None:
-                self.model.to(device)
+        device = self._resolve_device(device)
         problem: Exception | None = None
         try:
             batches = iter_features(

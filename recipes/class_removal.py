@@ -9,57 +9,32 @@ Offline (no --model_name_or_path) it trains a small CNN on sklearn's real digits
         --image_column img --output_dir outputs/class_removal
 """
 
-import argparse
 import json
-import os
 
-from hf_fcr.demo import check_output_dir
+from hf_fcr.recipe import experiment_parser, load_experiment
+
+
+def stand_in(seed):
+    import torch
+
+    from hf_fcr.data import digits_cnn, digits_dataset, train_classifier
+
+    data = digits_dataset(seed=seed)
+    torch.manual_seed(seed)
+    return train_classifier(digits_cnn(), data["train"], seed=seed), data
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_name_or_path", default=None)
-    p.add_argument("--dataset_name", default="cifar10")
-    p.add_argument("--streaming", action="store_true")
-    p.add_argument("--image_column", default="img")
-    p.add_argument("--label_column", default="label")
-    p.add_argument("--train_split", default="train")
-    p.add_argument("--test_split", default="test")
+    p = experiment_parser(__doc__.splitlines()[0], dataset_name="cifar10", image_column="img")
     p.add_argument("--max_weights", type=int, default=3)
     p.add_argument("--max_removed", type=int, default=8)
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    out = check_output_dir(args.output_dir, ("results.json",), args.overwrite)
-
-    from hf_fcr import FictitiousClassRemover
     from hf_fcr.experiments import class_removal
 
-    if args.model_name_or_path is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-
-        from hf_fcr.data import digits_cnn, digits_dataset, train_classifier
-
-        data = digits_dataset(seed=args.seed)
-        torch.manual_seed(args.seed)
-        remover = FictitiousClassRemover(train_classifier(digits_cnn(), data["train"], seed=args.seed))
-        image_column, label_column = "image", "label"
-    else:
-        from hf_fcr.recipe import load_data
-
-        remover = FictitiousClassRemover.from_pretrained(args.model_name_or_path)
-        data = load_data(args.dataset_name, streaming=args.streaming)
-        image_column, label_column = args.image_column, args.label_column
-    train, test = (
-        remover.extract_features(
-            data[s], image_column=image_column, columns=(label_column,), batch_size=args.batch_size
-        )
-        for s in (args.train_split, args.test_split)
+    remover, train, test, out = load_experiment(args, stand_in, [args.label_column])
+    results = class_removal(
+        remover, train, test, args.label_column, args.max_weights, args.max_removed, seed=args.seed
     )
-    results = class_removal(remover, train, test, label_column, args.max_weights, args.max_removed, seed=args.seed)
     for mode, rows in results["single"].items():
         print(f"\nremove one class ({mode} candidates): mean over classes")
         for n in range(1, args.max_weights + 1):

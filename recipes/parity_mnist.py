@@ -9,56 +9,30 @@ Offline (no --model_name_or_path) it uses ParityDigits (sklearn's real digits). 
         `label` and a `digit` column> --output_dir outputs/parity
 """
 
-import argparse
 import json
-import os
 
-from hf_fcr.demo import check_output_dir
+from hf_fcr.recipe import experiment_parser, load_experiment
+
+
+def stand_in(seed):
+    import torch
+
+    from hf_fcr.data import digits_cnn, train_classifier
+    from hf_fcr.data.spurious import parity_digits
+
+    data = parity_digits(seed=seed)
+    torch.manual_seed(seed)
+    return train_classifier(digits_cnn(2), data["train"], seed=seed), data
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_name_or_path", default=None)
-    p.add_argument("--dataset_name", default=None)
-    p.add_argument("--streaming", action="store_true")
-    p.add_argument("--image_column", default="image")
-    p.add_argument("--label_column", default="label")
+    p = experiment_parser(__doc__.splitlines()[0], dataset_name=None, image_column="image")
     p.add_argument("--subclass_column", default="digit")
-    p.add_argument("--train_split", default="train")
-    p.add_argument("--test_split", default="test")
     p.add_argument("--r_values", type=float, nargs="+", default=[0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0])
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    out = check_output_dir(args.output_dir, ("results.json",), args.overwrite)
-
-    from hf_fcr import FictitiousClassRemover
     from hf_fcr.experiments import subclass_removal
 
-    if args.model_name_or_path is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-
-        from hf_fcr.data import digits_cnn, train_classifier
-        from hf_fcr.data.spurious import parity_digits
-
-        data = parity_digits(seed=args.seed)
-        torch.manual_seed(args.seed)
-        remover = FictitiousClassRemover(train_classifier(digits_cnn(2), data["train"], seed=args.seed))
-        image_column = "image"
-    else:
-        from hf_fcr.recipe import load_data
-
-        remover = FictitiousClassRemover.from_pretrained(args.model_name_or_path)
-        data = load_data(args.dataset_name, streaming=args.streaming)
-        image_column = args.image_column
-    columns = (args.label_column, args.subclass_column)
-    train, test = (
-        remover.extract_features(data[s], image_column=image_column, columns=columns, batch_size=args.batch_size)
-        for s in (args.train_split, args.test_split)
-    )
+    remover, train, test, out = load_experiment(args, stand_in, [args.label_column, args.subclass_column])
     results = subclass_removal(remover, train, test, args.label_column, args.subclass_column, r_values=args.r_values)
     print(f"M' (sub-class head) accuracy on train: {100 * results['fictitious_head_accuracy']:.1f}%")
     print(f"{'r':>6} " + " ".join(f"{s + ' forget':>18}{s + ' retain':>18}" for s in results["curves"]))
