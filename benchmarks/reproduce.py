@@ -25,15 +25,23 @@ def _ms(values: list[float], scale: float = 100.0) -> str:
     return f"{statistics.mean(values):.1f} ± {spread:.1f}"
 
 
-def spurious(out: Path, seeds: list[int], correlation: float) -> str:
+def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_resnet") -> str:
     from hf_fcr.demo import run_demo
 
     runs = [
-        run_demo(out / f"spurious_seed{s}", seed=s, correlation=correlation, overwrite=True, progress=False)
+        run_demo(
+            out / f"spurious_{arch}_{correlation}_seed{s}",
+            seed=s,
+            correlation=correlation,
+            arch=arch,
+            overwrite=True,
+            progress=False,
+        )
         for s in seeds
     ]
     lines = [
-        f"| method (SpuriousDigits, correlation {correlation}, {len(seeds)} seeds) | worst-group % | average % | "
+        f"| method (SpuriousDigits, {arch}, correlation {correlation}, {len(seeds)} seeds) | worst-group % | "
+        "average % | "
         "gap (points) | train-weighted average % |",
         "|---|---|---|---|---|",
     ]
@@ -116,12 +124,21 @@ def main() -> None:
     p.add_argument("--output_dir", default="outputs/reproduce")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--correlations", type=float, nargs="+", default=[0.95])
+    p.add_argument(
+        "--pretrained_seeds",
+        type=int,
+        nargs="*",
+        default=[0, 1, 2],
+        help="seeds for the frozen ImageNet EfficientNet-Lite0 variant (about 30 s each)",
+    )
     args = p.parse_args()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections = {"class_removal": class_removal(out, args.seeds), "parity": parity(out, args.seeds)}
     for c in args.correlations:
         sections[f"spurious_{c}"] = spurious(out, args.seeds, c)
+    if args.pretrained_seeds:
+        sections["spurious_pretrained"] = spurious(out, args.pretrained_seeds, 0.95, "efficientnet_lite0_pretrained")
     text = "\n".join(f"### {name}\n\n{table}" for name, table in sections.items())
     print(text)
     (out / "tables.md").write_text(text)

@@ -214,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed for the data split, training and DFR (default 0)")
     demo.add_argument("--correlation", type=float, default=0.95, help="label/background agreement in train")
     demo.add_argument("--epochs", type=int, default=30, help="ERM training epochs (default 30)")
-    demo.add_argument("--arch", default="test_resnet", help="timm architecture trained from scratch")
+    demo.add_argument(
+        "--arch",
+        default="test_resnet",
+        help="timm architecture trained from scratch, or efficientnet_lite0_pretrained: the packaged ImageNet "
+        "EfficientNet-Lite0 frozen, with an ERM-trained head",
+    )
     demo.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap", help="how r is chosen")
     demo.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
     demo.add_argument("--json", action="store_true", help="print the results as JSON only")

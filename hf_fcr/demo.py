@@ -58,7 +58,10 @@ def spurious_digits_erm(
     log: Any = print,
 ) -> tuple[Any, Any, dict[str, float]]:
     """Build SpuriousDigits, train a timm ``arch`` on it by ERM, save it to ``output_dir/erm-model``; returns the
-    remover over that model (its base is the saved folder), the DatasetDict and the timings."""
+    remover over that model (its base is the saved folder), the DatasetDict and the timings.
+
+    ``arch="efficientnet_lite0_pretrained"`` is the pretrained variant: the packaged ImageNet EfficientNet-Lite0,
+    frozen, with an ERM-trained linear head (see ``data.pretrained.frozen_backbone_erm``)."""
     import timm.models
 
     from .data import train_classifier
@@ -68,9 +71,16 @@ def spurious_digits_erm(
     t0 = time.perf_counter()
     data = spurious_digits(seed=seed, correlation=correlation)
     log(f"SpuriousDigits (correlation {correlation}): " + ", ".join(f"{k} {len(v)}" for k, v in data.items()))
-    model = train_classifier(_timm_model(arch, seed), data["train"], epochs=epochs, seed=seed)
+    if arch == "efficientnet_lite0_pretrained":
+        from .data.pretrained import frozen_backbone_erm
+
+        model, data = frozen_backbone_erm(data, seed=seed)
+        what = "an ERM head on the frozen ImageNet EfficientNet-Lite0"
+    else:
+        model = train_classifier(_timm_model(arch, seed), data["train"], epochs=epochs, seed=seed)
+        what = f"timm {arch} for {epochs} epochs"
     elapsed = time.perf_counter() - t0
-    log(f"ERM: trained timm {arch} for {epochs} epochs in {elapsed:.1f}s")
+    log(f"ERM: trained {what} in {elapsed:.1f}s")
     erm_dir = Path(output_dir) / "erm-model"
     if erm_dir.exists():
         shutil.rmtree(erm_dir)
