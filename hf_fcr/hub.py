@@ -292,8 +292,8 @@ def load_pretrained(
     if backend not in ("auto", "timm", "transformers", "pytorch"):
         raise ValueError(f"backend must be 'auto', 'timm', 'transformers' or 'pytorch', got {backend!r}.")
     name = os.fspath(name_or_path)
-    if not os.path.exists(name) and (name.startswith((".", "/", "~")) or os.sep + os.sep in name):
-        raise FileNotFoundError(f"no checkpoint folder at {name!r}.")
+    if not os.path.exists(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise FileNotFoundError(f"no checkpoint folder at {name!r} (and it is not a Hub id: org/name).")
     if os.path.isfile(name):
         raise NotADirectoryError(f"{name!r} is a file; pass the checkpoint's folder or a Hub id.")
     record_data = None if name.startswith(("hf-hub:", "hf_hub:")) else _read_config(name, CONFIG_NAME, revision, token)

@@ -60,3 +60,22 @@ def test_remove_an_imagenet_class_with_one_weight(tmp_path):
     assert torch.equal(after[1:], before[1:])  # every other photo keeps its prediction
     aug_pred = remover.logits(feats.features).argmax(1)
     assert (aug_pred[torch.tensor(labels) == cat] == cat).sum() == 0
+
+
+def test_pretrained_spurious_digits_variant(tmp_path):
+    """The demo's pretrained variant: the packaged backbone stays frozen, only a new 2-class head is trained (ERM),
+    and the saved ERM model reloads as a timm checkpoint."""
+    import timm
+
+    from hf_fcr.data.pretrained import efficientnet_lite0_imagenet
+    from hf_fcr.demo import spurious_digits_erm
+
+    remover, data, _ = spurious_digits_erm(tmp_path, seed=0, arch="efficientnet_lite0_pretrained", log=lambda *a: None)
+    packaged = efficientnet_lite0_imagenet().state_dict()
+    trained = remover.model.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in packaged.items() if not k.startswith("classifier"))
+    assert remover.head.out_features == 2 and data["train"].features["image"].shape == (3, 64, 64)
+    train = remover.extract_features(data["train"].select(range(200)), batch_size=100)
+    assert (remover.logits(train.features).argmax(1) == train["label"]).double().mean() > 0.9
+    reloaded = timm.create_model("local-dir:" + str(tmp_path / "erm-model"), pretrained=True)
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), trained.values()))
