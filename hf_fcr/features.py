@@ -337,6 +337,9 @@ def extract_features(
     columns: Sequence[str] = ("label",),
     batch_size: int = 64,
     gather: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    resume_from: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> FeatureSet:
     """Run ``model`` over ``data`` once and return the head's inputs with the requested ``columns``.
@@ -347,19 +350,58 @@ def extract_features(
 
     Under ``accelerate launch`` / ``torchrun`` each process runs its share of the data; with ``gather=True`` every
     process then gets all rows in the order one process would produce (``gather=False``: only its own rows).
+
+    ``checkpoint_dir`` saves the rows every ``checkpoint_every`` batches (atomically, in parts, one series per
+    process); ``resume_from`` (the same folder) loads them and runs only the remaining batches, so an interrupted
+    run gives exactly what an uninterrupted one gives. Parts made with another model, dataset, batch size or
+    columns are refused.
     """
+    from .checkpoint import load_feature_parts, save_feature_part
     from .distributed import gather_rows, process_info
 
-    world_size = process_info()[1]
+    if resume_from is not None:
+        if checkpoint_dir is not None and os.path.abspath(checkpoint_dir) != os.path.abspath(resume_from):
+            raise ValueError("resume_from and checkpoint_dir must be the same folder (the parts continue there).")
+        checkpoint_dir = resume_from
+    rank, world_size = process_info()
     columns = [c for c in dict.fromkeys(columns) if c != image_column]
     feats: list[torch.Tensor] = []
     positions: list[torch.Tensor] = []
     kept: dict[str, list[Any]] = {c: [] for c in columns}
-    for pos, f, cols in iter_features(model, head, data, image_column, columns, batch_size, **kwargs):
+    identity = {
+        "model": model_fingerprint(model, head),
+        "data": data_fingerprint(data),
+        "batch_size": batch_size,
+        "image_column": image_column,
+        "columns": columns,
+    }
+    done, parts = (0, []) if resume_from is None else load_feature_parts(resume_from, rank, identity)
+    for pos, f, cols in parts:
+        positions.append(pos)
+        feats.append(f)
+        for c in columns:
+            kept[c].append(cols[c])
+    saved_rows, part_index = len(feats), len(parts)
+    batches = iter_features(model, head, data, image_column, columns, batch_size, skip_batches=done, **kwargs)
+    for pos, f, cols in batches:
         feats.append(f)
         positions.append(pos)
         for c in columns:
             kept[c].append(cols[c])
+        done += 1
+        if checkpoint_dir is not None and done % checkpoint_every == 0:
+            new = slice(saved_rows, len(feats))
+            save_feature_part(
+                checkpoint_dir,
+                rank,
+                part_index,
+                len(feats) - saved_rows,
+                torch.cat(positions[new]),
+                torch.cat(feats[new]),
+                {c: _concat(kept[c][new]) for c in columns},
+                identity,
+            )
+            saved_rows, part_index = len(feats), part_index + 1
     features = torch.cat(feats) if feats else torch.zeros(0, head.in_features)
     columns_out = {c: _concat(v) if v else torch.zeros(0, dtype=torch.long) for c, v in kept.items()}
     if world_size > 1 and gather:

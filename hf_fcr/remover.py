@@ -295,6 +295,9 @@ class FictitiousClassRemover:
         cache_dir: str | os.PathLike | None = None,
         autocast_dtype: torch.dtype | None = None,
         channels_last: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 100,
+        resume_from: str | os.PathLike | None = None,
     ) -> FeatureSet:
         """One pass of the model over ``dataset``: the head's inputs ``[N, D]`` plus the requested ``columns``.
 
@@ -312,6 +315,8 @@ class FictitiousClassRemover:
                 skips the backbone. Sources without a fingerprint (streams, DataLoaders) are not cached.
             autocast_dtype: e.g. ``torch.bfloat16`` to run the pass under ``torch.autocast``.
             channels_last: feed image batches in channels-last memory format.
+            checkpoint_dir, checkpoint_every, resume_from: save the rows every ``checkpoint_every`` batches and
+                resume an interrupted run from that folder (see ``features.extract_features``).
         """
         device = self._resolve_device(device)
         path = self._cache_path(cache_dir, dataset, image_column, columns)
@@ -332,6 +337,9 @@ class FictitiousClassRemover:
             gather=gather,
             autocast_dtype=autocast_dtype,
             channels_last=channels_last,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume_from=resume_from,
         )
         if path is not None and gather and int(os.environ.get("RANK", "0")) == 0:
             tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))

@@ -81,6 +81,45 @@ def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
         remover.collect(data, batch_size=16, rows=[1, 4], resume_from=tmp_path / "ckpt", device=None)
 
 
+SLOW_EXTRACT = """
+import sys, time, torch
+from hf_fcr import FictitiousClassRemover
+from hf_fcr.data import digits_cnn, digits_dataset
+torch.manual_seed(0)
+model = digits_cnn().eval()
+model[0].register_forward_hook(lambda *a: time.sleep(0.2))
+remover = FictitiousClassRemover(model)
+print("started", flush=True)
+remover.extract_features(digits_dataset(seed=0)["train"], batch_size=32, checkpoint_dir=sys.argv[1],
+                         checkpoint_every=4, device=None)
+"""
+
+
+def test_killed_extraction_resumes_to_the_uninterrupted_result(tmp_path):
+    from hf_fcr.data import digits_cnn, digits_dataset
+
+    proc = _spawn(SLOW_EXTRACT, tmp_path / "parts")
+    _wait_for(proc, "started")
+    deadline = time.time() + 120
+    while len(list((tmp_path / "parts").glob("*.safetensors"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    torch.manual_seed(0)
+    remover = FictitiousClassRemover(digits_cnn().eval())
+    data = digits_dataset(seed=0)["train"]
+    calls = []
+    remover.model[0].register_forward_hook(lambda *a: calls.append(1))
+    resumed = remover.extract_features(data, batch_size=32, resume_from=tmp_path / "parts", checkpoint_every=4)
+    assert 0 < len(calls) < (len(data) + 31) // 32  # only the batches after the last saved part ran
+    whole = remover.extract_features(data, batch_size=32)
+    assert torch.equal(resumed.features, whole.features) and torch.equal(resumed["label"], whole["label"])
+    with pytest.raises(ValueError, match="another model, dataset"):
+        remover.extract_features(data, batch_size=16, resume_from=tmp_path / "parts")
+
+
 SLOW_SAVE = """
 import sys, time, torch, timm
 import safetensors.torch as st
