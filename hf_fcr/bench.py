@@ -86,6 +86,7 @@ def pass_ratios(arch: str, n: int, size: int, batch_size: int, num_classes: int 
 
     reading = _best_of(plain_reading)
     collect = _best_of(lambda: remover.collect(data, batch_size=batch_size, device=None))
+    collect_worker = _best_of(lambda: remover.collect(data, batch_size=batch_size, device=None, num_workers=1))
     feats = remover.extract_features(data, batch_size=batch_size, device=None)
     remover.remove_class(int(feats["label"][0]), feats, num_weights=3)
     feats.columns["half"] = feats["label"] % 2
@@ -106,6 +107,7 @@ def pass_ratios(arch: str, n: int, size: int, batch_size: int, num_classes: int 
         "plain_pass_s": plain,
         "collect_s": collect,
         "collect_over_pass": collect / plain,
+        "collect_1_worker_over_pass": collect_worker / plain,
         "plain_pass_reading_dataset_s": reading,
         "collect_over_pass_reading_dataset": collect / reading,
         "sweep_1000_r_s": sweep,
@@ -318,6 +320,10 @@ def format_report(results: dict[str, Any]) -> str:
         r = results[key]
         what = f"{r['model']} {r['image_size']}px, {r['images']} images"
         lines.append(f"{'collect / plain pass on tensors (' + what + ')':<62}{r['collect_over_pass']:>10.3f}  <= 1.05")
+        lines.append(
+            f"{'collect with 1 DataLoader worker / plain pass (' + what + ')':<62}"
+            f"{r['collect_1_worker_over_pass']:>10.3f}  (workers help where cores are spare)"
+        )
         lines.append(
             f"{'collect / plain pass reading the Dataset (' + what + ')':<62}"
             f"{r['collect_over_pass_reading_dataset']:>10.3f}  <= 1.05"

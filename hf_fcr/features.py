@@ -160,8 +160,55 @@ def _batch_len(batch: dict[str, Any]) -> int:
     return len(next(iter(batch.values())))
 
 
+class _DatasetBatches(torch.utils.data.Dataset):
+    """The batches of a map-style ``datasets.Dataset`` as items (read from Arrow; images through ``transform``), so
+    that a DataLoader's workers can prepare them."""
+
+    def __init__(
+        self,
+        data: Any,
+        columns: list[str],
+        starts: list[int],
+        end: int,
+        batch_size: int,
+        image_column: str | None,
+        transform: Callable[[list[Any]], torch.Tensor] | None,
+    ) -> None:
+        self.columns, self.starts, self.end, self.batch_size = columns, starts, end, batch_size
+        self.image_column, self.transform = image_column, transform
+        image_like = {c for c in columns if _is_image_feature(data.features[c])}
+        self.arrow_columns = [c for c in columns if c not in image_like]
+        self.table_view = data.select_columns(self.arrow_columns).with_format("arrow") if self.arrow_columns else None
+        self.python_view = data.select_columns(sorted(image_like)) if image_like else None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        start = self.starts[i]
+        end = min(start + self.batch_size, self.end)
+        batch: dict[str, Any] = {}
+        if self.table_view is not None:
+            table = self.table_view[start:end]
+            batch.update({c: _to_tensor_column(_arrow_to_numpy(table.column(c))) for c in self.arrow_columns})
+        if self.python_view is not None:
+            batch.update(self.python_view[start:end])
+        if self.image_column in batch:
+            batch[self.image_column] = images_to_tensor(batch[self.image_column], self.transform)
+        return torch.arange(start, end), batch
+
+
 def iter_batches(
-    data: Any, columns: Sequence[str], batch_size: int, rank: int = 0, world_size: int = 1, skip_batches: int = 0
+    data: Any,
+    columns: Sequence[str],
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    skip_batches: int = 0,
+    image_column: str | None = None,
+    transform: Callable[[list[Any]], torch.Tensor] | None = None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
     """Yield ``(positions, {column: batch values})`` from a Dataset, IterableDataset, DataLoader or iterable of
     dicts; ``positions`` is each row's int64 key in the order of the whole source.
@@ -171,6 +218,9 @@ def iter_batches(
     ``"examples"``); every ``world_size``-th batch of a DataLoader. ``skip_batches`` leaves out this process' first
     batches (to resume): a Dataset starts further on, a stream skips examples, a DataLoader's batches are read and
     dropped. Missing columns raise KeyError before any batch is read where the source knows its columns.
+
+    For a ``Dataset``, ``image_column`` is turned into a tensor here (PIL images through ``transform``), and
+    ``num_workers`` > 0 has DataLoader workers do the reading and preprocessing (``pin_memory`` for GPU copies).
     """
     columns = list(dict.fromkeys(columns))
     known = getattr(data, "column_names", None)
@@ -181,22 +231,16 @@ def iter_batches(
     import datasets
 
     if isinstance(data, datasets.Dataset):
-        image_like = {c for c in columns if _is_image_feature(data.features[c])}
-        table_view = data.select_columns([c for c in columns if c not in image_like]).with_format("arrow")
-        python_view = data.select_columns(sorted(image_like)) if image_like else None
         n = len(data)
         lo, hi = rank * n // world_size, (rank + 1) * n // world_size
-        for start in range(lo + skip_batches * batch_size, hi, batch_size):
-            end = min(start + batch_size, hi)
-            batch: dict[str, Any] = {}
-            if len(image_like) < len(columns):
-                table = table_view[start:end]
-                for c in columns:
-                    if c not in image_like:
-                        batch[c] = _arrow_to_numpy(table.column(c))
-            if python_view is not None:
-                batch.update(python_view[start:end])
-            yield torch.arange(start, end), batch
+        starts = list(range(lo + skip_batches * batch_size, hi, batch_size))
+        reader = _DatasetBatches(data, columns, starts, hi, batch_size, image_column, transform)
+        if num_workers == 0:
+            yield from (reader[i] for i in range(len(reader)))
+        else:  # workers read (and preprocess) the next batches while the model runs
+            yield from torch.utils.data.DataLoader(
+                reader, batch_size=None, num_workers=num_workers, pin_memory=pin_memory
+            )
         return
     if isinstance(data, datasets.IterableDataset):
         stream = data.select_columns(columns)
@@ -290,6 +334,7 @@ def iter_features(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     skip_batches: int = 0,
+    num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
     """Run ``model`` over this process' share of ``data``, yielding ``(positions, head inputs [B, D] float32 on
     the CPU, {column: values})`` per batch: the streaming core of ``extract_features`` and ``collect``."""
@@ -310,10 +355,23 @@ def iter_features(
     bar = tqdm(total=total, disable=not progress or rank != 0, desc="features", unit="img")
     try:
         with capture.hooked(), torch.inference_mode():
-            batches = iter_batches(data, [image_column, *columns], batch_size, rank, world_size, skip_batches)
+            batches = iter_batches(
+                data,
+                [image_column, *columns],
+                batch_size,
+                rank,
+                world_size,
+                skip_batches,
+                image_column,
+                transform,
+                num_workers,
+                pin_memory=device.type == "cuda",
+            )
             for pos, batch in batches:
                 pixels = images_to_tensor(batch[image_column], transform)
-                pixels = pixels.to(device=device, dtype=param.dtype if param.dtype.is_floating_point else None)
+                pixels = pixels.to(
+                    device=device, dtype=param.dtype if param.dtype.is_floating_point else None, non_blocking=True
+                )
                 if channels_last and pixels.ndim == 4:
                     pixels = pixels.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):

@@ -298,6 +298,7 @@ class FictitiousClassRemover:
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 100,
         resume_from: str | os.PathLike | None = None,
+        num_workers: int = 0,
     ) -> FeatureSet:
         """One pass of the model over ``dataset``: the head's inputs ``[N, D]`` plus the requested ``columns``.
 
@@ -317,6 +318,8 @@ class FictitiousClassRemover:
             channels_last: feed image batches in channels-last memory format.
             checkpoint_dir, checkpoint_every, resume_from: save the rows every ``checkpoint_every`` batches and
                 resume an interrupted run from that folder (see ``features.extract_features``).
+            num_workers: DataLoader workers that read and preprocess the next batches of a ``datasets.Dataset``
+                while the model runs (pinned memory on GPU).
         """
         device = self._resolve_device(device)
         path = self._cache_path(cache_dir, dataset, image_column, columns)
@@ -340,6 +343,7 @@ class FictitiousClassRemover:
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             resume_from=resume_from,
+            num_workers=num_workers,
         )
         if path is not None and gather and int(os.environ.get("RANK", "0")) == 0:
             tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))

@@ -223,3 +223,12 @@ def test_feature_cache_skips_the_backbone(digits, digits_model, tmp_path):
         digits_model[0].weight.mul_(1.5)  # other backbone weights: another entry
     remover.extract_features(digits["test"], cache_dir=tmp_path)
     assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_dataloader_workers_give_the_same_features(digits, digits_model):
+    remover = FictitiousClassRemover(digits_model)
+    ref = remover.extract_features(digits["test"], batch_size=40)
+    workers = remover.extract_features(digits["test"], batch_size=40, num_workers=2)
+    assert torch.equal(workers.features, ref.features) and torch.equal(workers["label"], ref["label"])
+    stats = remover.collect(digits["test"], batch_size=40, num_workers=2)
+    torch.testing.assert_close(stats.activation, remover.collect(ref).activation)
