@@ -28,10 +28,12 @@ COLUMNS_FILE = "columns.json"
 
 @dataclass
 class FeatureSet:
-    """Head inputs ``features`` ``[N, D]`` (float32) and the dataset columns kept with them (1-D, length N)."""
+    """Head inputs ``features`` ``[N, D]`` (float32) and the dataset columns kept with them (1-D, length N);
+    ``label_names`` holds the names of integer columns that were ``datasets.ClassLabel`` features."""
 
     features: torch.Tensor
     columns: dict[str, Any] = field(default_factory=dict)
+    label_names: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.features = torch.as_tensor(self.features)
@@ -89,7 +91,7 @@ class FeatureSet:
                 columns[name] = values[index]
             else:
                 columns[name] = [values[i] for i in index.tolist()]
-        return FeatureSet(self.features[index], columns)
+        return FeatureSet(self.features[index], columns, dict(self.label_names))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``features.safetensors`` (features and tensor columns) and ``columns.json`` (other columns)."""
@@ -105,7 +107,7 @@ class FeatureSet:
                 other[name] = list(values)
         save_file(tensors, os.path.join(path, FEATURES_FILE))
         with open(os.path.join(path, COLUMNS_FILE), "w") as f:
-            json.dump(other, f)
+            json.dump({"columns": other, "label_names": self.label_names}, f)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureSet:
@@ -117,10 +119,13 @@ class FeatureSet:
         tensors = load_file(file)
         columns: dict[str, Any] = {k[len("column.") :]: v for k, v in tensors.items() if k.startswith("column.")}
         columns_file = os.path.join(path, COLUMNS_FILE)
+        label_names = {}
         if os.path.isfile(columns_file):
             with open(columns_file) as f:
-                columns.update(json.load(f))
-        return cls(tensors["features"], columns)
+                extra = json.load(f)
+            columns.update(extra.get("columns", {}))
+            label_names = extra.get("label_names", {})
+        return cls(tensors["features"], columns, label_names)
 
 
 def _arrow_to_numpy(column: Any) -> np.ndarray:
@@ -467,7 +472,15 @@ def extract_features(
         features, columns_out = gather_rows(pos, features, columns_out)
     if len(features) == 0 and (world_size == 1 or gather):
         raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
-    return FeatureSet(features, columns_out)
+    return FeatureSet(features, columns_out, class_label_names(data, columns))
+
+
+def class_label_names(data: Any, columns: Sequence[str]) -> dict[str, list[str]]:
+    """``{column: names}`` for the columns of ``data`` that are ``datasets.ClassLabel`` features."""
+    features = getattr(data, "features", None)
+    if not isinstance(features, dict):
+        return {}
+    return {c: list(features[c].names) for c in columns if type(features.get(c)).__name__ == "ClassLabel"}
 
 
 def model_fingerprint(model: nn.Module, head: nn.Linear) -> str:

@@ -68,6 +68,7 @@ class FictitiousHead:
         accuracy: M''s accuracy on the features it was fit on.
         stats: Eq. 3-4 of M' on those features (labels = the fictitious classes).
         crosstab: ``[C, V]`` sample counts of real class x attribute value (None without a label column).
+        value_names: a name per value (from a ``datasets.ClassLabel`` attribute column), or None.
     """
 
     weight: torch.Tensor
@@ -77,15 +78,22 @@ class FictitiousHead:
     accuracy: float
     stats: EdgeStatistics
     crosstab: torch.Tensor | None = None
+    value_names: list[str] | None = None
+
+    def value_name(self, value_index: int) -> str:
+        """How the fictitious class is called in edit records: the ClassLabel name when known, else the value."""
+        if self.value_names is not None:
+            return self.value_names[value_index]
+        return str(self.values[value_index])
 
     @property
     def num_values(self) -> int:
         return len(self.values)
 
     def value_index(self, value: Any) -> int:
-        """Index of an attribute value (or of its string form)."""
+        """Index of an attribute value (or of its string form, or of its ClassLabel name)."""
         for i, v in enumerate(self.values):
-            if v == value or str(v) == str(value):
+            if v == value or str(v) == str(value) or (self.value_names and self.value_names[i] == str(value)):
                 return i
         raise KeyError(f"{value!r} is not a value of {self.attribute_column!r} (values: {self.values}).")
 
@@ -152,6 +160,7 @@ def fit_fictitious_head(
     labels: torch.Tensor | None = None,
     num_classes: int | None = None,
     probe: Any | Callable = None,
+    names: Sequence[str] | None = None,
 ) -> FictitiousHead:
     """Fit M' on frozen ``features`` against ``attribute`` values and collect its edge statistics (Alg. 2, 1-5)."""
     targets, values = encode_values(attribute)
@@ -167,4 +176,7 @@ def fit_fictitious_head(
     if labels is not None:
         crosstab = torch.zeros(num_classes, len(values), dtype=torch.long)
         crosstab.index_put_((labels, targets), torch.ones_like(labels), accumulate=True)
-    return FictitiousHead(weight, bias, values, attribute_column, accuracy, stats, crosstab)
+    value_names = None
+    if names is not None and all(isinstance(v, int) and 0 <= v < len(names) for v in values):
+        value_names = [str(names[v]) for v in values]
+    return FictitiousHead(weight, bias, values, attribute_column, accuracy, stats, crosstab, value_names)

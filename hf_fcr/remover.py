@@ -516,7 +516,13 @@ class FictitiousClassRemover:
         if not torch.isfinite(feats.features).all():
             raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
         fict = fit_fictitious_head(
-            feats.features, feats[attribute_column], attribute_column, labels, self.num_classes, probe
+            feats.features,
+            feats[attribute_column],
+            attribute_column,
+            labels,
+            self.num_classes,
+            probe,
+            names=feats.label_names.get(attribute_column),
         )
         logger.info("M' (%s) accuracy on its training features: %.4f", attribute_column, fict.accuracy)
         return fict
@@ -570,7 +576,7 @@ class FictitiousClassRemover:
                         continue
                     if col in chosen:  # another value of this class took it: each value gets its own weights
                         continue
-                    chosen[col] = (col, score, str(fictitious.values[v]))
+                    chosen[col] = (col, score, fictitious.value_name(v))
                     picked += 1
             plan.extend(self._make_edits(c, list(chosen.values()), r))
         return plan

@@ -46,6 +46,14 @@ def test_demo_writes_results_plots_and_edited_model(demo):
     record = json.loads((demo / "fcr-model" / "fcr_config.json").read_text())
     differ = sum(int((edited.state_dict()[k] != v).sum()) for k, v in base.state_dict().items())
     assert differ == len(record["edits"]) == len(results["methods"]["fcr"]["edits"]) >= 1
+    # the record and the card name the classes and the fictitious classes by their ClassLabel names
+    assert {e["class_name"] for e in record["edits"]} <= {"small", "large"}
+    assert {e["fictitious"] for e in record["edits"]} <= {"grass", "brick"}
+    card = (demo / "fcr-model" / "README.md").read_text()
+    assert all(
+        f"| {e['param']} | {e['row']} | {e['col']} | {e['class_name']} | {e['fictitious']} |" in card
+        for e in record["edits"]
+    )
     # refuses to clobber an earlier run
     proc = _cli("demo", "--output-dir", str(demo), check=False)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr

@@ -54,6 +54,7 @@ def test_featureset_save_load_round_trip(setup, tmp_path):
     back = FeatureSet.load(tmp_path / "feats")
     assert torch.equal(back.features, test.features)
     assert torch.equal(back["label"], test["label"]) and back["name"] == test["name"]
+    assert back.label_names == test.label_names == {"label": [str(i) for i in range(10)]}  # a ClassLabel column
 
 
 def test_remove_each_class_with_one_weight(setup):
