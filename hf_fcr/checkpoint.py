@@ -11,6 +11,17 @@ from .stats import EdgeStatistics
 __all__ = ["load_collect_state", "save_collect_state"]
 
 
+def _checked_metadata(handle: Any, identity: dict[str, Any], what: str) -> dict[str, str]:
+    """A saved file's metadata, after checking that it was made with the same model, data and arguments."""
+    metadata = handle.metadata() or {}
+    if metadata.get("identity") != json.dumps(identity, sort_keys=True):
+        raise ValueError(
+            f"{what} belong to another model, dataset, batch size, rows or columns; resume with the same "
+            "arguments, or start afresh in an empty folder without resume_from."
+        )
+    return metadata
+
+
 def _path(directory: str | os.PathLike, rank: int) -> str:
     return os.path.join(os.fspath(directory), f"collect_state.rank{rank}.safetensors")
 
@@ -39,12 +50,7 @@ def load_collect_state(
     if not os.path.isfile(path):
         return 0
     with safe_open(path, framework="pt") as f:
-        metadata = f.metadata() or {}
-        if metadata.get("identity") != json.dumps(identity, sort_keys=True):
-            raise ValueError(
-                f"the collect state in {directory!s} was saved for another model, dataset, batch size or rows; "
-                "resume with the same arguments, or start afresh without resume_from."
-            )
+        metadata = _checked_metadata(f, identity, f"the collect state in {directory!s}")
         for name, tensor in stats.tensors().items():
             saved = f.get_tensor(name)
             if saved.shape != tensor.shape:
@@ -99,12 +105,7 @@ def load_feature_parts(
     parts, batches, index = [], 0, 0
     while os.path.isfile(path := _part_path(directory, rank, index)):
         with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("identity") != json.dumps(identity, sort_keys=True):
-                raise ValueError(
-                    f"the features saved in {directory!s} belong to another model, dataset, batch size or columns; "
-                    "resume with the same arguments, or start afresh in an empty folder."
-                )
+            metadata = _checked_metadata(f, identity, f"the features saved in {directory!s}")
             columns: dict[str, Any] = {
                 k[len("column.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("column.")
             }
