@@ -77,7 +77,9 @@ def spurious_digits_erm(
         model, data = frozen_backbone_erm(data, seed=seed)
         what = "an ERM head on the frozen ImageNet EfficientNet-Lite0"
     else:
-        model = train_classifier(_timm_model(arch, seed), data["train"], epochs=epochs, seed=seed)
+        model = train_classifier(
+            _timm_model(arch, seed), data["train"], epochs=epochs, seed=seed, progress=log is print
+        )
         what = f"timm {arch} for {epochs} epochs"
     elapsed = time.perf_counter() - t0
     log(f"ERM: trained {what} in {elapsed:.1f}s")
@@ -120,4 +122,5 @@ def run_demo(
         rule=rule,
         command=command,
         extra={"correlation": correlation, "arch": arch, "epochs": epochs, "timings": timings},
+        progress=progress,
     )

@@ -54,9 +54,12 @@ def train_classifier(
     batch_size: int = 64,
     lr: float = 3e-3,
     seed: int = 0,
+    progress: bool = False,
 ) -> nn.Module:
     """Plain ERM (cross-entropy, Adam) on a ``datasets.Dataset`` whose image column holds arrays; returns the model
-    in eval mode."""
+    in eval mode. ``progress`` shows a tqdm bar over the epochs."""
+    from tqdm.auto import trange
+
     torch.manual_seed(seed)
     data = dataset.with_format("torch", columns=[image_column, label_column])[:]
     x = data[image_column].float()
@@ -64,7 +67,7 @@ def train_classifier(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(epochs):
+    for _ in trange(epochs, desc="ERM training", unit="epoch", disable=not progress):
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), batch_size):
             idx = order[start : start + batch_size]
