@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -100,6 +100,10 @@ class WeightEdit:
         if self.orthogonal_value is None:
             raise ValueError("this edit has no orthogonal_value: it cannot be re-applied at another rate.")
         return r * self.orthogonal_value + (1.0 - r) * self.old_value
+
+    def with_rate(self, r: float, dtype: torch.dtype = torch.float32) -> WeightEdit:
+        """The same edge edited at rate ``r`` instead (Eq. 8 from ``old_value``), its value rounded to ``dtype``."""
+        return replace(self, r=check_rate(r), new_value=round_to(self.value_at(r), dtype))
 
     def _checked_param(self, model: nn.Module, expected: float, what: str) -> nn.Parameter:
         param = _get_param(model, self.param)

@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .edit import WeightEdit, check_rate, orthogonal_weight, round_to
+from .edit import WeightEdit, check_rate, orthogonal_weight
 from .features import FeatureSet, data_fingerprint, extract_features, model_fingerprint
 from .heads import find_head
 from .metrics import group_ids, group_metrics
 from .probe import POLICIES, FictitiousHead, fit_fictitious_head
 from .scores import CANDIDATES, top_edges
 from .stats import EdgeStatistics, edge_statistics
-from .sweep import SweepResult, check_rule, default_r_grid, sweep_edits
+from .sweep import SweepResult, check_rule, default_r_grid, rule_score, sweep_edits
 
 __all__ = ["FictitiousClassRemover", "NeutralizationSearch"]
 
@@ -201,23 +201,20 @@ class FictitiousClassRemover:
         edits = []
         for col, score, fictitious in cols:
             old = float(row[col])
-            ortho = orthogonal_weight(row, col)
-            new = round_to(r * ortho + (1.0 - r) * old, dtype)
-            edits.append(
-                WeightEdit(
-                    param=self.param_name,
-                    row=cls,
-                    col=col,
-                    old_value=old,
-                    new_value=new,
-                    r=r,
-                    score=score,
-                    class_index=cls,
-                    class_name=self.class_names[cls],
-                    fictitious=fictitious,
-                    orthogonal_value=ortho,
-                )
+            at_zero = WeightEdit(
+                param=self.param_name,
+                row=cls,
+                col=col,
+                old_value=old,
+                new_value=old,
+                r=0.0,
+                score=score,
+                class_index=cls,
+                class_name=self.class_names[cls],
+                fictitious=fictitious,
+                orthogonal_value=orthogonal_weight(row, col),
             )
+            edits.append(at_zero.with_rate(r, dtype))
         return edits
 
     # ----------------------------------------------------------------------------------------------- public API
@@ -411,7 +408,13 @@ class FictitiousClassRemover:
         stats = EdgeStatistics.empty(self.num_classes, self.head.in_features, self.num_classes, rows=rows)
         rank = process_info()[0]
         identity = {
-            "model": model_fingerprint(self.model, self.head) + str(self.head.weight.detach().sum().item()),
+            # the sums depend on the head too (through the logits): its exact bytes are part of the key
+            "model": model_fingerprint(self.model, self.head),
+            "head": hashlib.sha256(
+                b"".join(
+                    p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() for p in self.head.parameters()
+                )
+            ).hexdigest(),
             "data": data_fingerprint(data),
             "batch_size": batch_size,
             "rows": None if rows is None else list(rows),
@@ -698,16 +701,13 @@ class FictitiousClassRemover:
                 result = sweep_edits(current, val_feats.features, plan, r_values, labels, ids, names)
                 row = result.best(rule, floor=floor)
                 tried.append({"policy": policy, "num_weights": n, "sweep": result, **row})
-                score = -row["gap"] if rule == "min_gap" else row["worst_group"]
+                score = rule_score(row, rule)
                 if best is None or score > best[0]:
                     best = (score, tried[-1], plan)
         assert best is not None
         _, choice, plan = best
         r = choice["r"]
-        dtype = self.head.weight.dtype
-        for edit in plan:
-            edit.r = r
-            edit.new_value = round_to(edit.value_at(r), dtype)
+        plan = [edit.with_rate(r, self.head.weight.dtype) for edit in plan]
         applied = self._apply(plan)
         self._record(
             "neutralize_spurious",

@@ -35,11 +35,16 @@ def _scatter_rows(stats: EdgeStatistics, kept: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def ca_score(stats: EdgeStatistics) -> torch.Tensor:
-    """Eq. 5: ``CA[j, k] = H_c(G[c, j, k]) / (H_c(A[c, k]) + eps)``, a ``[K, D]`` matrix."""
+def _ca_kept(stats: EdgeStatistics) -> torch.Tensor:
+    """Eq. 5 on the kept rows, ``[R, D]``."""
     h_grad = class_entropy(stats.gradient, dim=0)  # [R, D]
     h_act = class_entropy(stats.activation, dim=0)  # [D]
-    return _scatter_rows(stats, h_grad / (h_act[None, :] + EPS))
+    return h_grad / (h_act[None, :] + EPS)
+
+
+def ca_score(stats: EdgeStatistics) -> torch.Tensor:
+    """Eq. 5: ``CA[j, k] = H_c(G[c, j, k]) / (H_c(A[c, k]) + eps)``, a ``[K, D]`` matrix."""
+    return _scatter_rows(stats, _ca_kept(stats))
 
 
 def _check_class(stats: EdgeStatistics, cls: int) -> int:
@@ -53,10 +58,7 @@ def _check_class(stats: EdgeStatistics, cls: int) -> int:
 def sca_score(stats: EdgeStatistics, cls: int) -> torch.Tensor:
     """Eq. 6 for class ``cls``: ``SCA[j, k] = CA[j, k] * G[cls, j, k] * A[cls, k]``, a ``[K, D]`` matrix."""
     cls = _check_class(stats, cls)
-    h_grad = class_entropy(stats.gradient, dim=0)
-    h_act = class_entropy(stats.activation, dim=0)
-    kept = h_grad / (h_act[None, :] + EPS) * stats.gradient[cls] * stats.activation[cls][None, :]
-    return _scatter_rows(stats, kept)
+    return _scatter_rows(stats, _ca_kept(stats) * stats.gradient[cls] * stats.activation[cls][None, :])
 
 
 def sca_row(stats: EdgeStatistics, cls: int, row: int | None = None) -> torch.Tensor:

@@ -37,7 +37,8 @@ def edited_logits(
     return logits
 
 
-def _score(row: dict[str, Any], rule: str) -> float:
+def rule_score(row: dict[str, Any], rule: str) -> float:
+    """Higher is better under ``rule``: minus the gap (``min_gap``) or the worst-group accuracy (``max_worst``)."""
     return -row["gap"] if rule == "min_gap" else row["worst_group"]
 
 
@@ -72,7 +73,7 @@ class SweepResult:
         for row in self.table[1:]:
             if rule == "min_gap" and row["worst_group"] < floor:
                 continue
-            if _score(row, rule) > _score(best, rule):
+            if rule_score(row, rule) > rule_score(best, rule):
                 best = row
         return best
 
