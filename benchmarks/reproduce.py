@@ -26,7 +26,7 @@ def _ms(values: list[float], scale: float = 100.0) -> str:
 
 
 def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_resnet") -> str:
-    from hf_fcr.demo import run_demo
+    from hf_fcr.experiments.demo import run_demo
 
     runs = [
         run_demo(

@@ -1,20 +1,125 @@
-"""Resumable statistics: ``collect``'s running sums saved atomically every N batches, and loaded to resume."""
+"""What a feature pass's results belong to, and where they are kept between runs.
+
+One identity (``pass_identity``: the model's weights, the data, the dtype and layout of the pass, the preprocessing
+and the columns) keys all three things saved from a pass: the feature cache, the collect checkpoint (running sums
+of Eq. 3-4) and the extraction checkpoint (feature rows in parts). A saved file whose identity differs is refused
+(checkpoints) or not used (cache).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
+
+import torch
+from torch import nn
 
 from .stats import EdgeStatistics
 
-__all__ = ["load_collect_state", "save_collect_state"]
+__all__ = [
+    "cache_entry",
+    "data_fingerprint",
+    "head_fingerprint",
+    "load_collect_state",
+    "load_feature_parts",
+    "model_fingerprint",
+    "pass_identity",
+    "save_cache_entry",
+    "save_collect_state",
+    "save_feature_part",
+]
+
+
+def model_fingerprint(model: nn.Module, head: nn.Linear) -> str:
+    """SHA-256 of every parameter and buffer except the head's (edits to the head do not change the features)."""
+    head_tensors = {id(t) for t in (*head.parameters(), *head.buffers())}
+    digest = hashlib.sha256()
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if id(tensor) in head_tensors:
+            continue
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def head_fingerprint(head: nn.Linear) -> str:
+    """SHA-256 of the head's exact bytes (statistics depend on the head through the logits)."""
+    digest = hashlib.sha256()
+    for p in head.parameters():
+        digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_fingerprint(data: Any) -> str | None:
+    """The ``datasets.Dataset`` fingerprint (changes with every transform of the data), or None for sources that
+    have none (streams, DataLoaders)."""
+    fingerprint = getattr(data, "_fingerprint", None)
+    return fingerprint if isinstance(fingerprint, str) else None
+
+
+def pass_identity(
+    model: nn.Module,
+    head: nn.Linear,
+    data: Any,
+    image_column: str,
+    columns: list[str],
+    autocast_dtype: torch.dtype | None,
+    channels_last: bool,
+    transform_config: Any,
+) -> dict[str, Any]:
+    """What the features of a pass depend on: the same for the cache, the collect and the extraction checkpoints."""
+    return {
+        "model": model_fingerprint(model, head),
+        "data": data_fingerprint(data),
+        "dtype": str(next(model.parameters()).dtype),
+        "autocast_dtype": str(autocast_dtype),
+        "channels_last": bool(channels_last),
+        "transform": repr(transform_config),
+        "image_column": image_column,
+        "columns": list(columns),
+    }
+
+
+def _dumps(identity: dict[str, Any]) -> str:
+    return json.dumps(identity, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------------ feature cache
+
+
+def cache_entry(cache_dir: str | os.PathLike, identity: dict[str, Any]) -> str | None:
+    """The cache folder for ``identity``, or None when the data has no fingerprint (streams and DataLoaders are not
+    cached: nothing tells two of them apart)."""
+    if identity["data"] is None:
+        return None
+    key = hashlib.sha256(_dumps(identity).encode()).hexdigest()[:32]
+    return os.path.join(os.fspath(cache_dir), f"features-{key}")
+
+
+def save_cache_entry(path: str, save: Any) -> None:
+    """Write an entry through ``save(folder)`` into a temporary folder, then rename it into place (a concurrent
+    writer of the same entry wins; ours is dropped)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))
+    save(tmp)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------- resumable passes
 
 
 def _checked_metadata(handle: Any, identity: dict[str, Any], what: str) -> dict[str, str]:
     """A saved file's metadata, after checking that it was made with the same model, data and arguments."""
     metadata = handle.metadata() or {}
-    if metadata.get("identity") != json.dumps(identity, sort_keys=True):
+    if metadata.get("identity") != _dumps(identity):
         raise ValueError(
             f"{what} belong to another model, dataset, batch size, rows or columns; resume with the same "
             "arguments, or start afresh in an empty folder without resume_from."
@@ -22,7 +127,15 @@ def _checked_metadata(handle: Any, identity: dict[str, Any], what: str) -> dict[
     return metadata
 
 
-def _path(directory: str | os.PathLike, rank: int) -> str:
+def _save_atomic(path: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path + ".tmp", metadata=metadata)
+    os.replace(path + ".tmp", path)
+
+
+def _state_path(directory: str | os.PathLike, rank: int) -> str:
     return os.path.join(os.fspath(directory), f"collect_state.rank{rank}.safetensors")
 
 
@@ -30,13 +143,8 @@ def save_collect_state(
     directory: str | os.PathLike, rank: int, stats: EdgeStatistics, identity: dict[str, Any], batches: int
 ) -> None:
     """Write the sums, what they belong to and the number of batches done as one file, replaced atomically."""
-    from safetensors.torch import save_file
-
-    os.makedirs(directory, exist_ok=True)
-    path = _path(directory, rank)
-    metadata = {"identity": json.dumps(identity, sort_keys=True), "batches": str(batches)}
-    save_file({k: v.contiguous() for k, v in stats.tensors().items()}, path + ".tmp", metadata=metadata)
-    os.replace(path + ".tmp", path)
+    metadata = {"identity": _dumps(identity), "batches": str(batches)}
+    _save_atomic(_state_path(directory, rank), stats.tensors(), metadata)
 
 
 def load_collect_state(
@@ -46,7 +154,7 @@ def load_collect_state(
     state yet. Raises ValueError if the state belongs to another model, dataset, batch size or rows."""
     from safetensors import safe_open
 
-    path = _path(directory, rank)
+    path = _state_path(directory, rank)
     if not os.path.isfile(path):
         return 0
     with safe_open(path, framework="pt") as f:
@@ -68,36 +176,26 @@ def save_feature_part(
     rank: int,
     index: int,
     batches: int,
-    positions: Any,
-    features: Any,
+    positions: torch.Tensor,
+    features: torch.Tensor,
     columns: dict[str, Any],
     identity: dict[str, Any],
 ) -> None:
     """Write one part of an interrupted feature extraction (the rows of ``batches`` batches), replaced atomically."""
-    import torch
-    from safetensors.torch import save_file
-
-    os.makedirs(directory, exist_ok=True)
-    tensors = {"positions": positions.contiguous(), "features": features.contiguous()}
+    tensors = {"positions": positions, "features": features}
     other = {}
     for name, values in columns.items():
         if torch.is_tensor(values):
-            tensors[f"column.{name}"] = values.contiguous()
+            tensors[f"column.{name}"] = values
         else:
             other[name] = list(values)
-    metadata = {
-        "identity": json.dumps(identity, sort_keys=True),
-        "batches": str(batches),
-        "columns": json.dumps(other),
-    }
-    path = _part_path(directory, rank, index)
-    save_file(tensors, path + ".tmp", metadata=metadata)
-    os.replace(path + ".tmp", path)
+    metadata = {"identity": _dumps(identity), "batches": str(batches), "columns": json.dumps(other)}
+    _save_atomic(_part_path(directory, rank, index), tensors, metadata)
 
 
 def load_feature_parts(
     directory: str | os.PathLike, rank: int, identity: dict[str, Any]
-) -> tuple[int, list[tuple[Any, Any, dict[str, Any]]]]:
+) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]]:
     """``(batches done, [(positions, features, columns) per part])`` from the parts saved in ``directory``;
     ValueError if they belong to another model, dataset, batch size or columns."""
     from safetensors import safe_open

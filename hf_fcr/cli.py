@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .data import BUILTIN_DATASETS
 
 DESCRIPTION = """\
 Post-hoc debiasing of image classifiers by Fictitious Class Removal (FCR): find the last-layer weight that carries
@@ -22,8 +23,8 @@ edited model (with its fcr_config.json and model card).
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .benchmark import format_table
-    from .demo import run_demo
+    from .experiments.demo import run_demo
+    from .metrics import format_table
 
     results = run_demo(
         args.output_dir,
@@ -44,19 +45,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-BUILTIN_DATASETS = ("spurious_digits", "parity_digits", "digits")
-
-
 def _dataset(args: argparse.Namespace) -> Any:
-    if args.dataset_name in BUILTIN_DATASETS:
-        from .data import digits_dataset
-        from .data.spurious import parity_digits, spurious_digits
+    from .data import load_data
 
-        build = {"spurious_digits": spurious_digits, "parity_digits": parity_digits, "digits": digits_dataset}
-        return build[args.dataset_name](seed=args.dataset_seed)
-    from .recipe import load_data
-
-    return load_data(args.dataset_name, streaming=args.streaming)
+    return load_data(args.dataset_name, streaming=args.streaming, seed=args.dataset_seed)
 
 
 def _remover(args: argparse.Namespace) -> Any:
@@ -121,7 +113,7 @@ def _remove_class(args: argparse.Namespace) -> int:
 
 
 def _neutralize(args: argparse.Namespace) -> int:
-    from .benchmark import format_table
+    from .metrics import format_table
 
     remover = _remover(args)
     data = _dataset(args)

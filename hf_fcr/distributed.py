@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["all_gather_object", "gather_rows", "process_info", "reduce_sum"]
+__all__ = ["all_gather_object", "gather_rows", "is_main_process", "process_info", "reduce_sum"]
 
 
 def _launched() -> bool:
@@ -32,6 +32,11 @@ def process_info() -> tuple[int, int]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """True on the process that writes shared files and uploads (rank 0; the only one without a launcher)."""
+    return process_info()[0] == 0
 
 
 def all_gather_object(obj: Any) -> list[Any]:

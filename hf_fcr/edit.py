@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["WeightEdit", "ZeroWeightError", "check_rate", "neutralized_weight", "orthogonal_weight"]
+__all__ = ["WeightEdit", "ZeroWeightError", "check_rate", "neutralized_weight", "orthogonal_weight", "row_edits"]
 
 
 class ZeroWeightError(ValueError):
@@ -139,3 +139,34 @@ class WeightEdit:
     def from_dict(cls, data: dict[str, Any]) -> WeightEdit:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def row_edits(
+    param: str,
+    row: torch.Tensor,
+    cls: int,
+    picks: list[tuple[int, float, str | None]],
+    r: float,
+    dtype: torch.dtype,
+    class_name: str | None = None,
+) -> list[WeightEdit]:
+    """The edits of row ``cls`` (``row`` = its ORIGINAL weights) at rate ``r``, one per ``(col, score, fictitious)``
+    in ``picks``: Eq. 8 on the original row, so the result does not depend on the order of the edits."""
+    edits = []
+    for col, score, fictitious in picks:
+        old = float(row[col])
+        at_zero = WeightEdit(
+            param=param,
+            row=cls,
+            col=col,
+            old_value=old,
+            new_value=old,
+            r=0.0,
+            score=score,
+            class_index=cls,
+            class_name=class_name,
+            fictitious=fictitious,
+            orthogonal_value=orthogonal_weight(row, col),
+        )
+        edits.append(at_zero.with_rate(r, dtype))
+    return edits

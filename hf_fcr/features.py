@@ -1,16 +1,19 @@
 """The feature pass: images -> model -> the head's input, with the requested dataset columns alongside.
 
-The backbone runs once per dataset; everything after works on the ``FeatureSet`` (features ``[N, D]`` plus columns).
-Sources: a ``datasets.Dataset`` (read in batches from Arrow, so array columns never become Python lists), a streaming
-``datasets.IterableDataset``, or a torch ``DataLoader`` yielding dicts. PIL images go through ``transform`` (the
-checkpoint's own preprocessing); arrays and tensors already shaped for the model are used as they are.
+The backbone runs once per dataset. ``extract_features`` keeps the rows (a ``FeatureSet``: features ``[N, D]`` plus
+columns) and ``collect_statistics`` keeps only the running sums of Eq. 3-4, so its memory does not grow with the
+data. Both run on this process' share of the data under ``accelerate launch`` / ``torchrun``, both can save a
+checkpoint every N batches and resume from it, and both key what they save by one identity
+(``checkpoint.pass_identity``). How a pass runs (batch size, device, dtype, layout, workers, checkpoints) travels
+as one ``PassOptions``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .batches import class_label_names, concat_column, images_to_tensor, iter_batches, to_tensor_column
 from .heads import HeadCapture
 
-__all__ = ["FeatureSet", "extract_features", "iter_batches", "iter_features"]
+__all__ = ["FeatureSet", "PassOptions", "collect_statistics", "extract_features", "iter_features"]
+
+logger = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.safetensors"
 COLUMNS_FILE = "columns.json"
@@ -128,201 +134,48 @@ class FeatureSet:
         return cls(tensors["features"], columns, label_names)
 
 
-def _arrow_to_numpy(column: Any) -> np.ndarray:
-    """A (chunked) Arrow column of scalars or fixed-shape nested lists as an ``[n, *shape]`` array (no Python
-    objects in between)."""
-    import pyarrow as pa
+@dataclass(frozen=True)
+class PassOptions:
+    """How a pass over the data runs.
 
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if isinstance(array.type, pa.ExtensionType):  # datasets' ArrayND columns
-        array = array.storage
-    n = len(array)
-    shape: list[int] = []
-    while (
-        pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type)
-    ):
-        if array.null_count:
-            raise ValueError("the column has missing (null) entries.")
-        lengths = pa.compute.list_value_length(array).to_numpy(zero_copy_only=False)
-        if len(lengths) and (lengths != lengths[0]).any():
-            raise ValueError("the column's nested lists have different lengths; images in a batch must share a shape.")
-        shape.append(int(lengths[0]) if len(lengths) else 0)
-        array = array.flatten()
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-        return np.asarray(array.to_pylist(), dtype=object)
-    return array.to_numpy(zero_copy_only=False).reshape(n, *shape)
-
-
-def _is_pil(value: Any) -> bool:
-    return type(value).__module__.startswith("PIL.")
-
-
-def _is_image_feature(feature: Any) -> bool:
-    return type(feature).__name__ == "Image"
-
-
-def _batch_len(batch: dict[str, Any]) -> int:
-    return len(next(iter(batch.values())))
-
-
-class _DatasetBatches(torch.utils.data.Dataset):
-    """The batches of a map-style ``datasets.Dataset`` as items (read from Arrow; images through ``transform``), so
-    that a DataLoader's workers can prepare them."""
-
-    def __init__(
-        self,
-        data: Any,
-        columns: list[str],
-        starts: list[int],
-        end: int,
-        batch_size: int,
-        image_column: str | None,
-        transform: Callable[[list[Any]], torch.Tensor] | None,
-    ) -> None:
-        self.columns, self.starts, self.end, self.batch_size = columns, starts, end, batch_size
-        self.image_column, self.transform = image_column, transform
-        image_like = {c for c in columns if _is_image_feature(data.features[c])}
-        self.arrow_columns = [c for c in columns if c not in image_like]
-        self.table_view = data.select_columns(self.arrow_columns).with_format("arrow") if self.arrow_columns else None
-        self.python_view = data.select_columns(sorted(image_like)) if image_like else None
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        start = self.starts[i]
-        end = min(start + self.batch_size, self.end)
-        batch: dict[str, Any] = {}
-        if self.table_view is not None:
-            table = self.table_view[start:end]
-            batch.update({c: _to_tensor_column(_arrow_to_numpy(table.column(c))) for c in self.arrow_columns})
-        if self.python_view is not None:
-            batch.update(self.python_view[start:end])
-        if self.image_column in batch:
-            batch[self.image_column] = images_to_tensor(batch[self.image_column], self.transform)
-        return torch.arange(start, end), batch
-
-
-def iter_batches(
-    data: Any,
-    columns: Sequence[str],
-    batch_size: int,
-    rank: int = 0,
-    world_size: int = 1,
-    skip_batches: int = 0,
-    image_column: str | None = None,
-    transform: Callable[[list[Any]], torch.Tensor] | None = None,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
-    """Yield ``(positions, {column: batch values})`` from a Dataset, IterableDataset, DataLoader or iterable of
-    dicts; ``positions`` is each row's int64 key in the order of the whole source.
-
-    With ``world_size > 1`` this process reads only its share, each sample in exactly one process: a contiguous
-    slice of a ``Dataset``; every ``world_size``-th example of a stream (``split_dataset_by_node``, strategy
-    ``"examples"``); every ``world_size``-th batch of a DataLoader. ``skip_batches`` leaves out this process' first
-    batches (to resume): a Dataset starts further on, a stream skips examples, a DataLoader's batches are read and
-    dropped. Missing columns raise KeyError before any batch is read where the source knows its columns.
-
-    For a ``Dataset``, ``image_column`` is turned into a tensor here (PIL images through ``transform``), and
-    ``num_workers`` > 0 has DataLoader workers do the reading and preprocessing (``pin_memory`` for GPU copies).
+    Attributes:
+        batch_size: images per forward pass.
+        device: where the model runs (None: where its parameters are).
+        progress: show a tqdm progress bar (main process only).
+        autocast_dtype: e.g. ``torch.bfloat16`` to run the pass under ``torch.autocast``.
+        channels_last: feed image batches in channels-last memory format.
+        num_workers: DataLoader workers that read and preprocess the next batches of a ``datasets.Dataset``.
+        checkpoint_dir: save the pass's state there every ``checkpoint_every`` batches (atomically).
+        checkpoint_every: batches between two saves.
+        resume_from: a ``checkpoint_dir`` of an interrupted run with the same identity: continue from it.
     """
-    columns = list(dict.fromkeys(columns))
-    known = getattr(data, "column_names", None)
-    if known is not None:
-        missing = [c for c in columns if c not in known]
-        if missing:
-            raise KeyError(f"columns {missing} are not in the dataset (its columns: {list(known)}).")
-    import datasets
 
-    if isinstance(data, datasets.Dataset):
-        n = len(data)
-        lo, hi = rank * n // world_size, (rank + 1) * n // world_size
-        starts = list(range(lo + skip_batches * batch_size, hi, batch_size))
-        reader = _DatasetBatches(data, columns, starts, hi, batch_size, image_column, transform)
-        if num_workers == 0:
-            yield from (reader[i] for i in range(len(reader)))
-        else:  # workers read (and preprocess) the next batches while the model runs
-            yield from torch.utils.data.DataLoader(
-                reader, batch_size=None, num_workers=num_workers, pin_memory=pin_memory
-            )
-        return
-    if isinstance(data, datasets.IterableDataset):
-        stream = data.select_columns(columns)
-        if world_size > 1:
-            from datasets.distributed import split_dataset_by_node
+    batch_size: int = 64
+    device: torch.device | str | None = None
+    progress: bool = False
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    num_workers: int = 0
+    checkpoint_dir: str | os.PathLike | None = None
+    checkpoint_every: int = 100
+    resume_from: str | os.PathLike | None = None
 
-            stream = split_dataset_by_node(stream, rank=rank, world_size=world_size, strategy="examples")
-        seen = skip_batches * batch_size
-        if seen:
-            stream = stream.skip(seen)
-        features = stream.features
-        as_arrow = features is not None and not any(_is_image_feature(features[c]) for c in columns)
-        if as_arrow:  # read array columns from Arrow batches: no Python lists in between
-            stream = stream.with_format("arrow")
-        for batch in stream.iter(batch_size=batch_size):
-            if as_arrow:
-                batch = {c: _arrow_to_numpy(batch.column(c)) for c in columns}
-            n = _batch_len(batch)
-            yield rank + world_size * torch.arange(seen, seen + n), batch
-            seen += n
-        return
-    if isinstance(data, Iterable):
-        for index, batch in enumerate(data):
-            if not isinstance(batch, dict):
-                raise TypeError(f"expected batches as dicts of columns, got {type(batch).__name__}.")
-            missing = [c for c in columns if c not in batch]
-            if missing:
-                raise KeyError(f"columns {missing} are not in the batches (their keys: {list(batch)}).")
-            if index % world_size != rank or index // world_size < skip_batches:
-                continue
-            batch = {c: batch[c] for c in columns}
-            yield index * 2**32 + torch.arange(_batch_len(batch)), batch
-        return
-    raise TypeError(
-        f"cannot read images from a {type(data).__name__}: pass a datasets.Dataset, a datasets.IterableDataset or "
-        "a torch DataLoader yielding dicts."
-    )
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}.")
+        if self.resume_from is not None:
+            if self.checkpoint_dir is not None and os.path.abspath(self.checkpoint_dir) != os.path.abspath(
+                self.resume_from
+            ):
+                raise ValueError("resume_from and checkpoint_dir must be the same folder (the parts continue there).")
+            object.__setattr__(self, "checkpoint_dir", self.resume_from)
 
-
-def _to_tensor_column(values: Any) -> Any:
-    if torch.is_tensor(values):
-        return values.detach().cpu()
-    array = np.asarray(values)
-    if array.dtype.kind in "biuf":
-        return torch.from_numpy(np.array(array, copy=True))
-    return list(values)
-
-
-def _concat(parts: list[Any]) -> Any:
-    if all(torch.is_tensor(p) for p in parts):
-        return torch.cat(parts)
-    out: list[Any] = []
-    for p in parts:
-        out.extend(p.tolist() if torch.is_tensor(p) else p)
-    return out
-
-
-def images_to_tensor(values: Any, transform: Callable[[list[Any]], torch.Tensor] | None) -> torch.Tensor:
-    """A batch of images as a float tensor: PIL images through ``transform``; arrays and tensors as they are."""
-    if isinstance(values, (list, tuple)) and values and _is_pil(values[0]):
-        if transform is None:
-            raise ValueError(
-                "the image column holds PIL images but the model has no preprocessing: pass transform= (a callable "
-                "mapping a list of PIL images to a [B, C, H, W] tensor) or load the model with from_pretrained."
-            )
-        return transform(list(values))
-    if torch.is_tensor(values):
-        return values
-    if isinstance(values, (list, tuple)) and values and torch.is_tensor(values[0]):
-        return torch.stack(list(values))
-    array = np.asarray(values)
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"cannot turn an image column of dtype {array.dtype} into a tensor.")
-    # copy into a fresh (aligned) torch buffer: Arrow slices can start mid-cache-line, which slows convolutions
-    out = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype)
-    out.numpy()[...] = array
-    return out
+    def checkpoint_due(self, batches_done: int) -> bool:
+        return self.checkpoint_dir is not None and batches_done % self.checkpoint_every == 0
 
 
 def iter_features(
@@ -331,45 +184,44 @@ def iter_features(
     data: Any,
     image_column: str = "image",
     columns: Sequence[str] = ("label",),
-    batch_size: int = 64,
     transform: Callable[[list[Any]], torch.Tensor] | None = None,
     head_name: str = "head",
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    options: PassOptions = PassOptions(),
     skip_batches: int = 0,
-    num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
     """Run ``model`` over this process' share of ``data``, yielding ``(positions, head inputs [B, D] float32 on
-    the CPU, {column: values})`` per batch: the streaming core of ``extract_features`` and ``collect``."""
+    the CPU, {column: values})`` per batch: the streaming core of ``extract_features`` and ``collect_statistics``.
+
+    Raises:
+        ValueError: the model produced NaN or inf features (or a column cannot be read).
+        KeyError: a requested column is missing.
+        TypeError: the head is not usable (see ``heads.HeadCapture``) or the data is not a supported source.
+    """
     from tqdm.auto import tqdm
 
     from .distributed import process_info
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     columns = [c for c in dict.fromkeys(columns) if c != image_column]
     rank, world_size = process_info()
     param = next(model.parameters())
-    device = torch.device(device) if device is not None else param.device
-    capture = HeadCapture(model, head, head_name)
+    device = torch.device(options.device) if options.device is not None else param.device
+    capture = HeadCapture(head, head_name)
     was_training = model.training
     model.eval()
     total = len(data) if hasattr(data, "__len__") and world_size == 1 else None
-    bar = tqdm(total=total, disable=not progress or rank != 0, desc="features", unit="img")
+    bar = tqdm(total=total, disable=not options.progress or rank != 0, desc="features", unit="img")
     try:
         with capture.hooked(), torch.inference_mode():
             batches = iter_batches(
                 data,
                 [image_column, *columns],
-                batch_size,
+                options.batch_size,
                 rank,
                 world_size,
                 skip_batches,
                 image_column,
                 transform,
-                num_workers,
+                options.num_workers,
                 pin_memory=device.type == "cuda",
             )
             for pos, batch in batches:
@@ -377,16 +229,17 @@ def iter_features(
                 pixels = pixels.to(
                     device=device, dtype=param.dtype if param.dtype.is_floating_point else None, non_blocking=True
                 )
-                if channels_last and pixels.ndim == 4:
+                if options.channels_last and pixels.ndim == 4:
                     pixels = pixels.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                autocast = options.autocast_dtype
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                     output = model(pixels)
                 f, _ = capture.features(output)
                 f = f.float().cpu()
                 if not torch.isfinite(f).all():
                     raise ValueError("the model produced NaN or inf features: check the inputs' preprocessing.")
                 bar.update(len(f))
-                yield pos, f, {c: _to_tensor_column(batch[c]) for c in columns}
+                yield pos, f, {c: to_tensor_column(batch[c]) for c in columns}
     finally:
         bar.close()
         model.train(was_training)
@@ -398,108 +251,150 @@ def extract_features(
     data: Any,
     image_column: str = "image",
     columns: Sequence[str] = ("label",),
-    batch_size: int = 64,
+    transform: Callable[[list[Any]], torch.Tensor] | None = None,
+    head_name: str = "head",
+    options: PassOptions = PassOptions(),
     gather: bool = True,
-    checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int = 100,
-    resume_from: str | os.PathLike | None = None,
-    **kwargs: Any,
+    cache_dir: str | os.PathLike | None = None,
+    transform_config: Any = None,
 ) -> FeatureSet:
-    """Run ``model`` over ``data`` once and return the head's inputs with the requested ``columns``.
-
-    Keyword arguments go to ``iter_features``: ``transform``, ``head_name``, ``device``, ``progress``,
-    ``autocast_dtype`` (e.g. ``torch.bfloat16`` runs the pass under ``torch.autocast``) and ``channels_last``.
-    Features are returned as float32 on the CPU.
+    """Run ``model`` over ``data`` once and return the head's inputs (float32, CPU) with the requested ``columns``.
 
     Under ``accelerate launch`` / ``torchrun`` each process runs its share of the data; with ``gather=True`` every
     process then gets all rows in the order one process would produce (``gather=False``: only its own rows).
 
-    ``checkpoint_dir`` saves the rows every ``checkpoint_every`` batches (atomically, in parts, one series per
-    process); ``resume_from`` (the same folder) loads them and runs only the remaining batches, so an interrupted
-    run gives exactly what an uninterrupted one gives. Parts made with another model, dataset, batch size or
-    columns are refused.
-    """
-    from .checkpoint import load_feature_parts, save_feature_part
-    from .distributed import gather_rows, process_info
+    ``cache_dir`` keeps the features on disk under the pass's identity (see ``checkpoint.pass_identity``; sources
+    without a fingerprint, streams and DataLoaders, are not cached). ``options.checkpoint_dir`` saves the rows every
+    ``options.checkpoint_every`` batches (in parts, one series per process); ``options.resume_from`` loads them and
+    runs only the remaining batches, so an interrupted run gives exactly what an uninterrupted one gives. Parts made
+    with another identity or batch size are refused.
 
-    if resume_from is not None:
-        if checkpoint_dir is not None and os.path.abspath(checkpoint_dir) != os.path.abspath(resume_from):
-            raise ValueError("resume_from and checkpoint_dir must be the same folder (the parts continue there).")
-        checkpoint_dir = resume_from
-    rank, world_size = process_info()
+    Raises:
+        ValueError: empty data, non-finite features, or a checkpoint of another run.
+        KeyError: a requested column is missing.
+    """
+    from .checkpoint import (
+        cache_entry,
+        load_feature_parts,
+        pass_identity,
+        save_cache_entry,
+        save_feature_part,
+    )
+    from .distributed import gather_rows, is_main_process, process_info
+
     columns = [c for c in dict.fromkeys(columns) if c != image_column]
+    identity = pass_identity(
+        model, head, data, image_column, columns, options.autocast_dtype, options.channels_last, transform_config
+    )
+    entry = None if cache_dir is None else cache_entry(cache_dir, identity)
+    if cache_dir is not None and entry is None:
+        logger.info("%s has no fingerprint: its features are not cached.", type(data).__name__)
+    if entry is not None and os.path.isdir(entry):
+        logger.info("features loaded from the cache %s", entry)
+        return FeatureSet.load(entry)
+    rank, world_size = process_info()
+    identity = {**identity, "batch_size": options.batch_size}
     feats: list[torch.Tensor] = []
     positions: list[torch.Tensor] = []
     kept: dict[str, list[Any]] = {c: [] for c in columns}
-    identity = {
-        "model": model_fingerprint(model, head),
-        "data": data_fingerprint(data),
-        "batch_size": batch_size,
-        "image_column": image_column,
-        "columns": columns,
-    }
-    done, parts = (0, []) if resume_from is None else load_feature_parts(resume_from, rank, identity)
+    done, parts = (0, []) if options.resume_from is None else load_feature_parts(options.resume_from, rank, identity)
     for pos, f, cols in parts:
         positions.append(pos)
         feats.append(f)
         for c in columns:
             kept[c].append(cols[c])
     saved_rows, part_index = len(feats), len(parts)
-    batches = iter_features(model, head, data, image_column, columns, batch_size, skip_batches=done, **kwargs)
+    batches = iter_features(model, head, data, image_column, columns, transform, head_name, options, done)
     for pos, f, cols in batches:
         feats.append(f)
         positions.append(pos)
         for c in columns:
             kept[c].append(cols[c])
         done += 1
-        if checkpoint_dir is not None and done % checkpoint_every == 0:
+        if options.checkpoint_due(done):
             new = slice(saved_rows, len(feats))
-            save_feature_part(
-                checkpoint_dir,
-                rank,
-                part_index,
-                len(feats) - saved_rows,
-                torch.cat(positions[new]),
-                torch.cat(feats[new]),
-                {c: _concat(kept[c][new]) for c in columns},
-                identity,
-            )
+            new_columns = {c: concat_column(kept[c][new]) for c in columns}
+            rows = (torch.cat(positions[new]), torch.cat(feats[new]), new_columns)
+            save_feature_part(options.checkpoint_dir, rank, part_index, len(feats) - saved_rows, *rows, identity)
             saved_rows, part_index = len(feats), part_index + 1
     features = torch.cat(feats) if feats else torch.zeros(0, head.in_features)
-    columns_out = {c: _concat(v) if v else torch.zeros(0, dtype=torch.long) for c, v in kept.items()}
+    columns_out = {c: concat_column(v) if v else torch.zeros(0, dtype=torch.long) for c, v in kept.items()}
     if world_size > 1 and gather:
         pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
         features, columns_out = gather_rows(pos, features, columns_out)
     if len(features) == 0 and (world_size == 1 or gather):
         raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
-    return FeatureSet(features, columns_out, class_label_names(data, columns))
+    result = FeatureSet(features, columns_out, class_label_names(data, columns))
+    if entry is not None and gather and is_main_process():
+        save_cache_entry(entry, result.save)
+    return result
 
 
-def class_label_names(data: Any, columns: Sequence[str]) -> dict[str, list[str]]:
-    """``{column: names}`` for the columns of ``data`` that are ``datasets.ClassLabel`` features."""
-    features = getattr(data, "features", None)
-    if not isinstance(features, dict):
-        return {}
-    return {c: list(features[c].names) for c in columns if type(features.get(c)).__name__ == "ClassLabel"}
+def collect_statistics(
+    model: nn.Module,
+    head: nn.Linear,
+    data: Any,
+    logits: Callable[[torch.Tensor], torch.Tensor],
+    check_labels: Callable[[torch.Tensor], torch.Tensor],
+    label_column: str = "label",
+    rows: Sequence[int] | None = None,
+    image_column: str = "image",
+    transform: Callable[[list[Any]], torch.Tensor] | None = None,
+    head_name: str = "head",
+    options: PassOptions = PassOptions(),
+    transform_config: Any = None,
+) -> Any:
+    """Eq. 3-4 streamed over ``data`` batch by batch: no feature matrix is kept, so memory does not grow with the data.
 
+    ``logits(features)`` gives the head's logits and ``check_labels(labels)`` validates a batch's labels. Each
+    process sums its own share of the data; the sums are then added across processes, so every process returns
+    what one process would. With ``options.checkpoint_dir`` the sums are saved every ``checkpoint_every`` batches
+    (one file per process); ``options.resume_from`` continues from them, exactly. A state of another identity (the
+    head's bytes, rows and label column included) is refused.
 
-def model_fingerprint(model: nn.Module, head: nn.Linear) -> str:
-    """SHA-256 of every parameter and buffer except the head's (edits to the head do not change the features)."""
-    import hashlib
+    Raises:
+        ValueError: empty data, bad labels, non-finite features, or a checkpoint of another run (every process
+            raises the first process' error instead of waiting for a failed one).
+        KeyError: the label column is missing.
+    """
+    from .checkpoint import head_fingerprint, load_collect_state, pass_identity, save_collect_state
+    from .distributed import all_gather_object, process_info, reduce_sum
+    from .stats import EdgeStatistics
 
-    head_tensors = {id(t) for t in (*head.parameters(), *head.buffers())}
-    digest = hashlib.sha256()
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        if id(tensor) in head_tensors:
-            continue
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def data_fingerprint(data: Any) -> str | None:
-    """The ``datasets.Dataset`` fingerprint (changes with every transform of the data), or None for sources that
-    have none (streams, DataLoaders): those are not cached."""
-    fingerprint = getattr(data, "_fingerprint", None)
-    return fingerprint if isinstance(fingerprint, str) else None
+    num_classes = head.out_features
+    stats = EdgeStatistics.empty(num_classes, head.in_features, num_classes, rows=rows)
+    rank = process_info()[0]
+    identity = {
+        **pass_identity(
+            model,
+            head,
+            data,
+            image_column,
+            [label_column],
+            options.autocast_dtype,
+            options.channels_last,
+            transform_config,
+        ),
+        "head": head_fingerprint(head),
+        "batch_size": options.batch_size,
+        "rows": None if rows is None else list(rows),
+    }
+    problem: Exception | None = None
+    try:
+        done = 0 if options.resume_from is None else load_collect_state(options.resume_from, rank, stats, identity)
+        batches = iter_features(model, head, data, image_column, [label_column], transform, head_name, options, done)
+        for _, features, columns in batches:
+            labels = check_labels(FeatureSet(features, columns).labels(label_column))
+            stats.update(features, logits(features), labels)
+            done += 1
+            if options.checkpoint_due(done):
+                save_collect_state(options.checkpoint_dir, rank, stats, identity, done)
+    except Exception as err:  # every kind: under several processes, one failing must not leave the others waiting
+        problem = err
+    problems = [p for p in all_gather_object(problem) if p is not None]
+    if problems:
+        raise problems[0]
+    reduce_sum(stats.tensors())
+    if int(stats.count.sum()) == 0:
+        raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
+    return stats

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HeadCapture", "find_head", "logits_of"]
+__all__ = ["HeadCapture", "class_names_of", "find_head", "logits_of"]
 
 
 def _fail(model: nn.Module, why: str) -> TypeError:
@@ -64,6 +64,19 @@ def find_head(model: nn.Module, head_name: str | None = None) -> tuple[str, nn.L
     return found
 
 
+def class_names_of(model: nn.Module, num_outputs: int) -> list[str] | None:
+    """The class names a checkpoint carries: transformers' ``config.id2label`` or timm's ``label_names``."""
+    config = getattr(model, "config", None)
+    id2label = getattr(config, "id2label", None)
+    if isinstance(id2label, dict) and len(id2label) == num_outputs:
+        return [str(id2label[i]) for i in range(num_outputs)]
+    cfg = getattr(model, "pretrained_cfg", None)
+    names = cfg.get("label_names") if isinstance(cfg, dict) else None
+    if names is not None and len(names) == num_outputs:
+        return [str(n) for n in names]
+    return None
+
+
 def logits_of(output: Any) -> torch.Tensor:
     """The logits in a model's output: a tensor, an object with ``.logits`` (transformers), or a tuple's first item."""
     if torch.is_tensor(output):
@@ -81,8 +94,8 @@ def logits_of(output: Any) -> torch.Tensor:
 class HeadCapture:
     """Records the head's input and output during one forward pass, and checks that the output is the logits."""
 
-    def __init__(self, model: nn.Module, head: nn.Linear, head_name: str = "head") -> None:
-        self.model, self.head, self.head_name = model, head, head_name
+    def __init__(self, head: nn.Linear, head_name: str = "head") -> None:
+        self.head, self.head_name = head, head_name
         self.inputs: list[torch.Tensor] = []
         self.outputs: list[torch.Tensor] = []
 
@@ -101,7 +114,7 @@ class HeadCapture:
             for handle in handles:
                 handle.remove()
 
-    def features(self, model_output: Any, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, model_output: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(head_input [B, D], logits [B, K])`` of the last forward pass, then clear the buffers."""
         inputs, outputs = self.inputs, self.outputs
         self.inputs, self.outputs = [], []
@@ -112,9 +125,7 @@ class HeadCapture:
                 "produces the logits once (pass head_name= to choose another module)."
             )
         feats, out = inputs[0], outputs[0]
-        if verify and (
-            out.shape != logits.shape or not torch.allclose(out.float(), logits.float(), rtol=1e-4, atol=1e-5)
-        ):
+        if out.shape != logits.shape or not torch.allclose(out.float(), logits.float(), rtol=1e-4, atol=1e-5):
             raise TypeError(
                 f"the output of {self.head_name!r} (shape {tuple(out.shape)}) is not the model's logits (shape "
                 f"{tuple(logits.shape)}): something transforms it afterwards (e.g. a second, distilled head). FCR "

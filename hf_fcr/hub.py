@@ -1,176 +1,57 @@
-"""I/O at the edge: load timm / transformers checkpoints, save edited checkpoints (or the edits alone) with their
-``fcr_config.json`` and model card, and push them to the Hub.
+"""I/O at the edge: load timm / transformers / plain-module checkpoints, save them (or the edit record alone) with
+their ``fcr_config.json`` and card, and upload a folder to the Hub.
 
-Saving is atomic: files are written to a temporary folder beside the target, which is then renamed into place.
+Nothing here knows the remover: loading returns a ``Checkpoint`` (the model, its preprocessing and its record), and
+``FictitiousClassRemover.from_pretrained`` builds the remover from it. Saving is atomic: files are written to a
+temporary folder beside the target, which is then renamed into place.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
-from importlib import resources
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from . import __version__
-from .edit import WeightEdit
+from .card import model_card
+from .config import EditRecordError, FCRConfig
+from .constants import CARD_NAME, CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHT_FILES
 
-if TYPE_CHECKING:
-    from .remover import FictitiousClassRemover
+__all__ = ["Checkpoint", "library_of", "load_checkpoint", "read_record", "save_checkpoint", "upload_folder"]
 
-__all__ = ["CONFIG_NAME", "FCRConfig", "load_pretrained", "push_to_hub", "save_pretrained"]
-
-CONFIG_NAME = "fcr_config.json"
-CARD_NAME = "README.md"
-SAFE_WEIGHTS_NAME = "model.safetensors"
-TAGS = ["hf-fcr", "model-editing"]
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "open_clip_model.safetensors",
-    "model.safetensors.index.json",
-)
-_EDIT_KEYS = {
-    "param": str,
-    "row": int,
-    "col": int,
-    "old_value": float,
-    "new_value": float,
-    "r": float,
-}
-
-
-class EditRecordError(ValueError):
-    """An ``fcr_config.json`` (or an edit in it) is malformed or does not match the model."""
+BACKENDS = ("auto", "timm", "transformers", "pytorch")
 
 
 @dataclass
-class FCRConfig:
-    """The edit record saved as ``fcr_config.json`` (peft-style: names its base model, holds only what changed)."""
+class Checkpoint:
+    """A loaded model with what the remover needs to know about it.
 
-    base_model_name_or_path: str | None = None
-    revision: str | None = None
-    library_name: str = "pytorch"
-    edits: list[WeightEdit] = field(default_factory=list)
-    fcr_version: str = __version__
-    extra: dict[str, Any] = field(default_factory=dict)
+    Attributes:
+        model: the model, in eval mode.
+        transform: its preprocessing (list of PIL images -> ``[B, C, H, W]``), or None.
+        transform_config: what ``transform`` does (part of the feature cache's key).
+        class_names: a name per head output, when the checkpoint has them.
+        name_or_path, revision: where it was loaded from.
+        record: its ``fcr_config.json``, when it has one.
+        edits_only: True when ``record``'s edits are NOT in ``model`` yet (an edits-only artifact: ``model`` is its
+            base checkpoint); False when they are (a full edited checkpoint).
+    """
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.extra,
-            "base_model_name_or_path": self.base_model_name_or_path,
-            "revision": self.revision,
-            "library_name": self.library_name,
-            "fcr_version": self.fcr_version,
-            "edits": [e.to_dict() for e in self.edits],
-        }
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_dict(cls, data: Any) -> FCRConfig:
-        """Validate types, ranges and finiteness of every field before use (raises EditRecordError)."""
-        if not isinstance(data, dict):
-            raise EditRecordError(f"{CONFIG_NAME} must hold a JSON object, got {type(data).__name__}.")
-        edits_raw = data.get("edits")
-        if not isinstance(edits_raw, list):
-            raise EditRecordError(f"{CONFIG_NAME} needs an 'edits' list.")
-        for key in ("base_model_name_or_path", "revision"):
-            if data.get(key) is not None and not isinstance(data[key], str):
-                raise EditRecordError(f"{key!r} must be a string or null, got {data[key]!r}.")
-        edits = [_parse_edit(i, e) for i, e in enumerate(edits_raw)]
-        known = {"base_model_name_or_path", "revision", "library_name", "fcr_version", "edits"}
-        return cls(
-            base_model_name_or_path=data.get("base_model_name_or_path"),
-            revision=data.get("revision"),
-            library_name=str(data.get("library_name") or "pytorch"),
-            edits=edits,
-            fcr_version=str(data.get("fcr_version", "unknown")),
-            extra={k: v for k, v in data.items() if k not in known},
-        )
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> FCRConfig:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise EditRecordError(f"{path!s} is not valid JSON: {err}.") from None
-        return cls.from_dict(data)
-
-
-def _parse_edit(index: int, raw: Any) -> WeightEdit:
-    if not isinstance(raw, dict):
-        raise EditRecordError(f"edit {index} must be an object, got {type(raw).__name__}.")
-    for key, kind in _EDIT_KEYS.items():
-        value = raw.get(key)
-        ok = isinstance(value, kind) and not isinstance(value, bool)
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok:
-            raise EditRecordError(f"edit {index}: {key!r} must be a finite {kind.__name__}, got {value!r}.")
-    if raw["row"] < 0 or raw["col"] < 0:
-        raise EditRecordError(f"edit {index}: row and col must be non-negative, got [{raw['row']}, {raw['col']}].")
-    if not 0.0 <= raw["r"] <= 1.0:
-        raise EditRecordError(f"edit {index}: r must be in [0, 1], got {raw['r']}.")
-    for key in ("score", "orthogonal_value"):
-        value = raw.get(key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-        ):
-            raise EditRecordError(f"edit {index}: {key!r} must be a finite number or null, got {value!r}.")
-    if raw.get("class_index") is not None and (
-        isinstance(raw["class_index"], bool) or not isinstance(raw["class_index"], int)
-    ):
-        raise EditRecordError(f"edit {index}: 'class_index' must be an integer or null.")
-    for key in ("class_name", "fictitious"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise EditRecordError(f"edit {index}: {key!r} must be a string or null.")
-    return WeightEdit.from_dict(raw)
-
-
-def check_edits_match(model: nn.Module, edits: list[WeightEdit], expect: str) -> None:
-    """Every edit's parameter exists with the right shape and holds ``old_value`` (``expect="old"``) or
-    ``new_value`` (``"new"``); raises EditRecordError naming the first mismatch, before anything changes."""
-    params = dict(model.named_parameters())
-    pending: dict[tuple[str, int, int], float] = {}
-    for i, e in enumerate(edits):
-        param = params.get(e.param)
-        if param is None:
-            raise EditRecordError(
-                f"edit {i}: the model has no parameter {e.param!r}: it is not the edited base model."
-            )
-        if param.ndim != 2 or e.row >= param.shape[0] or e.col >= param.shape[1]:
-            raise EditRecordError(
-                f"edit {i}: [{e.row}, {e.col}] is out of bounds for {e.param} of shape {tuple(param.shape)}."
-            )
-        key = (e.param, e.row, e.col)
-        if expect == "old":
-            current = pending.get(key, float(param.detach()[e.row, e.col]))
-            wanted = e.old_value
-            pending[key] = e.new_value
-        else:
-            current, wanted = float(param.detach()[e.row, e.col]), e.new_value
-        rounded = float(torch.tensor(wanted, dtype=torch.float64).to(param.dtype))
-        if current != rounded and not (expect == "new" and key in pending):
-            raise EditRecordError(
-                f"edit {i}: {e.param}[{e.row}, {e.col}] is {current!r} but the record expects {expect} value "
-                f"{wanted!r}: the checkpoint is not the one these edits were made for (check the base model and "
-                "revision)."
-            )
-        if expect == "new":
-            pending[key] = wanted
-
-
-# ----------------------------------------------------------------------------------------------------- loading
+    model: nn.Module
+    transform: Callable[[list[Any]], torch.Tensor] | None
+    transform_config: Any
+    class_names: list[str] | None
+    name_or_path: str
+    revision: str | None
+    record: FCRConfig | None = None
+    edits_only: bool = False
 
 
 def _is_timm(model: nn.Module) -> bool:
@@ -186,10 +67,11 @@ def _is_transformers(model: nn.Module) -> bool:
 
 
 def library_of(model: nn.Module) -> str:
+    """``"timm"``, ``"transformers"`` or ``"pytorch"`` (any other module)."""
     return "timm" if _is_timm(model) else "transformers" if _is_transformers(model) else "pytorch"
 
 
-def _read_config(name_or_path: str, filename: str, revision: str | None, token: Any) -> dict | None:
+def _read_json(name_or_path: str, filename: str, revision: str | None, token: Any) -> Any:
     """A JSON file from a local folder or a Hub repo, or None if it is not there."""
     if os.path.isdir(name_or_path):
         path = os.path.join(name_or_path, filename)
@@ -208,6 +90,12 @@ def _read_config(name_or_path: str, filename: str, revision: str | None, token: 
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise OSError(f"{filename} in {name_or_path} is corrupt: {err}.") from None
+
+
+def read_record(name_or_path: str, revision: str | None = None, token: Any = None) -> FCRConfig | None:
+    """The validated ``fcr_config.json`` of a folder or Hub repo, or None when it has none."""
+    data = _read_json(name_or_path, CONFIG_NAME, revision, token)
+    return None if data is None else FCRConfig.from_dict(data)
 
 
 def _timm_transform(model: nn.Module) -> Any:
@@ -251,7 +139,7 @@ def _load_transformers(
     except (ValueError, KeyError, RuntimeError) as err:
         raise OSError(f"could not load the transformers checkpoint {name!r}: {err}") from err
     transform = None
-    if _read_config(name, "preprocessor_config.json", revision, token) is not None:
+    if _read_json(name, "preprocessor_config.json", revision, token) is not None:
         processor = AutoImageProcessor.from_pretrained(name, **kwargs)
 
         def transform(images: list[Any]) -> torch.Tensor:
@@ -277,211 +165,106 @@ def _load_pytorch(name: str, model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def load_pretrained(
+def _has_weights(name: str, revision: str | None, token: Any) -> bool:
+    if os.path.isdir(name):
+        return any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES)
+    return _read_json(name, "config.json", revision, token) is not None
+
+
+def _backend_of(name: str, revision: str | None, token: Any) -> str:
+    if name.startswith(("hf-hub:", "hf_hub:", "timm/")):
+        return "timm"
+    config = _read_json(name, "config.json", revision, token)
+    if config is None:
+        raise OSError(
+            f"{name} has no config.json: not a timm or transformers checkpoint (for a plain nn.Module, pass "
+            "model= with its architecture)."
+        )
+    backend = "timm" if "architecture" in config else "transformers" if "model_type" in config else None
+    if backend is None:
+        raise OSError(f"cannot tell the library of {name}'s config.json (no 'architecture' or 'model_type').")
+    return backend
+
+
+def load_checkpoint(
     name_or_path: str | os.PathLike,
     revision: str | None = None,
     backend: str = "auto",
     trust_remote_code: bool = False,
     token: Any = None,
     model: nn.Module | None = None,
-    **kwargs: Any,
-) -> FictitiousClassRemover:
-    """``FictitiousClassRemover.from_pretrained``: see there."""
-    from .remover import FictitiousClassRemover
+    transform: Callable[[list[Any]], torch.Tensor] | None = None,
+) -> Checkpoint:
+    """Load a checkpoint and its edit record (see ``FictitiousClassRemover.from_pretrained``).
 
-    if backend not in ("auto", "timm", "transformers", "pytorch"):
-        raise ValueError(f"backend must be 'auto', 'timm', 'transformers' or 'pytorch', got {backend!r}.")
+    An edits-only artifact (a record without weights) loads its base checkpoint instead, with ``edits_only=True``:
+    the caller checks and applies the record's edits.
+
+    Raises:
+        ValueError: an unknown ``backend``, or ``backend="pytorch"`` without ``model``.
+        OSError: a missing, corrupt or unrecognised checkpoint (FileNotFoundError, NotADirectoryError included).
+        EditRecordError: a malformed record, or an edits-only artifact that names no base.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     name = os.fspath(name_or_path)
     if not os.path.exists(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise FileNotFoundError(f"no checkpoint folder at {name!r} (and it is not a Hub id: org/name).")
     if os.path.isfile(name):
         raise NotADirectoryError(f"{name!r} is a file; pass the checkpoint's folder or a Hub id.")
-    record_data = None if name.startswith(("hf-hub:", "hf_hub:")) else _read_config(name, CONFIG_NAME, revision, token)
-    record = FCRConfig.from_dict(record_data) if record_data is not None else None
-    if record is None:
-        edits_only = False
-    elif os.path.isdir(name):
-        edits_only = not any(os.path.isfile(os.path.join(name, f)) for f in _WEIGHT_FILES)
-    else:
-        edits_only = _read_config(name, "config.json", revision, token) is None
-    if edits_only:
-        # an edits-only artifact: load its base checkpoint, then re-apply the edits
+    record = None if name.startswith(("hf-hub:", "hf_hub:")) else read_record(name, revision, token)
+    if record is not None and not _has_weights(name, revision, token):
         if not record.base_model_name_or_path:
             raise EditRecordError(f"{CONFIG_NAME} in {name} names no base_model_name_or_path to apply its edits to.")
-        remover = load_pretrained(
-            record.base_model_name_or_path,
-            revision=record.revision,
-            backend=backend if backend != "auto" or record.library_name == "pytorch" else record.library_name,
-            trust_remote_code=trust_remote_code,
-            token=token,
-            model=model,
-            **kwargs,
+        if backend == "auto" and record.library_name != "pytorch":
+            backend = record.library_name
+        base = load_checkpoint(
+            record.base_model_name_or_path, record.revision, backend, trust_remote_code, token, model, transform
         )
-        if remover.edits:
+        if base.record is not None and base.record.edits:
             raise EditRecordError("the base checkpoint of an edits-only artifact is itself edited; load it directly.")
-        check_edits_match(remover.model, record.edits, "old")
-        remover._apply(list(record.edits))
-        remover.fcr_config_extra = dict(record.extra)
-        return remover
-
+        base.record, base.edits_only = record, True
+        return base
     if backend == "auto":
-        if model is not None:
-            backend = "pytorch"
-        elif name.startswith(("hf-hub:", "hf_hub:", "timm/")):
-            backend = "timm"
-        else:
-            config = _read_config(name, "config.json", revision, token)
-            if config is None:
-                raise OSError(
-                    f"{name} has no config.json: not a timm or transformers checkpoint (for a plain nn.Module, pass "
-                    "model= with its architecture)."
-                )
-            backend = "timm" if "architecture" in config else "transformers" if "model_type" in config else None
-            if backend is None:
-                raise OSError(f"cannot tell the library of {name}'s config.json (no 'architecture' or 'model_type').")
+        backend = "pytorch" if model is not None else _backend_of(name, revision, token)
+    names = None
     if backend == "timm":
-        loaded, transform, names = _load_timm(name, revision)
+        loaded, default_transform, names = _load_timm(name, revision)
     elif backend == "transformers":
-        loaded, transform, names = _load_transformers(name, revision, trust_remote_code, token)
+        loaded, default_transform, names = _load_transformers(name, revision, trust_remote_code, token)
     else:
         if model is None:
             raise ValueError("backend='pytorch' needs model= (an instance of the architecture to load weights into).")
-        loaded, transform, names = _load_pytorch(name, model), kwargs.pop("transform", None), None
-    remover = FictitiousClassRemover(
-        loaded, transform=transform, class_names=kwargs.pop("class_names", names), **kwargs
-    )
-    remover.base_model_name_or_path = name
-    remover.revision = revision
-    remover.transform_config = getattr(transform, "config", None)
-    if record is not None:  # a full edited checkpoint: keep its record so revert() restores the base weights
-        check_edits_match(remover.model, record.edits, "new")
-        remover.edits = list(record.edits)
-        remover.base_model_name_or_path = record.base_model_name_or_path
-        remover.revision = record.revision
-        remover.fcr_config_extra = dict(record.extra)
-    return remover
+        loaded, default_transform = _load_pytorch(name, model), None
+    transform = transform if transform is not None else default_transform
+    return Checkpoint(loaded, transform, getattr(transform, "config", None), names, name, revision, record)
 
 
-# ----------------------------------------------------------------------------------------------------- saving
-
-
-def _hub_id(name: str | None) -> str | None:
-    """``name`` if it looks like a Hub repo id (``org/name``, not a local path), else None."""
-    if not name or os.path.exists(name) or name.startswith((".", "/", "~")):
-        return None
-    name = name.split(":", 1)[1] if name.startswith(("hf-hub:", "hf_hub:")) else name
-    return name if name.count("/") == 1 else None
-
-
-def _python_command(base: str | None, calls: list[dict[str, Any]]) -> str:
-    """The Python that reproduces the recorded edit calls on the base checkpoint (data left to the reader)."""
-    lines = [
-        "# pip install hf-fcr",
-        "python - <<'EOF'",
-        "from hf_fcr import FictitiousClassRemover",
-        f"remover = FictitiousClassRemover.from_pretrained({base or '<base checkpoint>'!r})",
-        "train = remover.extract_features(train_dataset, columns=(...))  # your data, label (+ attribute) columns",
-    ]
-    for call in calls:
-        args = {k: v for k, v in call.items() if k != "method" and v is not None}
-        if call["method"] == "neutralize_spurious":
-            args.pop("chosen", None)
-            head = "train, val"
-        elif call["method"] == "neutralize":
-            column = args.pop("attribute_column", "attribute")
-            lines.append(f"fictitious = remover.fit_fictitious(train, attribute_column={column!r})")
-            head = "fictitious"
-        else:
-            head = f"{args.pop('cls')!r}, train"
-        rest = ", ".join(f"{k}={v!r}" for k, v in args.items())
-        lines.append(f"remover.{call['method']}({head}{', ' + rest if rest else ''})")
-    lines += ["remover.save_pretrained('edited')", "EOF"]
-    return "\n".join(lines)
-
-
-def _card(remover: FictitiousClassRemover, config: FCRConfig, library: str, existing: Path | None, extra: dict) -> Any:
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    metrics = extra.get("metrics") or []
-    dataset = extra.get("dataset_name") or "validation"
-    model_name = extra.get("model_name") or (config.base_model_name_or_path or "model").split("/")[-1] + "-fcr"
-    eval_results = [
-        EvalResult(
-            task_type="image-classification",
-            dataset_type=m.get("dataset", dataset),
-            dataset_name=m.get("dataset", dataset),
-            metric_type=m["name"],
-            metric_value=float(m["value"]),
-        )
-        for m in metrics
-    ] or None
-    data = ModelCardData(
-        library_name=library,
-        base_model=_hub_id(config.base_model_name_or_path),
-        tags=list(TAGS),
-        model_name=model_name if eval_results else None,
-        eval_results=eval_results,
-        pipeline_tag="image-classification",
-    )
-    base = config.base_model_name_or_path
-    command = extra.get("command") or _python_command(base, config.extra.get("calls", []))
-    template = resources.files("hf_fcr.model_cards").joinpath("fcr_model_card.md").read_text(encoding="utf-8")
-    user_text = ""
-    if existing is not None and existing.is_file():
-        old = ModelCard.load(existing)
-        text = old.text
-        start, end = text.find("<!-- hf-fcr:start -->"), text.find("<!-- hf-fcr:end -->")
-        if start != -1 and end != -1:
-            text = text[:start] + text[end + len("<!-- hf-fcr:end -->") :]
-        title = next((line for line in text.splitlines() if line.startswith("# ")), None)
-        if title:
-            model_name = title[2:].strip()
-            text = text.replace(title, "", 1)
-        user_text = text.strip()
-        old_data = old.data.to_dict()
-        for key, value in old_data.items():  # keep what the user wrote; add our tags where missing
-            if key == "tags":
-                data.tags = list(dict.fromkeys([*value, *TAGS]))
-            elif getattr(data, key, None) in (None, [], "") or key not in data.to_dict():
-                setattr(data, key, value)
-    return ModelCard.from_template(
-        data,
-        template_str=template,
-        model_name=model_name,
-        user_text=user_text,
-        base_description=f"`{base}`" if base else "a model",
-        num_edits=len(config.edits),
-        edits=config.edits,
-        metrics=metrics,
-        command=command,
-    )
-
-
-def save_pretrained(
-    remover: FictitiousClassRemover,
+def save_checkpoint(
+    model: nn.Module,
     save_directory: str | os.PathLike,
+    config: FCRConfig,
+    class_names: Sequence[str],
     edits_only: bool = False,
     overwrite: bool = False,
     **card_info: Any,
 ) -> Path:
-    """Write the edited checkpoint in its own library's format (timm ``save_for_hf`` / transformers
-    ``save_pretrained`` / ``model.safetensors`` for a plain module), ``fcr_config.json`` and a ``README.md`` card;
-    with ``edits_only=True`` only the last two. ``card_info`` may hold ``metrics`` (a list of
-    ``{"name", "value", "dataset"}``), ``dataset_name``, ``model_name`` and ``command`` (how to reproduce the
-    edit). Refuses to write onto a file, or onto a non-empty folder unless ``overwrite=True``."""
+    """Write ``model`` in its own library's format (timm ``save_for_hf`` / transformers ``save_pretrained`` /
+    ``model.safetensors`` for a plain module), ``fcr_config.json`` and a ``README.md`` card; with
+    ``edits_only=True`` only the last two. ``card_info`` goes to ``card.model_card``.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        FileExistsError: ``save_directory`` is a file, or a non-empty folder without ``overwrite=True``.
+    """
     target = Path(save_directory)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} is a file; pass a folder path to save into.")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target} is not empty; pass overwrite=True to replace its contents.")
-    library = library_of(remover.model)
-    config = FCRConfig(
-        base_model_name_or_path=remover.base_model_name_or_path,
-        revision=remover.revision,
-        library_name=library,
-        edits=list(remover.edits),
-        extra={**remover.fcr_config_extra, **{k: v for k, v in card_info.items() if k in ("metrics", "command")}},
-    )
+    library = config.library_name
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -489,21 +272,17 @@ def save_pretrained(
             if library == "timm":
                 import timm.models
 
-                timm.models.save_for_hf(
-                    remover.model,
-                    str(tmp),
-                    model_config={"label_names": remover.class_names},
-                    safe_serialization=True,
-                )
+                model_config = {"label_names": list(class_names)}
+                timm.models.save_for_hf(model, str(tmp), model_config=model_config, safe_serialization=True)
             elif library == "transformers":
-                remover.model.save_pretrained(tmp)
+                model.save_pretrained(tmp)
             else:
                 from safetensors.torch import save_file
 
-                state = {k: v.detach().contiguous() for k, v in remover.model.state_dict().items()}
+                state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
                 save_file(state, tmp / SAFE_WEIGHTS_NAME)
-        (tmp / CONFIG_NAME).write_text(config.to_json_string(), encoding="utf-8")
-        card = _card(remover, config, "hf-fcr" if edits_only else library, target / CARD_NAME, card_info)
+        config.save_pretrained(tmp)
+        card = model_card(config, "hf-fcr" if edits_only else library, target / CARD_NAME, **card_info)
         card.save(tmp / CARD_NAME)
         _replace_dir(tmp, target)
     except BaseException:
@@ -527,27 +306,17 @@ def _replace_dir(tmp: Path, target: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def push_to_hub(
-    remover: FictitiousClassRemover,
+def upload_folder(
+    folder: str | os.PathLike,
     repo_id: str,
     private: bool = False,
     token: Any = None,
     commit_message: str = "Upload model edited with hf-fcr",
     create_pr: bool = False,
-    edits_only: bool = False,
-    **card_info: Any,
 ) -> Any:
-    """Save (see ``save_pretrained``) to a temporary folder and upload it with ``huggingface_hub.HfApi``. Under
-    several processes only the main process uploads. Returns the commit info (None on other processes)."""
+    """Create ``repo_id`` if needed and upload ``folder`` with ``huggingface_hub.HfApi``; returns the commit info."""
     from huggingface_hub import HfApi
 
-    if int(os.environ.get("RANK", "0")) != 0:
-        return None
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "upload"
-        save_pretrained(remover, folder, edits_only=edits_only, **card_info)
-        return api.upload_folder(
-            repo_id=repo_id, folder_path=folder, commit_message=commit_message, create_pr=create_pr
-        )
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, create_pr=create_pr)

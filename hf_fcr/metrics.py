@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["group_ids", "group_metrics"]
+__all__ = ["format_table", "group_ids", "group_metrics"]
 
 
 def group_ids(columns: Mapping[str, Any], names: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
@@ -50,3 +50,20 @@ def group_metrics(
         total = sum(train_proportions.get(k, 0.0) for k in per_group)
         out["weighted_average"] = sum(acc * train_proportions.get(k, 0.0) for k, acc in per_group.items()) / total
     return out
+
+
+def format_table(methods: dict[str, dict[str, Any]]) -> str:
+    """Methods as a plain-text table (accuracies in %)."""
+    lines = [f"{'method':<18}{'average':>9}{'worst':>9}{'gap':>8}{'w-avg':>8}  notes"]
+    for name, m in methods.items():
+        note = ""
+        if "choice" in m:
+            c = m["choice"]
+            note = f"policy={c['policy']} weights/class={c['num_weights']} r={c['r']:.4g}"
+        elif "C" in m:
+            note = f"C={m['C']}"
+        lines.append(
+            f"{name:<18}{100 * m['average']:>9.1f}{100 * m['worst_group']:>9.1f}{100 * m['gap']:>8.1f}"
+            f"{100 * m.get('weighted_average', float('nan')):>8.1f}  {note}"
+        )
+    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,17 @@ import torch
 from .scores import sca_row
 from .stats import EdgeStatistics, edge_statistics
 
-__all__ = ["FictitiousHead", "default_probe", "fit_fictitious_head", "fit_linear_probe"]
+__all__ = [
+    "POLICIES",
+    "SELECTIONS",
+    "FictitiousHead",
+    "default_probe",
+    "fit_fictitious_head",
+    "fit_linear_probe",
+    "plan_neutralization",
+]
+
+logger = logging.getLogger(__name__)
 
 POLICIES = ("dominant", "other")
 SELECTIONS = ("sca", "grad_x_act", "random")
@@ -180,3 +191,48 @@ def fit_fictitious_head(
     if names is not None and all(isinstance(v, int) and 0 <= v < len(names) for v in values):
         value_names = [str(names[v]) for v in values]
     return FictitiousHead(weight, bias, values, attribute_column, accuracy, stats, crosstab, value_names)
+
+
+def plan_neutralization(
+    weight: torch.Tensor,
+    fictitious: FictitiousHead,
+    classes: Sequence[int] | None,
+    num_weights: int,
+    policy: str,
+    values: Sequence[int] | None = None,
+    selection: str = "sca",
+    seed: int = 0,
+) -> dict[int, list[tuple[int, float, str]]]:
+    """Algorithm 2's choice of weights (validated arguments; nothing is applied): for each real class ``c`` the
+    head inputs ``k*`` to edit in ``W[c]``, as ``{c: [(k*, score, fictitious class name), ...]}``.
+
+    For each fictitious class chosen by ``policy`` in ``c`` (or each of ``values``, attribute value indices), up to
+    ``num_weights`` inputs in M''s ranking by ``selection``; inputs whose ``weight[c, k]`` is 0 are skipped (Eq. 7
+    is undefined there) and each input is edited once per class. ``classes`` defaults to every class with samples
+    in the data M' was fit on (every class when M' was fit without labels).
+    """
+    if classes is None:
+        if fictitious.crosstab is not None:
+            classes = [
+                c for c in range(min(len(fictitious.crosstab), weight.shape[0])) if fictitious.crosstab[c].sum()
+            ]
+        else:
+            classes = list(range(weight.shape[0]))
+    generator = torch.Generator().manual_seed(seed)
+    plan: dict[int, list[tuple[int, float, str]]] = {}
+    for c in dict.fromkeys(classes):
+        chosen: dict[int, tuple[int, float, str]] = {}
+        for v in fictitious.values_for(c, policy) if values is None else values:
+            picked = 0
+            for col, score in fictitious.ranked_features(v, selection, generator):
+                if picked == num_weights:
+                    break
+                if weight[c, col] == 0:
+                    logger.warning("W[%d, %d] is 0 (Eq. 7 is undefined there): using the next best edge.", c, col)
+                    continue
+                if col in chosen:  # another value of this class took it: each value gets its own weights
+                    continue
+                chosen[col] = (col, score, fictitious.value_name(v))
+                picked += 1
+        plan[c] = list(chosen.values())
+    return plan

@@ -7,7 +7,7 @@ never a new forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +15,17 @@ import numpy as np
 import torch
 
 from .edit import WeightEdit, check_rate
+from .metrics import group_metrics
 
-__all__ = ["RULES", "SweepResult", "default_r_grid", "edited_logits", "sweep_edits"]
+__all__ = [
+    "RULES",
+    "NeutralizationSearch",
+    "SweepResult",
+    "default_r_grid",
+    "edited_logits",
+    "search_edits",
+    "sweep_edits",
+]
 
 RULES = ("min_gap", "max_worst")
 
@@ -168,3 +177,61 @@ def sweep_edits(
                 }
             )
     return SweepResult(table)
+
+
+@dataclass
+class NeutralizationSearch:
+    """What ``neutralize_spurious`` chose and tried: the applied ``edits``, the chosen ``policy``,
+    ``num_weights`` and ``r`` under ``rule``, M' (``fictitious``), the chosen candidate's ``validation`` metrics, and
+    one entry per (policy, num_weights) in ``tried``, each with its ``sweep`` over r."""
+
+    edits: list[WeightEdit]
+    fictitious: Any
+    policy: str
+    num_weights: int
+    r: float
+    rule: str
+    validation: dict[str, Any]
+    tried: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def choice(self) -> dict[str, Any]:
+        return {"policy": self.policy, "num_weights": self.num_weights, "r": self.r, "rule": self.rule}
+
+
+def search_edits(
+    plan: Callable[[str, int], list[WeightEdit]],
+    policies: Sequence[str],
+    counts: Sequence[int],
+    base_logits: torch.Tensor,
+    features: torch.Tensor,
+    r_values: Sequence[float],
+    labels: torch.Tensor,
+    groups: torch.Tensor,
+    group_names: Sequence[str],
+    rule: str,
+) -> tuple[dict[str, Any], list[WeightEdit], list[dict[str, Any]]]:
+    """The (policy x weights per class x r) grid search of ``neutralize_spurious``, in closed form.
+
+    ``plan(policy, n)`` gives the candidate's edits (at any rate); each is swept over ``r_values`` and scored by
+    ``rule`` at its best rate (``SweepResult.best``, with the floor at the unedited model's worst group). Ties go to
+    the first candidate in the order (policy, weights, smallest r).
+
+    Returns:
+        ``(chosen row, the chosen candidate's edits at rate 1 as planned, one row per candidate tried)``.
+    """
+    floor = group_metrics(base_logits.argmax(1), labels, groups, group_names)["worst_group"]
+    tried: list[dict[str, Any]] = []
+    best: tuple[float, dict[str, Any], list[WeightEdit]] | None = None
+    for policy in policies:
+        for n in counts:
+            edits = plan(policy, n)
+            result = sweep_edits(base_logits, features, edits, r_values, labels, groups, group_names)
+            row = result.best(rule, floor=floor)
+            tried.append({"policy": policy, "num_weights": n, "sweep": result, **row})
+            score = rule_score(row, rule)
+            if best is None or score > best[0]:
+                best = (score, tried[-1], edits)
+    if best is None:
+        raise ValueError("need at least one policy and one num_weights to try.")
+    return best[1], best[2], tried

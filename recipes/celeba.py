@@ -10,7 +10,7 @@ real data (ERM), e.g.:
         --push_to_hub --hub_model_id <you>/celeba-fcr
 """
 
-from hf_fcr.recipe import spurious_parser, spurious_recipe
+from hf_fcr.experiments.recipe import spurious_parser, spurious_recipe
 
 PAPER = {"worst_group": 84.9, "gap": 5.4, "erm_worst_group": 48.8, "dfr_worst_group": 88.3}
 

@@ -11,13 +11,14 @@ Offline (no --model_name_or_path) it trains a small CNN on sklearn's real digits
 
 import json
 
-from hf_fcr.recipe import experiment_parser, load_experiment
+from hf_fcr.experiments.recipe import experiment_parser, load_experiment
 
 
 def stand_in(seed):
     import torch
 
-    from hf_fcr.data import digits_cnn, digits_dataset, train_classifier
+    from hf_fcr.data import digits_dataset
+    from hf_fcr.experiments.erm import digits_cnn, train_classifier
 
     data = digits_dataset(seed=seed)
     torch.manual_seed(seed)
@@ -29,7 +30,7 @@ def main(argv=None):
     p.add_argument("--max_weights", type=int, default=3)
     p.add_argument("--max_removed", type=int, default=8)
     args = p.parse_args(argv)
-    from hf_fcr.experiments import class_removal
+    from hf_fcr.experiments.removal import class_removal
 
     remover, train, test, out = load_experiment(args, stand_in, [args.label_column])
     results = class_removal(

@@ -11,7 +11,7 @@ fine-tuned on the real data (ERM), e.g.:
         --push_to_hub --hub_model_id <you>/metashift-fcr
 """
 
-from hf_fcr.recipe import spurious_parser, spurious_recipe
+from hf_fcr.experiments.recipe import spurious_parser, spurious_recipe
 
 PAPER = {"worst_group": 78.3, "gap": 0.1, "erm_worst_group": 62.1, "dfr_worst_group": 72.8}
 

@@ -11,14 +11,14 @@ Offline (no --model_name_or_path) it uses ParityDigits (sklearn's real digits). 
 
 import json
 
-from hf_fcr.recipe import experiment_parser, load_experiment
+from hf_fcr.experiments.recipe import experiment_parser, load_experiment
 
 
 def stand_in(seed):
     import torch
 
-    from hf_fcr.data import digits_cnn, train_classifier
     from hf_fcr.data.spurious import parity_digits
+    from hf_fcr.experiments.erm import digits_cnn, train_classifier
 
     data = parity_digits(seed=seed)
     torch.manual_seed(seed)
@@ -30,7 +30,7 @@ def main(argv=None):
     p.add_argument("--subclass_column", default="digit")
     p.add_argument("--r_values", type=float, nargs="+", default=[0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0])
     args = p.parse_args(argv)
-    from hf_fcr.experiments import subclass_removal
+    from hf_fcr.experiments.removal import subclass_removal
 
     remover, train, test, out = load_experiment(args, stand_in, [args.label_column, args.subclass_column])
     results = subclass_removal(remover, train, test, args.label_column, args.subclass_column, r_values=args.r_values)

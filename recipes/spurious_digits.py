@@ -10,7 +10,7 @@ real data (ERM), e.g.:
         --push_to_hub --hub_model_id <you>/spurious_digits-fcr
 """
 
-from hf_fcr.recipe import spurious_parser, spurious_recipe
+from hf_fcr.experiments.recipe import spurious_parser, spurious_recipe
 
 PAPER = {"note": "no paper numbers: the offline stand-in; compare with Waterbirds"}
 

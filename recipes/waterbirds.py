@@ -10,7 +10,7 @@ real data (ERM), e.g.:
         --push_to_hub --hub_model_id <you>/waterbirds-fcr
 """
 
-from hf_fcr.recipe import spurious_parser, spurious_recipe
+from hf_fcr.experiments.recipe import spurious_parser, spurious_recipe
 
 PAPER = {"worst_group": 93.2, "gap": 1.9, "erm_worst_group": 75.3, "dfr_worst_group": 92.9}
 

@@ -6,7 +6,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest
 import torch
 
-from hf_fcr.data import digits_cnn, digits_dataset, train_classifier
+from hf_fcr.data import digits_dataset
+from hf_fcr.experiments.erm import digits_cnn, train_classifier
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +29,3 @@ def digits_model(_trained_digits_state):
     model = digits_cnn()
     model.load_state_dict(_trained_digits_state)
     return model.eval()
-
-
-def state_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def snapshot(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -7,7 +7,8 @@ import sys
 import torch
 
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.data import digits_cnn, digits_dataset
+from hf_fcr.data import digits_dataset
+from hf_fcr.experiments.erm import digits_cnn
 from hf_fcr.features import iter_features
 
 

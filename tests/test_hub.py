@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
+from utils import snapshot, state_equal
 
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.hub import CONFIG_NAME, EditRecordError, FCRConfig
-
-from conftest import snapshot, state_equal
+from hf_fcr.config import EditRecordError, FCRConfig
+from hf_fcr.constants import CONFIG_NAME
 
 
 def _timm(name, num_classes=3):
@@ -65,7 +65,8 @@ def test_timm_round_trip(tmp_path, name, head):
     import timm
 
     remover = FictitiousClassRemover(_timm(name))
-    assert remover.head_name == head and remover.param_name in remover.model.state_dict()
+    assert remover.head_name == head
+    assert remover.param_name in remover.model.state_dict()
     base = snapshot(remover.model)
     _edit(remover, size=64 if name != "test_vit" else None)
     edited = snapshot(remover.model)
@@ -73,7 +74,8 @@ def test_timm_round_trip(tmp_path, name, head):
     reloaded = timm.create_model("local-dir:" + str(tmp_path / "edited"), pretrained=True)
     assert state_equal(snapshot(reloaded), edited)
     again = FictitiousClassRemover.from_pretrained(str(tmp_path / "edited"))
-    assert state_equal(snapshot(again.model), edited) and len(again.edits) == 2
+    assert state_equal(snapshot(again.model), edited)
+    assert len(again.edits) == 2
     again.revert()  # the record travels with the checkpoint: revert gives the base weights back
     assert state_equal(snapshot(again.model), base)
 
@@ -83,14 +85,16 @@ def test_transformers_round_trip(tmp_path, kind, head):
     from transformers import AutoModelForImageClassification
 
     remover = FictitiousClassRemover(_transformers(kind))
-    assert remover.head_name == head and remover.class_names == ["cat", "dog", "bird"]
+    assert remover.head_name == head
+    assert remover.class_names == ["cat", "dog", "bird"]
     _edit(remover, size=32)
     edited = snapshot(remover.model)
     remover.save_pretrained(tmp_path / "edited")
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "edited")
     assert state_equal(snapshot(reloaded), edited)
     again = FictitiousClassRemover.from_pretrained(str(tmp_path / "edited"))
-    assert state_equal(snapshot(again.model), edited) and again.class_names == ["cat", "dog", "bird"]
+    assert state_equal(snapshot(again.model), edited)
+    assert again.class_names == ["cat", "dog", "bird"]
 
 
 def test_edits_only_artifact_reapplies_bit_for_bit(tmp_path):
@@ -124,12 +128,16 @@ def test_config_and_card_contents(tmp_path):
     config = json.loads((tmp_path / "m" / CONFIG_NAME).read_text())
     assert config["base_model_name_or_path"] == "timm/test_resnet.r160_in1k"
     keys = {"param", "row", "col", "old_value", "new_value", "r", "score", "class_index", "class_name", "fictitious"}
-    assert all(keys <= set(e) for e in config["edits"]) and len(config["edits"]) == 2
+    assert all(keys <= set(e) for e in config["edits"])
+    assert len(config["edits"]) == 2
     card = (tmp_path / "m" / "README.md").read_text()
     e = config["edits"][0]
     assert f"| fc.weight | {e['row']} | {e['col']} |" in card
-    assert "library_name: timm" in card and "- hf-fcr" in card and "- model-editing" in card
-    assert "base_model: timm/test_resnet.r160_in1k" in card and "model-index" in card
+    assert "library_name: timm" in card
+    assert "- hf-fcr" in card
+    assert "- model-editing" in card
+    assert "base_model: timm/test_resnet.r160_in1k" in card
+    assert "model-index" in card
 
     # updating keeps what the user wrote, and refuses to overwrite without being asked
     (tmp_path / "m" / "README.md").write_text(
@@ -139,7 +147,8 @@ def test_config_and_card_contents(tmp_path):
         remover.save_pretrained(tmp_path / "m")
     remover.save_pretrained(tmp_path / "m", overwrite=True)
     updated = (tmp_path / "m" / "README.md").read_text()
-    assert "My own notes." in updated and updated.count("hf-fcr:start") == 1
+    assert "My own notes." in updated
+    assert updated.count("hf-fcr:start") == 1
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         remover.save_pretrained(tmp_path / "file")

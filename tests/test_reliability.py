@@ -1,44 +1,20 @@
 """Interruptions lose nothing (real kills of saving and collecting processes), and the same inputs give the same
 edits."""
 
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from utils import spawn, wait_for
 
 from hf_fcr import FictitiousClassRemover
-
-TESTS = Path(__file__).parent
-
-
-def _spawn(code, *args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)], env=env, stdout=subprocess.PIPE, text=True
-    )
-
-
-def _wait_for(proc, marker, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if marker in line:
-            return
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"process ended before printing {marker!r}")
-    raise AssertionError(f"no {marker!r} within {timeout}s")
-
 
 SLOW_COLLECT = """
 import sys, time, torch
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.data import digits_cnn, digits_dataset
+from hf_fcr.data import digits_dataset
+from hf_fcr.experiments.erm import digits_cnn
 torch.manual_seed(0)
 model = digits_cnn().eval()
 slow = lambda *a: time.sleep(0.2)  # a long run: 0.2 s per batch
@@ -50,11 +26,13 @@ remover.collect(data, batch_size=32, rows=[1, 4], checkpoint_dir=sys.argv[1], ch
 """
 
 
+@pytest.mark.slow
 def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
-    from hf_fcr.data import digits_cnn, digits_dataset
+    from hf_fcr.data import digits_dataset
+    from hf_fcr.experiments.erm import digits_cnn
 
-    proc = _spawn(SLOW_COLLECT, tmp_path / "ckpt")
-    _wait_for(proc, "started")
+    proc = spawn(SLOW_COLLECT, tmp_path / "ckpt")
+    wait_for(proc, "started")
     state = tmp_path / "ckpt" / "collect_state.rank0.safetensors"
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline:
@@ -62,7 +40,8 @@ def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
     time.sleep(1.5)  # a few more batches, past the first checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert state.exists() and proc.returncode == -signal.SIGKILL
+    assert state.exists()
+    assert proc.returncode == -signal.SIGKILL
 
     torch.manual_seed(0)
     remover = FictitiousClassRemover(digits_cnn().eval())
@@ -84,7 +63,8 @@ def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
 SLOW_EXTRACT = """
 import sys, time, torch
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.data import digits_cnn, digits_dataset
+from hf_fcr.data import digits_dataset
+from hf_fcr.experiments.erm import digits_cnn
 torch.manual_seed(0)
 model = digits_cnn().eval()
 model[0].register_forward_hook(lambda *a: time.sleep(0.2))
@@ -95,11 +75,13 @@ remover.extract_features(digits_dataset(seed=0)["train"], batch_size=32, checkpo
 """
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_to_the_uninterrupted_result(tmp_path):
-    from hf_fcr.data import digits_cnn, digits_dataset
+    from hf_fcr.data import digits_dataset
+    from hf_fcr.experiments.erm import digits_cnn
 
-    proc = _spawn(SLOW_EXTRACT, tmp_path / "parts")
-    _wait_for(proc, "started")
+    proc = spawn(SLOW_EXTRACT, tmp_path / "parts")
+    wait_for(proc, "started")
     deadline = time.time() + 120
     while len(list((tmp_path / "parts").glob("*.safetensors"))) < 2 and time.time() < deadline:
         time.sleep(0.1)
@@ -115,7 +97,8 @@ def test_killed_extraction_resumes_to_the_uninterrupted_result(tmp_path):
     resumed = remover.extract_features(data, batch_size=32, resume_from=tmp_path / "parts", checkpoint_every=4)
     assert 0 < len(calls) < (len(data) + 31) // 32  # only the batches after the last saved part ran
     whole = remover.extract_features(data, batch_size=32)
-    assert torch.equal(resumed.features, whole.features) and torch.equal(resumed["label"], whole["label"])
+    assert torch.equal(resumed.features, whole.features)
+    assert torch.equal(resumed["label"], whole["label"])
     with pytest.raises(ValueError, match="another model, dataset"):
         remover.extract_features(data, batch_size=16, resume_from=tmp_path / "parts")
 
@@ -136,6 +119,7 @@ remover.save_pretrained(sys.argv[1], overwrite=True)
 """
 
 
+@pytest.mark.slow
 def test_killed_save_leaves_the_previous_checkpoint_intact(tmp_path):
     import timm
 
@@ -144,8 +128,8 @@ def test_killed_save_leaves_the_previous_checkpoint_intact(tmp_path):
     target = tmp_path / "model"
     remover.save_pretrained(target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
-    proc = _spawn(SLOW_SAVE, target)
-    _wait_for(proc, "writing")
+    proc = spawn(SLOW_SAVE, target)
+    wait_for(proc, "writing")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     after = {p.name: p.read_bytes() for p in target.iterdir()}
@@ -167,4 +151,5 @@ def test_same_inputs_same_edits(digits, digits_model):
         search = remover.neutralize_spurious(data, data, attribute_column="attr", seed=3, selection="random")
         runs.append([e.to_dict() for e in search.edits])
         remover.revert()
-    assert runs[0] == runs[1] and runs[0]
+    assert runs[0] == runs[1]
+    assert runs[0]

@@ -3,10 +3,9 @@
 import pytest
 import torch
 from torch import nn
+from utils import snapshot, state_equal
 
 from hf_fcr import FeatureSet, FictitiousClassRemover
-
-from conftest import snapshot, state_equal
 
 
 def _per_class_accuracy(remover, feats):
@@ -25,7 +24,8 @@ def setup(digits, digits_model):
 
 def test_head_and_features_are_the_models(digits, digits_model):
     remover = FictitiousClassRemover(digits_model)
-    assert remover.head_name == "6" and remover.param_name == "6.weight"
+    assert remover.head_name == "6"
+    assert remover.param_name == "6.weight"
     assert remover.param_name in digits_model.state_dict()
     feats = remover.extract_features(digits["test"], batch_size=50)
     x = torch.tensor(digits["test"]["image"])
@@ -53,7 +53,8 @@ def test_featureset_save_load_round_trip(setup, tmp_path):
     test.save(tmp_path / "feats")
     back = FeatureSet.load(tmp_path / "feats")
     assert torch.equal(back.features, test.features)
-    assert torch.equal(back["label"], test["label"]) and back["name"] == test["name"]
+    assert torch.equal(back["label"], test["label"])
+    assert back["name"] == test["name"]
     assert back.label_names == test.label_names == {"label": [str(i) for i in range(10)]}  # a ClassLabel column
 
 
@@ -71,7 +72,9 @@ def test_remove_each_class_with_one_weight(setup):
         assert acc[c] <= 0.05, (c, acc[c])
         assert (base[others] - acc[others]).mean() <= 0.01, (c, acc)
         changed = sum(int((remover.model.state_dict()[k] != v).sum()) for k, v in original.items())
-        assert changed == 1 and len(edits) == 1 and edits[0].row == c
+        assert changed == 1
+        assert len(edits) == 1
+        assert edits[0].row == c
         remover.revert()
         assert state_equal(snapshot(remover.model), original)
 
@@ -123,7 +126,8 @@ def test_class_by_name_and_rate_zero(setup):
     remover.class_names = [f"digit{i}" for i in range(10)]
     original = snapshot(remover.model)
     (edit,) = remover.remove_class("digit7", train, r=0.0)
-    assert edit.class_name == "digit7" and edit.class_index == 7
+    assert edit.class_name == "digit7"
+    assert edit.class_index == 7
     assert state_equal(snapshot(remover.model), original)
 
 
@@ -172,7 +176,8 @@ def test_bad_input_leaves_the_model_untouched(setup):
     for call, error, message in _bad_calls(remover, train):
         with pytest.raises(error, match=message):
             call()
-        assert state_equal(snapshot(remover.model), original) and not remover.edits
+        assert state_equal(snapshot(remover.model), original)
+        assert not remover.edits
 
 
 def test_missing_image_column_or_label_column(digits, digits_model):
@@ -197,12 +202,23 @@ class _Scaled(nn.Module):
         return self.fc(self.body(x)) * 2
 
 
-def test_models_without_a_usable_head(digits):
+def test_a_model_without_a_linear_is_refused():
     with pytest.raises(TypeError, match="no usable linear head"):
         FictitiousClassRemover(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()))
+
+
+def test_a_named_head_that_is_not_a_linear_is_refused():
     with pytest.raises(TypeError, match="not an nn.Linear"):
         FictitiousClassRemover(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), head_name="1")
-    remover = FictitiousClassRemover(_Scaled())
+
+
+@pytest.mark.parametrize(
+    "model",
+    [_Scaled(), nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh())],
+    ids=["scaled-logits", "non-linear-after-the-head"],
+)
+def test_a_linear_whose_output_is_not_the_logits_is_refused(digits, model):
+    remover = FictitiousClassRemover(model)
     with pytest.raises(TypeError, match="not the model's logits"):
         remover.extract_features(digits["test"])
 
@@ -213,13 +229,16 @@ def test_feature_cache_skips_the_backbone(digits, digits_model, tmp_path):
     digits_model[0].register_forward_hook(lambda *args: calls.append(1))
     first = remover.extract_features(digits["test"], cache_dir=tmp_path)
     n_first = len(calls)
-    assert n_first > 0 and len(list(tmp_path.iterdir())) == 1
+    assert n_first > 0
+    assert len(list(tmp_path.iterdir())) == 1
     remover.remove_class(3, first)  # editing the head keeps the cached features valid
     second = remover.extract_features(digits["test"], cache_dir=tmp_path)
     assert len(calls) == n_first  # no forward pass
-    assert torch.equal(second.features, first.features) and torch.equal(second["label"], first["label"])
+    assert torch.equal(second.features, first.features)
+    assert torch.equal(second["label"], first["label"])
     remover.extract_features(digits["test"].select(range(10)), cache_dir=tmp_path)  # other data: another entry
-    assert len(calls) > n_first and len(list(tmp_path.iterdir())) == 2
+    assert len(calls) > n_first
+    assert len(list(tmp_path.iterdir())) == 2
     with torch.no_grad():
         digits_model[0].weight.mul_(1.5)  # other backbone weights: another entry
     remover.extract_features(digits["test"], cache_dir=tmp_path)
@@ -230,6 +249,7 @@ def test_dataloader_workers_give_the_same_features(digits, digits_model):
     remover = FictitiousClassRemover(digits_model)
     ref = remover.extract_features(digits["test"], batch_size=40)
     workers = remover.extract_features(digits["test"], batch_size=40, num_workers=2)
-    assert torch.equal(workers.features, ref.features) and torch.equal(workers["label"], ref["label"])
+    assert torch.equal(workers.features, ref.features)
+    assert torch.equal(workers["label"], ref["label"])
     stats = remover.collect(digits["test"], batch_size=40, num_workers=2)
     torch.testing.assert_close(stats.activation, remover.collect(ref).activation)

@@ -43,7 +43,8 @@ def test_ca_and_sca_match_loops():
 def test_entropy_bounds_and_zero():
     values = torch.tensor([[0.0, 1.0, 5.0, 1.0], [0.0, 1.0, 0.0, 3.0], [0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
     h = class_entropy(values, dim=0)
-    assert h[0] == 0 and h[2] == 0  # all-zero slice and a one-class slice
+    assert h[0] == 0
+    assert h[2] == 0  # all-zero slice and a one-class slice
     assert h[1].item() == pytest.approx(math.log(3))  # uniform: the maximum
     assert h[3].item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
 
@@ -75,10 +76,9 @@ def test_top_edges_order_zero_weights_and_supporting():
     signs = torch.sign(stats.signed_activation[1])
     weight = -signs.clone()
     weight[order[2]] = signs[order[2]]
-    if signs[order[2]] != 0:
-        assert [col for _, col, _ in top_edges(stats, 1, k=5, weight_row=weight, candidates="supporting")] == [
-            order[2]
-        ]
+    assert signs[order[2]] != 0  # the fixture's activations are non-zero: the check below always runs
+    supporting = top_edges(stats, 1, k=5, weight_row=weight, candidates="supporting")
+    assert [col for _, col, _ in supporting] == [order[2]]
     with pytest.raises(ValueError, match="weight_row"):
         top_edges(stats, 1, candidates="supporting")
     with pytest.raises(ValueError, match="candidates"):

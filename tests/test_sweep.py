@@ -32,11 +32,16 @@ def test_sweep_equals_editing_the_model_at_each_rate(digits, digits_model):
         assert row["r"] == r
         assert row["average"] == pytest.approx(expected["average"], abs=1.5 / len(test))
         assert row["per_group"].keys() == expected["per_group"].keys()
+        for name, acc in expected["per_group"].items():  # float32 logits vs float64: at most one flipped sample
+            assert row["per_group"][name] == pytest.approx(acc, abs=1.5 / int((ids == names.index(name)).sum()))
+        assert row["worst_group"] == pytest.approx(expected["worst_group"], abs=1.5 / int(torch.bincount(ids).min()))
 
 
 def test_default_grid_and_rules():
     grid = default_r_grid()
-    assert grid[0] == 0.0 and grid[-1] == 1.0 and grid == sorted(set(grid))
+    assert grid[0] == 0.0
+    assert grid[-1] == 1.0
+    assert grid == sorted(set(grid))
     assert sum(r < 0.02 for r in grid) > 50  # dense at small r, where useful values often are
     table = [
         {"r": 0.0, "average": 0.9, "worst_group": 0.6, "gap": 0.3},
@@ -73,4 +78,5 @@ def test_vectorized_sweep_equals_a_loop_over_rates():
     for row, r in zip(result.table, rates):
         pred = edited_logits(base, feats, edits, r).argmax(1)
         expected = group_metrics(pred, labels, groups, ["a", "b", "c"])
-        assert row["average"] == expected["average"] and row["per_group"] == expected["per_group"]
+        assert row["average"] == expected["average"]
+        assert row["per_group"] == expected["per_group"]

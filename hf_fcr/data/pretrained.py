@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["efficientnet_lite0_imagenet", "frozen_backbone_erm", "save_efficientnet_lite0", "skimage_photos"]
+__all__ = ["efficientnet_lite0_imagenet", "save_efficientnet_lite0", "skimage_photos"]
 
 
 def efficientnet_lite0_imagenet() -> torch.nn.Module:
@@ -64,38 +64,3 @@ def skimage_photos() -> dict[str, Any]:
         array = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
         photos[name] = Image.fromarray(np.asarray(array, dtype=np.uint8)).convert("RGB")
     return photos
-
-
-def frozen_backbone_erm(data: Any, seed: int = 0, size: int = 64, steps: int = 300) -> tuple[torch.nn.Module, Any]:
-    """The pretrained variant of the SpuriousDigits ERM model: the ImageNet EfficientNet-Lite0 backbone, frozen, with
-    a new 2-class linear head trained by ERM (cross-entropy, Adam) on the training split's features. The images are
-    resized to ``size`` and normalized with ImageNet statistics first; returns the model and the prepared data."""
-    import datasets
-    import torch.nn.functional as F
-
-    from ..features import extract_features
-    from .spurious import LABELS
-
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-
-    def prepare(batch: dict[str, Any]) -> dict[str, Any]:
-        x = F.interpolate(torch.as_tensor(batch["image"]), size=size, mode="bilinear", align_corners=False)
-        return {"image": ((x - mean) / std).numpy()}
-
-    features = datasets.Features({**data["train"].features, "image": datasets.Array3D((3, size, size), "float32")})
-    data = data.map(prepare, batched=True, batch_size=256, features=features)
-    model = efficientnet_lite0_imagenet()
-    model.reset_classifier(2)
-    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size), "label_names": list(LABELS)}
-    train = extract_features(model, model.classifier, data["train"], batch_size=128, head_name="classifier")
-    torch.manual_seed(seed)
-    head = model.classifier
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    labels = train.labels("label")
-    for _ in range(steps):
-        loss = F.cross_entropy(head(train.features), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), data

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
+from ..features import FeatureSet
+from ..metrics import group_ids, group_metrics
 from .baselines import dfr
-from .features import FeatureSet
-from .metrics import group_ids, group_metrics
 
-__all__ = ["METHOD_ORDER", "compare_methods", "format_table"]
+__all__ = ["METHOD_ORDER", "compare_methods", "run_spurious"]
 
 METHOD_ORDER = ("erm", "fcr", "dfr", "fcr_grad_x_act", "fcr_random_edge")
 
@@ -83,23 +83,6 @@ def compare_methods(
     return {k: methods[k] for k in METHOD_ORDER}, search
 
 
-def format_table(methods: dict[str, dict[str, Any]]) -> str:
-    """Methods as a plain-text table (accuracies in %)."""
-    lines = [f"{'method':<18}{'average':>9}{'worst':>9}{'gap':>8}{'w-avg':>8}  notes"]
-    for name, m in methods.items():
-        note = ""
-        if "choice" in m:
-            c = m["choice"]
-            note = f"policy={c['policy']} weights/class={c['num_weights']} r={c['r']:.4g}"
-        elif "C" in m:
-            note = f"C={m['C']}"
-        lines.append(
-            f"{name:<18}{100 * m['average']:>9.1f}{100 * m['worst_group']:>9.1f}{100 * m['gap']:>8.1f}"
-            f"{100 * m.get('weighted_average', float('nan')):>8.1f}  {note}"
-        )
-    return "\n".join(lines)
-
-
 def run_spurious(
     output_dir: str | Path,
     remover: Any,
@@ -121,7 +104,7 @@ def run_spurious(
     (``fcr-model/``, with its record and card), the sweep plots and ``results.json``."""
     import json
 
-    from . import __version__
+    from .. import __version__
 
     out = Path(output_dir)
     extra = dict(extra or {})

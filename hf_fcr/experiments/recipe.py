@@ -9,7 +9,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["experiment_parser", "load_data", "load_experiment", "spurious_parser", "spurious_recipe"]
+from ..data import load_data
+
+__all__ = ["experiment_parser", "load_experiment", "spurious_parser", "spurious_recipe"]
 
 
 def spurious_parser(
@@ -44,18 +46,6 @@ def spurious_parser(
     return p
 
 
-def load_data(name: str, config: str | None = None, streaming: bool = False) -> Any:
-    """A DatasetDict from the Hub (``load_dataset``) or from a ``save_to_disk`` folder."""
-    import datasets
-
-    if os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_dict.json")):
-        data = datasets.load_from_disk(name)
-        return (
-            datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in data.items()}) if streaming else data
-        )
-    return datasets.load_dataset(name, config, streaming=streaming)
-
-
 def spurious_recipe(
     name: str, paper: dict[str, Any], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -66,9 +56,11 @@ def spurious_recipe(
     if args.model_name_or_path is None:  # the stand-in never touches the network
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from .benchmark import format_table, run_spurious
-    from .demo import check_output_dir, spurious_digits_erm
-    from .remover import FictitiousClassRemover
+    from ..metrics import format_table
+    from ..remover import FictitiousClassRemover
+    from .compare import run_spurious
+    from .demo import check_output_dir
+    from .erm import spurious_digits_erm
 
     out = check_output_dir(args.output_dir, ("results.json", "fcr-model"), args.overwrite)
     command = "python " + " ".join([f"recipes/{name}.py", *(argv if argv is not None else sys.argv[1:])])
@@ -133,8 +125,8 @@ def experiment_parser(description: str, dataset_name: str | None, image_column: 
 def load_experiment(args: argparse.Namespace, stand_in: Any, columns: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     """``(remover, train features, test features, output folder)``: the checkpoint and dataset named by ``args``,
     or, without ``--model_name_or_path``, ``stand_in(seed) -> (model, DatasetDict)`` offline."""
+    from ..remover import FictitiousClassRemover
     from .demo import check_output_dir
-    from .remover import FictitiousClassRemover
 
     out = check_output_dir(args.output_dir, ("results.json",), args.overwrite)
     if args.model_name_or_path is None:

@@ -1,7 +1,7 @@
 """Performance benchmark: FCR's cost should be one inference pass and almost nothing more.
 
-    python -m hf_fcr.bench --output bench.json          # CPU, a few minutes
-    python -m hf_fcr.bench --gpu --output gpu.json      # one GPU: images/s of plain inference vs collect
+    python -m hf_fcr.experiments.speed --output bench.json          # CPU, a few minutes
+    python -m hf_fcr.experiments.speed --gpu --output gpu.json      # one GPU: images/s of plain inference vs collect
 
 Prints a table of ratios measured in one run (these machines are noisy: absolute seconds do not compare across
 runs) and writes every figure to JSON.
@@ -21,9 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def _best_of(fn: Callable[[], Any], repeats: int = 3) -> float:
@@ -67,8 +64,8 @@ def pass_ratios(arch: str, n: int, size: int, batch_size: int, num_classes: int 
     """collect() / plain pass, 1000-value sweep / pass, cached second extraction / first."""
     import timm
 
-    from .features import images_to_tensor, iter_batches
-    from .remover import FictitiousClassRemover
+    from ..batches import images_to_tensor, iter_batches
+    from ..remover import FictitiousClassRemover
 
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes).eval()
@@ -126,7 +123,7 @@ def peak_mib():  # VmHWM: this process' own peak (ru_maxrss would carry the pare
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 import datasets, numpy as np, torch
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.data import digits_cnn
+from hf_fcr.experiments.erm import digits_cnn
 n, size = int(sys.argv[1]), int(sys.argv[2])
 def examples():
     rng = np.random.default_rng(0)
@@ -164,7 +161,7 @@ def streaming_rss(n: int, factor: int = 10, size: int = 16) -> dict[str, Any]:
 
 def statistics_bytes(num_classes: int = 1000, dim: int = 1280) -> dict[str, Any]:
     """Bytes of the statistics of a ``num_classes``-class, ``dim``-feature head with rows=[c] versus all rows."""
-    from .stats import EdgeStatistics
+    from ..stats import EdgeStatistics
 
     stats = EdgeStatistics.empty(num_classes, dim, num_classes, rows=[3])
     restricted = sum(t.numel() * t.element_size() for t in stats.tensors().values())
@@ -185,10 +182,10 @@ def statistics_bytes(num_classes: int = 1000, dim: int = 1280) -> dict[str, Any]
 
 
 def _scaling_row(n: int, d: int, k: int, grid: list[float]) -> dict[str, Any]:
-    from .edit import WeightEdit
-    from .scores import top_edges
-    from .stats import edge_statistics
-    from .sweep import sweep_edits
+    from ..edit import WeightEdit
+    from ..scores import top_edges
+    from ..stats import edge_statistics
+    from ..sweep import sweep_edits
 
     g = torch.Generator().manual_seed(0)
     feats = torch.rand(n, d, generator=g)
@@ -215,7 +212,7 @@ def _scaling_row(n: int, d: int, k: int, grid: list[float]) -> dict[str, Any]:
 
 def scaling() -> list[dict[str, Any]]:
     """Time of statistics (collect on features), top_edges and a 240-rate sweep as N, D and K grow."""
-    from .sweep import default_r_grid
+    from ..sweep import default_r_grid
 
     grid = default_r_grid()
     sizes = [(2000, 512, 10), (8000, 512, 10), (32000, 512, 10), (8000, 2048, 10), (8000, 512, 100), (8000, 512, 1000)]
@@ -225,7 +222,7 @@ def scaling() -> list[dict[str, Any]]:
 def edit_cost(seed: int = 0) -> dict[str, Any]:
     """FCR's full neutralize_spurious search (probe + scores + all sweeps) against DFR's fits, same features."""
     from .baselines import dfr
-    from .demo import spurious_digits_erm
+    from .erm import spurious_digits_erm
 
     with tempfile.TemporaryDirectory() as tmp:
         remover, data, _ = spurious_digits_erm(tmp, seed=seed, epochs=10, log=lambda *a: None)
@@ -246,7 +243,7 @@ def gpu(arch: str = "resnet50", n: int = 4096, size: int = 224, batch_size: int 
     """images/s of plain bf16 channels-last inference and of collect for ``arch`` on synthetic images (one GPU)."""
     import timm
 
-    from .remover import FictitiousClassRemover
+    from ..remover import FictitiousClassRemover
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device.")
@@ -288,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--gpu", action="store_true", help="only the GPU measurement (needs CUDA)")
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
     args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the benchmark builds everything locally; set for its run only
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     torch.manual_seed(0)
     if args.gpu:
         results: dict[str, Any] = {"gpu": gpu()}

@@ -1,0 +1,128 @@
+"""The edited model's card (``README.md``): built from the edit record, never trusted from an uploader.
+
+Created or updated idempotently, as peft does: an existing card keeps what its author wrote (title, text,
+metadata); the hf-fcr section between its markers is regenerated from the record.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .config import FCRConfig
+from .constants import TAGS
+
+__all__ = ["hub_id", "model_card", "python_command"]
+
+_START, _END = "<!-- hf-fcr:start -->", "<!-- hf-fcr:end -->"
+
+
+def hub_id(name: str | None) -> str | None:
+    """``name`` if it looks like a Hub repo id (``org/name``, not a local path), else None."""
+    if not name or os.path.exists(name) or name.startswith((".", "/", "~")):
+        return None
+    name = name.split(":", 1)[1] if name.startswith(("hf-hub:", "hf_hub:")) else name
+    return name if name.count("/") == 1 else None
+
+
+def python_command(base: str | None, calls: list[dict[str, Any]]) -> str:
+    """The Python that reproduces the recorded edit calls on the base checkpoint (data left to the reader)."""
+    lines = [
+        "# pip install hf-fcr",
+        "python - <<'EOF'",
+        "from hf_fcr import FictitiousClassRemover",
+        f"remover = FictitiousClassRemover.from_pretrained({base or '<base checkpoint>'!r})",
+        "train = remover.extract_features(train_dataset, columns=(...))  # your data, label (+ attribute) columns",
+    ]
+    for call in calls:
+        args = {k: v for k, v in call.items() if k != "method" and v is not None}
+        if call["method"] == "neutralize_spurious":
+            args.pop("chosen", None)
+            head = "train, val"
+        elif call["method"] == "neutralize":
+            column = args.pop("attribute_column", "attribute")
+            lines.append(f"fictitious = remover.fit_fictitious(train, attribute_column={column!r})")
+            head = "fictitious"
+        else:
+            head = f"{args.pop('cls')!r}, train"
+        rest = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        lines.append(f"remover.{call['method']}({head}{', ' + rest if rest else ''})")
+    lines += ["remover.save_pretrained('edited')", "EOF"]
+    return "\n".join(lines)
+
+
+def _user_part(existing: Path) -> tuple[str | None, str, dict[str, Any]]:
+    """``(title, text, metadata)`` that the author of an existing card wrote, without the hf-fcr section."""
+    from huggingface_hub import ModelCard
+
+    old = ModelCard.load(existing)
+    text = old.text
+    start, end = text.find(_START), text.find(_END)
+    if start != -1 and end != -1:
+        text = text[:start] + text[end + len(_END) :]
+    title = next((line for line in text.splitlines() if line.startswith("# ")), None)
+    if title:
+        text = text.replace(title, "", 1)
+    return (title[2:].strip() if title else None), text.strip(), old.data.to_dict()
+
+
+def model_card(config: FCRConfig, library: str, existing: Path | None = None, **card_info: Any) -> Any:
+    """A ``huggingface_hub.ModelCard`` for the edits in ``config``.
+
+    Args:
+        config: the edit record the card describes (its edit table and reproduce command come from it).
+        library: the card's ``library_name`` (the model's own for a full checkpoint, ``hf-fcr`` for edits only).
+        existing: a card to update: what its author wrote is kept.
+        card_info: ``metrics`` (a list of ``{"name", "value", "dataset"}``), ``dataset_name``, ``model_name`` and
+            ``command`` (how to reproduce the edit; default: Python built from the recorded calls).
+
+    Returns:
+        The card (``.save(path)`` writes it).
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    metrics = card_info.get("metrics") or []
+    dataset = card_info.get("dataset_name") or "validation"
+    base = config.base_model_name_or_path
+    model_name = card_info.get("model_name") or (base or "model").split("/")[-1] + "-fcr"
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=m.get("dataset", dataset),
+            dataset_name=m.get("dataset", dataset),
+            metric_type=m["name"],
+            metric_value=float(m["value"]),
+        )
+        for m in metrics
+    ] or None
+    data = ModelCardData(
+        library_name=library,
+        base_model=hub_id(base),
+        tags=list(TAGS),
+        model_name=model_name if eval_results else None,
+        eval_results=eval_results,
+        pipeline_tag="image-classification",
+    )
+    user_text = ""
+    if existing is not None and existing.is_file():
+        title, user_text, old_data = _user_part(existing)
+        model_name = title or model_name
+        for key, value in old_data.items():  # keep what the user wrote; add our tags where missing
+            if key == "tags":
+                data.tags = list(dict.fromkeys([*value, *TAGS]))
+            elif getattr(data, key, None) in (None, [], "") or key not in data.to_dict():
+                setattr(data, key, value)
+    template = resources.files("hf_fcr.model_cards").joinpath("fcr_model_card.md").read_text(encoding="utf-8")
+    return ModelCard.from_template(
+        data,
+        template_str=template,
+        model_name=model_name,
+        user_text=user_text,
+        base_description=f"`{base}`" if base else "a model",
+        num_edits=len(config.edits),
+        edits=config.edits,
+        metrics=metrics,
+        command=card_info.get("command") or python_command(base, config.extra.get("calls", [])),
+    )

@@ -1,0 +1,335 @@
+"""``HeadEditor``: a model, its classifier head and the single-weight edits made to it.
+
+It holds what an edit record needs (the base checkpoint, the edits, the calls that made them), checks records
+before they touch a weight, applies and reverts edits bit for bit, and loads, saves and pushes through ``hub``.
+``remover.FictitiousClassRemover`` builds on it with the method (Algorithms 1-2) that chooses the edits.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EditRecordError, FCRConfig, check_edits_match
+from .edit import WeightEdit, round_to, row_edits
+from .features import FeatureSet
+from .heads import class_names_of, find_head
+
+try:
+    from typing import Self
+except ImportError:  # Python 3.10
+    from typing_extensions import Self
+
+__all__ = ["HeadEditor"]
+
+
+class HeadEditor:
+    """A classifier whose final ``nn.Linear`` receives single-weight edits: the edits made so far, their record
+    (``fcr_config.json``), loading, saving and pushing. ``FictitiousClassRemover`` adds the method that chooses them.
+
+    Args:
+        model: any ``nn.Module`` whose logits come from a final ``nn.Linear``; edited in place.
+        head_name: the head's module name, when discovery (see ``heads.find_head``) should not guess.
+        class_names: a name per head output (default: the model's ``id2label`` / ``label_names``, else indices).
+        transform: preprocessing that maps a list of PIL images to a ``[B, C, H, W]`` tensor (set by
+            ``from_pretrained``); without it, image columns must already hold arrays or tensors.
+        base_model_name_or_path, revision: the checkpoint the model was loaded from (named in edit records).
+        transform_config: what ``transform`` does (part of the feature cache's key).
+        record: the edit record of a saved checkpoint whose edits are already in ``model``'s weights: checked
+            against them and kept, so that ``revert()`` restores the base.
+
+    Raises:
+        TypeError: the model has no usable linear head.
+        ValueError: ``class_names`` does not match the head.
+        EditRecordError: ``record`` does not match the weights.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        head_name: str | None = None,
+        class_names: Sequence[str] | None = None,
+        transform: Callable[[list[Any]], torch.Tensor] | None = None,
+        *,
+        base_model_name_or_path: str | None = None,
+        revision: str | None = None,
+        transform_config: Any = None,
+        record: FCRConfig | None = None,
+    ) -> None:
+        self.head_name, self.head = find_head(model, head_name)
+        if self.head.weight.ndim != 2 or self.head.out_features < 2:
+            raise TypeError(
+                f"the head {self.head_name!r} has {self.head.out_features} output(s); FCR needs a classifier head "
+                "with at least two classes."
+            )
+        self.model = model
+        num_outputs = self.head.out_features
+        if class_names is None:
+            class_names = class_names_of(model, num_outputs) or [str(i) for i in range(num_outputs)]
+        if len(class_names) != num_outputs:
+            raise ValueError(f"got {len(class_names)} class names for a head with {num_outputs} outputs.")
+        self.class_names = [str(n) for n in class_names]
+        self.transform = transform
+        self.transform_config = transform_config
+        self.base_model_name_or_path = base_model_name_or_path or (
+            getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        )
+        self.revision = revision
+        self.edits: list[WeightEdit] = []
+        self.fcr_config_extra: dict[str, Any] = {}
+        if record is not None:
+            self._check_record(record.edits, "new")
+            self.edits = list(record.edits)
+            self.base_model_name_or_path, self.revision = record.base_model_name_or_path, record.revision
+            self.fcr_config_extra = dict(record.extra)
+
+    @property
+    def param_name(self) -> str:
+        """Name of the edited parameter in ``model.state_dict()``, e.g. ``fc.weight``."""
+        return f"{self.head_name}.weight" if self.head_name else "weight"
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    def class_index(self, cls: int | str) -> int:
+        """A class given by index or name, as an index (KeyError for an unknown name, ValueError out of range)."""
+        if isinstance(cls, str):
+            if cls in self.class_names:
+                return self.class_names.index(cls)
+            raise KeyError(f"unknown class name {cls!r}; the head's classes are {self.class_names}.")
+        if isinstance(cls, bool) or not isinstance(cls, int):
+            if torch.is_tensor(cls) and cls.numel() == 1 and not cls.dtype.is_floating_point:
+                cls = int(cls)
+            else:
+                raise TypeError(f"a class is an int index or a str name, got {cls!r}.")
+        if not 0 <= cls < self.num_classes:
+            raise ValueError(f"class index {cls} is outside the head's classes [0, {self.num_classes}).")
+        return cls
+
+    @torch.no_grad()
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's logits for head inputs ``features`` (as the model computes them, with the current edits)."""
+        weight = self.head.weight.detach()
+        bias = None if self.head.bias is None else self.head.bias.detach()
+        return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
+
+    def _check_labels(self, labels: torch.Tensor, label_column: str) -> torch.Tensor:
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            bad = int(labels[(labels < 0) | (labels >= self.num_classes)][0])
+            raise ValueError(
+                f"label {bad} in column {label_column!r} is outside the head's classes [0, {self.num_classes}): "
+                "map the labels to the model's class indices."
+            )
+        return labels
+
+    def _labels(self, feats: FeatureSet, label_column: str) -> torch.Tensor:
+        """The checked label column of ``feats``, after checking the features themselves (width, finiteness)."""
+        labels = self._check_labels(feats.labels(label_column), label_column)
+        if len(labels) == 0:
+            raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
+        if feats.features.shape[1] != self.head.in_features:
+            raise ValueError(
+                f"the features have {feats.features.shape[1]} dimensions but the head takes {self.head.in_features}: "
+                "they were extracted from another model."
+            )
+        if not torch.isfinite(feats.features).all():
+            raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
+        return labels
+
+    def _check_record(self, edits: Sequence[WeightEdit], expect: str) -> None:
+        """An edit record may only touch this head's weight, with values that are finite in its dtype."""
+        dtype = self.head.weight.dtype
+        for i, e in enumerate(edits):
+            if e.param != self.param_name:
+                raise EditRecordError(
+                    f"edit {i} targets {e.param!r}; an hf-fcr record may only edit the classifier head's weight "
+                    f"{self.param_name!r}."
+                )
+            if not all(torch.isfinite(torch.tensor(round_to(v, dtype))) for v in (e.old_value, e.new_value)):
+                raise EditRecordError(f"edit {i}: its values are not finite in the head's dtype {dtype}.")
+        check_edits_match(self.model, list(edits), expect)
+
+    def _row_edits(self, cls: int, picks: list[tuple[int, float, str | None]], r: float) -> list[WeightEdit]:
+        row = self.head.weight.detach()[cls].cpu()
+        return row_edits(self.param_name, row, cls, picks, r, self.head.weight.dtype, self.class_names[cls])
+
+    def _apply(self, edits: list[WeightEdit]) -> list[WeightEdit]:
+        applied: list[WeightEdit] = []
+        try:
+            for edit in edits:
+                edit.apply(self.model)
+                applied.append(edit)
+        except BaseException:
+            for edit in reversed(applied):
+                edit.revert(self.model)
+            raise
+        self.edits.extend(edits)
+        return edits
+
+    def _record(self, method: str, **arguments: Any) -> None:
+        """Remember a call that made edits: saved in fcr_config.json and shown in the card to reproduce them."""
+        self.fcr_config_extra.setdefault("calls", []).append({"method": method, **arguments})
+
+    # ----------------------------------------------------------------------------------------------- loading, saving
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        revision: str | None = None,
+        backend: str = "auto",
+        trust_remote_code: bool = False,
+        token: Any = None,
+        model: nn.Module | None = None,
+        transform: Callable[[list[Any]], torch.Tensor] | None = None,
+        head_name: str | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> Self:
+        """Load a checkpoint and wrap it.
+
+        Args:
+            name_or_path: a timm checkpoint (``hf-hub:org/name``, ``timm/<name>``, a ``save_for_hf`` folder), a
+                transformers image classifier (Hub id or folder, with its image processor), a plain module's folder
+                holding ``model.safetensors`` (with ``model=``), or a folder / repo written by ``save_pretrained``.
+            revision, token: for the Hub.
+            backend: ``"auto"`` (from ``config.json``), ``"timm"``, ``"transformers"`` or ``"pytorch"``.
+            trust_remote_code: stays off unless you pass it.
+            model: an instance of the architecture, for ``backend="pytorch"``.
+            transform: preprocessing to use instead of the checkpoint's own.
+            head_name, class_names: as in the constructor.
+
+        Returns:
+            The remover. A checkpoint saved with its edits keeps its record (``revert()`` restores the base); an
+            edits-only artifact loads its base, checks every old value and re-applies the edits.
+
+        Raises:
+            OSError: a missing, corrupt or unrecognised checkpoint.
+            EditRecordError: a malformed record, or one that does not match the base weights.
+        """
+        from .hub import load_checkpoint
+
+        ckpt = load_checkpoint(name_or_path, revision, backend, trust_remote_code, token, model, transform)
+        remover = cls(
+            ckpt.model,
+            head_name=head_name,
+            class_names=class_names if class_names is not None else ckpt.class_names,
+            transform=ckpt.transform,
+            base_model_name_or_path=ckpt.name_or_path,
+            revision=ckpt.revision,
+            transform_config=ckpt.transform_config,
+            record=None if ckpt.edits_only else ckpt.record,
+        )
+        if ckpt.edits_only:
+            remover.apply_edits(ckpt.record)
+        return remover
+
+    def apply_edits(self, edits: FCRConfig | Sequence[WeightEdit]) -> list[WeightEdit]:
+        """Apply recorded edits (an ``FCRConfig`` or ``WeightEdit`` list), after checking that each targets this
+        head's weight, holds its old value and writes a finite value; nothing changes if one does not.
+
+        Returns:
+            The edits applied.
+
+        Raises:
+            EditRecordError: an edit does not match the model.
+        """
+        record = edits if isinstance(edits, FCRConfig) else None
+        edits = list(record.edits if record is not None else edits)
+        self._check_record(edits, "old")
+        applied = self._apply(edits)
+        if record is not None:
+            for key, value in record.extra.items():
+                if key == "calls":
+                    self.fcr_config_extra.setdefault("calls", []).extend(value)
+                else:
+                    self.fcr_config_extra.setdefault(key, value)
+        return applied
+
+    def edit_record(self, **extra: Any) -> FCRConfig:
+        """The current edits as an ``FCRConfig`` (``fcr_config.json``), with ``extra`` keys added."""
+        from .hub import library_of
+
+        return FCRConfig(
+            base_model_name_or_path=self.base_model_name_or_path,
+            revision=self.revision,
+            library_name=library_of(self.model),
+            edits=list(self.edits),
+            extra={**self.fcr_config_extra, **extra},
+        )
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, edits_only: bool = False, overwrite: bool = False, **card_info: Any
+    ) -> Path:
+        """Write the edited checkpoint in its library's format plus ``fcr_config.json`` and a ``README.md`` card.
+
+        Args:
+            save_directory: the folder to write (atomically: a temporary folder renamed into place).
+            edits_only: write only the record and the card (the base is named in the record).
+            overwrite: replace a non-empty folder.
+            card_info: ``metrics`` (``[{"name", "value", "dataset"}]``), ``dataset_name``, ``model_name`` and
+                ``command`` for the card (``metrics`` and ``command`` are also kept in the record).
+
+        Returns:
+            The folder written.
+
+        Raises:
+            FileExistsError: the target is a file, or a non-empty folder without ``overwrite=True``.
+        """
+        from .hub import save_checkpoint
+
+        record = self.edit_record(**{k: v for k, v in card_info.items() if k in ("metrics", "command")})
+        return save_checkpoint(
+            self.model, save_directory, record, self.class_names, edits_only, overwrite, **card_info
+        )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        token: Any = None,
+        commit_message: str = "Upload model edited with hf-fcr",
+        create_pr: bool = False,
+        edits_only: bool = False,
+        **card_info: Any,
+    ) -> Any:
+        """Save (see ``save_pretrained``) to a temporary folder and upload it with ``huggingface_hub.HfApi``.
+
+        Returns:
+            The commit info on the main process; None on the others (only the main process uploads).
+        """
+        from .distributed import is_main_process
+        from .hub import upload_folder
+
+        if not is_main_process():
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "upload", edits_only=edits_only, **card_info)
+            return upload_folder(folder, repo_id, private, token, commit_message, create_pr)
+
+    def base_weight(self) -> torch.Tensor:
+        """The head's weight with every recorded edit undone (a copy; the model is not changed)."""
+        weight = self.head.weight.detach().clone()
+        for edit in reversed(self.edits):
+            weight[edit.row, edit.col] = edit.old_value
+        return weight
+
+    def base_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits of the model without any of the recorded edits."""
+        weight = self.base_weight()
+        bias = None if self.head.bias is None else self.head.bias.detach()
+        return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
+
+    def revert(self) -> None:
+        """Undo every edit, newest first, restoring each weight bit for bit."""
+        for edit in reversed(self.edits):
+            edit.revert(self.model)
+        self.edits.clear()
+        self.fcr_config_extra.pop("calls", None)
