@@ -66,8 +66,12 @@ class _DatasetBatches(torch.utils.data.Dataset):
     ) -> None:
         self.columns, self.starts, self.end, self.batch_size = columns, starts, end, batch_size
         self.image_column, self.transform = image_column, transform
-        image_like = {c for c in columns if _is_image_feature(data.features[c])}
-        self.arrow_columns = [c for c in columns if c not in image_like]
+        # a Dataset's own format or transform (set_format, with_transform) is honoured: rows are read through it
+        self.formatted = data if has_own_format(data) else None
+        image_like = (
+            set() if self.formatted is not None else {c for c in columns if _is_image_feature(data.features[c])}
+        )
+        self.arrow_columns = [] if self.formatted is not None else [c for c in columns if c not in image_like]
         self.table_view = data.select_columns(self.arrow_columns).with_format("arrow") if self.arrow_columns else None
         self.python_view = data.select_columns(sorted(image_like)) if image_like else None
 
@@ -78,7 +82,15 @@ class _DatasetBatches(torch.utils.data.Dataset):
         start = self.starts[i]
         end = min(start + self.batch_size, self.end)
         batch: dict[str, Any] = {}
-        if self.table_view is not None:
+        if self.formatted is not None:
+            rows = self.formatted[start:end]
+            missing = [c for c in self.columns if c not in rows]
+            if missing:
+                raise KeyError(
+                    f"columns {missing} are not in the dataset's formatted rows (their keys: {list(rows)})."
+                )
+            batch = {c: rows[c] for c in self.columns}
+        elif self.table_view is not None:
             table = self.table_view[start:end]
             batch.update({c: to_tensor_column(_arrow_to_numpy(table.column(c))) for c in self.arrow_columns})
         if self.python_view is not None:
@@ -86,6 +98,13 @@ class _DatasetBatches(torch.utils.data.Dataset):
         if self.image_column in batch:
             batch[self.image_column] = images_to_tensor(batch[self.image_column], self.transform)
         return torch.arange(start, end), batch
+
+
+def has_own_format(data: Any) -> bool:
+    """True for a ``datasets.Dataset`` with a format or transform of its own (``set_format``, ``with_format``,
+    ``set_transform``, ``with_transform``): its rows are read through it, as its owner would read them."""
+    fmt = getattr(data, "format", None)
+    return isinstance(fmt, dict) and fmt.get("type") is not None
 
 
 def iter_batches(
@@ -114,7 +133,7 @@ def iter_batches(
     """
     columns = list(dict.fromkeys(columns))
     known = getattr(data, "column_names", None)
-    if known is not None:
+    if known is not None and not has_own_format(data):  # a transform may add columns: checked on the rows
         missing = [c for c in columns if c not in known]
         if missing:
             raise KeyError(f"columns {missing} are not in the dataset (its columns: {list(known)}).")

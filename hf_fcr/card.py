@@ -6,6 +6,7 @@ metadata); the hf-fcr section between its markers is regenerated from the record
 
 from __future__ import annotations
 
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,8 @@ from .config import FCRConfig
 from .constants import TAGS
 
 __all__ = ["hub_id", "model_card", "python_command"]
+
+logger = logging.getLogger(__name__)
 
 _START, _END = "<!-- hf-fcr:start -->", "<!-- hf-fcr:end -->"
 
@@ -57,15 +60,23 @@ def _user_part(existing: Path) -> tuple[str | None, str, dict[str, Any]]:
     """``(title, text, metadata)`` that the author of an existing card wrote, without the hf-fcr section."""
     from huggingface_hub import ModelCard
 
-    old = ModelCard.load(existing)
-    text = old.text
+    try:
+        old = ModelCard.load(existing)
+        text, metadata = old.text, old.data.to_dict()
+    except Exception as err:  # broken YAML (or anything else) in someone's card must not block a save
+        logger.warning(
+            "the existing card %s cannot be parsed (%s): its metadata is replaced, its text kept.", existing, err
+        )
+        raw = existing.read_text(encoding="utf-8", errors="replace")
+        parts = raw.split("---", 2) if raw.startswith("---") else None
+        text, metadata = (parts[2] if parts and len(parts) == 3 else raw), {}
     start, end = text.find(_START), text.find(_END)
     if start != -1 and end != -1:
         text = text[:start] + text[end + len(_END) :]
     title = next((line for line in text.splitlines() if line.startswith("# ")), None)
     if title:
         text = text.replace(title, "", 1)
-    return (title[2:].strip() if title else None), text.strip(), old.data.to_dict()
+    return (title[2:].strip() if title else None), text.strip(), metadata
 
 
 def model_card(config: FCRConfig, library: str, existing: Path | None = None, **card_info: Any) -> Any:

@@ -8,16 +8,19 @@ of Eq. 3-4) and the extraction checkpoint (feature rows in parts). A saved file 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import uuid
 from typing import Any
 
 import torch
 from torch import nn
 
+from .files import open_safetensors, read_json, write_json
 from .stats import EdgeStatistics
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "save_cache_entry",
     "save_collect_state",
     "save_feature_part",
+    "start_run",
 ]
 
 
@@ -101,12 +105,14 @@ def cache_entry(cache_dir: str | os.PathLike, identity: dict[str, Any]) -> str |
     return os.path.join(os.fspath(cache_dir), f"features-{key}")
 
 
-def save_cache_entry(path: str, save: Any) -> None:
+def save_cache_entry(path: str, save: Any, damaged: bool = False) -> None:
     """Write an entry through ``save(folder)`` into a temporary folder, then rename it into place (a concurrent
-    writer of the same entry wins; ours is dropped)."""
+    writer of the same entry wins; ours is dropped). A ``damaged`` entry already there is removed first."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))
     save(tmp)
+    if damaged:
+        shutil.rmtree(path, ignore_errors=True)
     try:
         os.replace(tmp, path)
     except OSError:
@@ -114,6 +120,43 @@ def save_cache_entry(path: str, save: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------- resumable passes
+
+
+_FIX = "delete the checkpoint folder and start afresh without resume_from."
+
+
+def start_run(directory: str | os.PathLike, rank: int, kind: str, identity: dict[str, Any], resume: bool) -> dict:
+    """Begin (or, with ``resume``, continue) a checkpointed run of ``kind`` (``"features"`` or ``"collect"``) in
+    ``directory``; returns the identity its files carry, which includes the run's id.
+
+    A folder belongs to one run per process: a fresh run removes this process' ``kind`` files left by an older run
+    and writes its run file first, so parts of another run are never read; a resumed run must find its run file
+    with the same identity.
+
+    Raises:
+        FileNotFoundError: ``resume`` and the folder does not exist.
+        ValueError: ``resume`` and the folder's run belongs to another model, data or arguments.
+    """
+    directory = os.fspath(directory)
+    run_file = os.path.join(directory, f"{kind}.rank{rank}.run.json")
+    if resume:
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"resume_from={directory!r} does not exist: start without resume_from.")
+        if os.path.isfile(run_file):
+            run = read_json(run_file, "the checkpoint's run file", _FIX)
+            if run.get("identity") != json.loads(_dumps(identity)):
+                raise ValueError(
+                    f"the checkpoint in {directory} belongs to another model, dataset, batch size, rows or columns; "
+                    "resume with the same arguments, or start afresh in an empty folder without resume_from."
+                )
+            return {**identity, "run": run["run"]}
+        # the folder exists but this process saved nothing before the interruption: a fresh run
+    os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(glob.escape(directory), f"{kind}*.rank{rank}.*")):
+        os.remove(stale)
+    run_id = uuid.uuid4().hex
+    write_json(run_file, {"run": run_id, "identity": identity})
+    return {**identity, "run": run_id}
 
 
 def _checked_metadata(handle: Any, identity: dict[str, Any], what: str) -> dict[str, str]:
@@ -136,7 +179,7 @@ def _save_atomic(path: str, tensors: dict[str, torch.Tensor], metadata: dict[str
 
 
 def _state_path(directory: str | os.PathLike, rank: int) -> str:
-    return os.path.join(os.fspath(directory), f"collect_state.rank{rank}.safetensors")
+    return os.path.join(os.fspath(directory), f"collect.rank{rank}.state.safetensors")
 
 
 def save_collect_state(
@@ -152,12 +195,10 @@ def load_collect_state(
 ) -> int:
     """Load saved sums into ``stats`` (in place) and return the number of batches they cover; 0 if there is no
     state yet. Raises ValueError if the state belongs to another model, dataset, batch size or rows."""
-    from safetensors import safe_open
-
     path = _state_path(directory, rank)
     if not os.path.isfile(path):
         return 0
-    with safe_open(path, framework="pt") as f:
+    with open_safetensors(path, "the collect state", _FIX) as f:
         metadata = _checked_metadata(f, identity, f"the collect state in {directory!s}")
         for name, tensor in stats.tensors().items():
             saved = f.get_tensor(name)
@@ -198,11 +239,9 @@ def load_feature_parts(
 ) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]]:
     """``(batches done, [(positions, features, columns) per part])`` from the parts saved in ``directory``;
     ValueError if they belong to another model, dataset, batch size or columns."""
-    from safetensors import safe_open
-
     parts, batches, index = [], 0, 0
     while os.path.isfile(path := _part_path(directory, rank, index)):
-        with safe_open(path, framework="pt") as f:
+        with open_safetensors(path, "the feature part", _FIX) as f:
             metadata = _checked_metadata(f, identity, f"the features saved in {directory!s}")
             columns: dict[str, Any] = {
                 k[len("column.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("column.")

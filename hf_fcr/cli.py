@@ -263,16 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    wants_json = "--json" in (sys.argv[1:] if argv is None else list(argv))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        if wants_json and exit_.code not in (0, None):  # a usage error: scripts reading stdout still get JSON
+            print(json.dumps({"error": {"type": "UsageError", "message": "invalid arguments (see stderr)"}}))
+        raise
     if args.command == "demo" or getattr(args, "dataset_name", None) in BUILTIN_DATASETS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline jobs never try the network
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except Exception as err:  # every failure: a message on stderr, and with --json a JSON error on stdout
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         print(f"hf-fcr {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        if getattr(args, "json", False):
+            print(json.dumps({"error": {"type": type(err).__name__, "message": message}}))
+        return 2 if isinstance(err, (ValueError, KeyError, TypeError, OSError)) else 1
 
 
 if __name__ == "__main__":

@@ -61,6 +61,18 @@ class FCRConfig:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> FCRConfig:
+        """Read and validate ``fcr_config.json`` (see ``from_dict``).
+
+        Raises:
+            CorruptFileError (an OSError): unreadable, too large or too deep JSON.
+            EditRecordError: a malformed record.
+        """
+        from .files import read_json
+
+        return cls.from_dict(read_json(path, "the edit record", "re-save it with hf-fcr, or ask its publisher."))
+
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         """Write ``fcr_config.json`` into ``save_directory``; returns the file's path."""
         os.makedirs(save_directory, exist_ok=True)
@@ -93,6 +105,8 @@ class FCRConfig:
                 f"'schema_version' {schema!r} is not one this hf-fcr reads (1..{SCHEMA_VERSION}): upgrade hf-fcr."
             )
         edits = [parse_edit(i, e) for i, e in enumerate(edits_raw)]
+        _check_calls(data.get("calls", []))
+        _check_metrics(data.get("metrics", []))
         known = {"base_model_name_or_path", "revision", "library_name", "fcr_version", "schema_version", "edits"}
         return cls(
             base_model_name_or_path=data.get("base_model_name_or_path"),
@@ -103,6 +117,48 @@ class FCRConfig:
             schema_version=schema,
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+
+CALL_METHODS = ("remove_class", "neutralize", "neutralize_spurious")
+
+
+def _check_calls(calls: Any) -> None:
+    """``calls``: the recorded method calls that made the edits (shown in the card as the way to reproduce them)."""
+    if not isinstance(calls, list):
+        raise EditRecordError(f"'calls' must be a list, got {type(calls).__name__}.")
+    for i, call in enumerate(calls):
+        if not isinstance(call, dict) or call.get("method") not in CALL_METHODS:
+            raise EditRecordError(f"call {i} must be an object whose 'method' is one of {CALL_METHODS}.")
+        for key, value in call.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise EditRecordError(f"call {i}: argument name {key!r} is not an identifier.")
+            if not _is_plain(value):
+                raise EditRecordError(
+                    f"call {i}: argument {key!r} must be a number, string, bool, null or a list of them."
+                )
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if isinstance(value, list) and depth == 0:
+        return all(_is_plain(v, 1) for v in value)
+    if isinstance(value, dict) and depth == 0:  # e.g. the chosen policy / weights / r
+        return all(isinstance(k, str) and _is_plain(v, 1) for k, v in value.items())
+    return False
+
+
+def _check_metrics(metrics: Any) -> None:
+    """``metrics``: ``[{"name": str, "value": finite number, "dataset": str (optional)}]`` (the card's results)."""
+    if not isinstance(metrics, list):
+        raise EditRecordError(f"'metrics' must be a list, got {type(metrics).__name__}.")
+    for i, m in enumerate(metrics):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not _is_number(m.get("value")):
+            raise EditRecordError(f"metric {i} must be an object with a string 'name' and a finite number 'value'.")
+        if not isinstance(m.get("dataset", ""), str):
+            raise EditRecordError(f"metric {i}: 'dataset' must be a string.")
 
 
 def _is_number(value: Any) -> bool:

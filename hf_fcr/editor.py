@@ -7,6 +7,8 @@ before they touch a weight, applies and reverts edits bit for bit, and loads, sa
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -87,7 +89,8 @@ class HeadEditor:
         if record is not None:
             self._check_record(record.edits, "new")
             self.edits = list(record.edits)
-            self.base_model_name_or_path, self.revision = record.base_model_name_or_path, record.revision
+            if record.edits:  # with no edits, the checkpoint itself is the base of any later edit
+                self.base_model_name_or_path, self.revision = record.base_model_name_or_path, record.revision
             self.fcr_config_extra = dict(record.extra)
 
     @property
@@ -105,11 +108,11 @@ class HeadEditor:
             if cls in self.class_names:
                 return self.class_names.index(cls)
             raise KeyError(f"unknown class name {cls!r}; the head's classes are {self.class_names}.")
-        if isinstance(cls, bool) or not isinstance(cls, int):
-            if torch.is_tensor(cls) and cls.numel() == 1 and not cls.dtype.is_floating_point:
-                cls = int(cls)
-            else:
-                raise TypeError(f"a class is an int index or a str name, got {cls!r}.")
+        if torch.is_tensor(cls) and cls.numel() == 1 and not cls.dtype.is_floating_point and cls.dtype != torch.bool:
+            cls = int(cls)
+        if isinstance(cls, bool) or not isinstance(cls, numbers.Integral):
+            raise TypeError(f"a class is an integer index (int, numpy or torch integer) or a str name, got {cls!r}.")
+        cls = int(cls)
         if not 0 <= cls < self.num_classes:
             raise ValueError(f"class index {cls} is outside the head's classes [0, {self.num_classes}).")
         return cls
@@ -162,6 +165,13 @@ class HeadEditor:
         return row_edits(self.param_name, row, cls, picks, r, self.head.weight.dtype, self.class_names[cls])
 
     def _apply(self, edits: list[WeightEdit]) -> list[WeightEdit]:
+        dtype = self.head.weight.dtype
+        for e in edits:  # Eq. 7's value can exceed a half-precision head's range: refuse before anything changes
+            if not math.isfinite(round_to(e.new_value, dtype)):
+                raise ValueError(
+                    f"the new value {e.new_value:.6g} of {e.param}[{e.row}, {e.col}] is not finite in the head's "
+                    f"dtype {dtype}: use a smaller r, or cast the head to float32 first."
+                )
         applied: list[WeightEdit] = []
         try:
             for edit in edits:

@@ -79,11 +79,9 @@ class FeatureSet:
         if tensor.dtype.is_floating_point:
             if not torch.isfinite(tensor).all() or not torch.equal(tensor, tensor.round()):
                 raise ValueError(f"column {name!r} holds non-integer values; class labels must be integers.")
-        elif tensor.dtype == torch.bool:
-            pass
-        elif not (tensor.dtype.is_signed or tensor.dtype == torch.uint8):
+        elif tensor.dtype.is_complex:
             raise ValueError(f"column {name!r} has dtype {tensor.dtype}; class labels must be integers.")
-        return tensor.to(torch.long)
+        return tensor.to(torch.long)  # any integer dtype, signed or not, and bool
 
     def select(self, indices: Sequence[int] | torch.Tensor) -> FeatureSet:
         """The rows at ``indices`` (a list, index tensor or boolean mask)."""
@@ -117,18 +115,25 @@ class FeatureSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureSet:
-        from safetensors.torch import load_file
+        """Read a folder written by ``save``.
 
-        file = os.path.join(path, FEATURES_FILE)
-        if not os.path.isfile(file):
-            raise FileNotFoundError(f"no {FEATURES_FILE} in {path!s}: not a saved FeatureSet.")
-        tensors = load_file(file)
+        Raises:
+            FileNotFoundError: the folder holds no saved FeatureSet.
+            CorruptFileError (an OSError): a file cannot be read.
+            ValueError: the files do not form a consistent FeatureSet.
+        """
+        from .files import open_safetensors, read_json
+
+        fix = "delete the folder and extract the features again."
+        with open_safetensors(os.path.join(path, FEATURES_FILE), "the saved features", fix) as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if "features" not in tensors:
+            raise ValueError(f"{os.path.join(path, FEATURES_FILE)} holds no 'features' tensor: {fix}")
         columns: dict[str, Any] = {k[len("column.") :]: v for k, v in tensors.items() if k.startswith("column.")}
         columns_file = os.path.join(path, COLUMNS_FILE)
         label_names = {}
         if os.path.isfile(columns_file):
-            with open(columns_file) as f:
-                extra = json.load(f)
+            extra = read_json(columns_file, "the saved columns", fix)
             columns.update(extra.get("columns", {}))
             label_names = extra.get("label_names", {})
         return cls(tensors["features"], columns, label_names)
@@ -226,6 +231,10 @@ def iter_features(
             )
             for pos, batch in batches:
                 pixels = images_to_tensor(batch[image_column], transform)
+                if pixels.dtype.is_floating_point and not torch.isfinite(pixels).all():
+                    raise ValueError(
+                        f"the image column {image_column!r} holds NaN or inf values: clean or re-preprocess the data."
+                    )
                 pixels = pixels.to(
                     device=device, dtype=param.dtype if param.dtype.is_floating_point else None, non_blocking=True
                 )
@@ -273,13 +282,7 @@ def extract_features(
         ValueError: empty data, non-finite features, or a checkpoint of another run.
         KeyError: a requested column is missing.
     """
-    from .checkpoint import (
-        cache_entry,
-        load_feature_parts,
-        pass_identity,
-        save_cache_entry,
-        save_feature_part,
-    )
+    from .checkpoint import cache_entry, load_feature_parts, pass_identity, save_cache_entry, save_feature_part
     from .distributed import gather_rows, is_main_process, process_info
 
     columns = [c for c in dict.fromkeys(columns) if c != image_column]
@@ -289,11 +292,17 @@ def extract_features(
     entry = None if cache_dir is None else cache_entry(cache_dir, identity)
     if cache_dir is not None and entry is None:
         logger.info("%s has no fingerprint: its features are not cached.", type(data).__name__)
+    damaged = False
     if entry is not None and os.path.isdir(entry):
-        logger.info("features loaded from the cache %s", entry)
-        return FeatureSet.load(entry)
+        try:
+            cached = FeatureSet.load(entry)
+            logger.info("features loaded from the cache %s", entry)
+            return cached
+        except (OSError, ValueError) as err:  # a damaged entry is recomputed, never trusted
+            logger.warning("the feature cache entry %s cannot be read (%s): recomputing it.", entry, err)
+            damaged = True
     rank, world_size = process_info()
-    identity = {**identity, "batch_size": options.batch_size}
+    identity = _run_identity(identity, data, image_column, columns, transform, options, "features", rank)
     feats: list[torch.Tensor] = []
     positions: list[torch.Tensor] = []
     kept: dict[str, list[Any]] = {c: [] for c in columns}
@@ -326,8 +335,59 @@ def extract_features(
         raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
     result = FeatureSet(features, columns_out, class_label_names(data, columns))
     if entry is not None and gather and is_main_process():
-        save_cache_entry(entry, result.save)
+        save_cache_entry(entry, result.save, damaged)
     return result
+
+
+def _first_batch_digest(data: Any, image_column: str, columns: list[str], transform: Any, options: PassOptions) -> str:
+    """SHA-256 of the first batch this process reads (images as the model gets them, and the columns): the identity
+    of a source without a fingerprint (a stream, a DataLoader), so a checkpoint made on other data is refused."""
+    import hashlib
+
+    from .distributed import process_info
+
+    rank, world_size = process_info()
+    batches = iter_batches(
+        data, [image_column, *columns], options.batch_size, rank, world_size, 0, image_column, transform
+    )
+    first = next(iter(batches), None)
+    digest = hashlib.sha256()
+    if first is not None:
+        _, batch = first
+        for name in [image_column, *columns]:
+            values = (
+                images_to_tensor(batch[name], transform) if name == image_column else to_tensor_column(batch[name])
+            )
+            if torch.is_tensor(values):
+                t = values.detach().cpu().contiguous()
+                digest.update(
+                    f"{name}:{t.dtype}:{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
+                )
+            else:
+                digest.update(f"{name}:{json.dumps([str(v) for v in values])}".encode())
+    return digest.hexdigest()
+
+
+def _run_identity(
+    identity: dict[str, Any],
+    data: Any,
+    image_column: str,
+    columns: list[str],
+    transform: Any,
+    options: PassOptions,
+    kind: str,
+    rank: int,
+) -> dict[str, Any]:
+    """The identity a checkpointed pass's files carry: the pass's identity, the batch size, the first batch's digest
+    for sources without a fingerprint, and the run's id (see ``checkpoint.start_run``)."""
+    from .checkpoint import start_run
+
+    identity = {**identity, "batch_size": options.batch_size}
+    if options.checkpoint_dir is None:
+        return identity
+    if identity["data"] is None:
+        identity["first_batch"] = _first_batch_digest(data, image_column, columns, transform, options)
+    return start_run(options.checkpoint_dir, rank, kind, identity, resume=options.resume_from is not None)
 
 
 def collect_statistics(
@@ -376,11 +436,11 @@ def collect_statistics(
             transform_config,
         ),
         "head": head_fingerprint(head),
-        "batch_size": options.batch_size,
         "rows": None if rows is None else list(rows),
     }
     problem: Exception | None = None
     try:
+        identity = _run_identity(identity, data, image_column, [label_column], transform, options, "collect", rank)
         done = 0 if options.resume_from is None else load_collect_state(options.resume_from, rank, stats, identity)
         batches = iter_features(model, head, data, image_column, [label_column], transform, head_name, options, done)
         for _, features, columns in batches:

@@ -8,7 +8,6 @@ temporary folder beside the target, which is then renamed into place.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from torch import nn
 from .card import model_card
 from .config import EditRecordError, FCRConfig
 from .constants import CARD_NAME, CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHT_FILES
+from .files import CorruptFileError, open_safetensors, read_json
 
 __all__ = ["Checkpoint", "library_of", "load_checkpoint", "read_record", "save_checkpoint", "upload_folder"]
 
@@ -71,31 +71,31 @@ def library_of(model: nn.Module) -> str:
     return "timm" if _is_timm(model) else "transformers" if _is_transformers(model) else "pytorch"
 
 
-def _read_json(name_or_path: str, filename: str, revision: str | None, token: Any) -> Any:
-    """A JSON file from a local folder or a Hub repo, or None if it is not there."""
+def _resolve(name_or_path: str, filename: str, revision: str | None, token: Any) -> str | None:
+    """The local path of ``filename`` in a folder or a Hub repo (downloaded), or None if it is not there."""
     if os.path.isdir(name_or_path):
         path = os.path.join(name_or_path, filename)
-        if not os.path.isfile(path):
-            return None
-    else:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        return path if os.path.isfile(path) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
-        try:
-            path = hf_hub_download(name_or_path, filename, revision=revision, token=token)
-        except EntryNotFoundError:
-            return None
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise OSError(f"{filename} in {name_or_path} is corrupt: {err}.") from None
+        return hf_hub_download(name_or_path, filename, revision=revision, token=token)
+    except EntryNotFoundError:
+        return None
+
+
+def _read_json(name_or_path: str, filename: str, revision: str | None, token: Any) -> Any:
+    """A JSON object from a folder or a Hub repo, or None if the file is not there (CorruptFileError if broken)."""
+    path = _resolve(name_or_path, filename, revision, token)
+    fix = f"the checkpoint {name_or_path} is damaged: download or save it again."
+    return None if path is None else read_json(path, filename, fix)
 
 
 def read_record(name_or_path: str, revision: str | None = None, token: Any = None) -> FCRConfig | None:
     """The validated ``fcr_config.json`` of a folder or Hub repo, or None when it has none."""
-    data = _read_json(name_or_path, CONFIG_NAME, revision, token)
-    return None if data is None else FCRConfig.from_dict(data)
+    path = _resolve(name_or_path, CONFIG_NAME, revision, token)
+    return None if path is None else FCRConfig.from_file(path)
 
 
 def _timm_transform(model: nn.Module) -> Any:
@@ -120,10 +120,14 @@ def _load_timm(name: str, revision: str | None) -> tuple[nn.Module, Any, list[st
         source = name if revision is None else f"{name}@{revision}"
     else:
         source = "hf-hub:" + name + (f"@{revision}" if revision else "")
+    from safetensors import SafetensorError
+
     try:
         model = timm.create_model(source, pretrained=True)
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise OSError(f"could not load the timm checkpoint {name!r}: {err}") from err
+    except (RuntimeError, ValueError, KeyError, TypeError, SafetensorError) as err:
+        raise CorruptFileError(
+            f"could not load the timm checkpoint {name!r} ({type(err).__name__}: {err}): download or save it again."
+        ) from err
     names = model.pretrained_cfg.get("label_names")
     return model.eval(), _timm_transform(model), list(names) if names else None
 
@@ -134,10 +138,15 @@ def _load_transformers(
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code, "token": token}
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForImageClassification.from_pretrained(name, **kwargs)
-    except (ValueError, KeyError, RuntimeError) as err:
-        raise OSError(f"could not load the transformers checkpoint {name!r}: {err}") from err
+    except (ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as err:
+        raise CorruptFileError(
+            f"could not load the transformers checkpoint {name!r} ({type(err).__name__}: {err}): download or save "
+            "it again."
+        ) from err
     transform = None
     if _read_json(name, "preprocessor_config.json", revision, token) is not None:
         processor = AutoImageProcessor.from_pretrained(name, **kwargs)
@@ -151,17 +160,13 @@ def _load_transformers(
 
 
 def _load_pytorch(name: str, model: nn.Module) -> nn.Module:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = os.path.join(name, SAFE_WEIGHTS_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no {SAFE_WEIGHTS_NAME} in {name}.")
+    with open_safetensors(path, "the weights", f"save the model to {name} again.") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
     try:
-        state = load_file(path)
-    except SafetensorError as err:
-        raise OSError(f"{path} is corrupt: {err}") from None
-    model.load_state_dict(state)
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CorruptFileError(f"{path} does not fit the model= architecture: {err}") from None
     return model.eval()
 
 
@@ -180,10 +185,15 @@ def _backend_of(name: str, revision: str | None, token: Any) -> str:
             f"{name} has no config.json: not a timm or transformers checkpoint (for a plain nn.Module, pass "
             "model= with its architecture)."
         )
-    backend = "timm" if "architecture" in config else "transformers" if "model_type" in config else None
+    is_str = lambda key: isinstance(config.get(key), str)  # noqa: E731
+    backend = "timm" if is_str("architecture") else "transformers" if is_str("model_type") else None
     if backend is None:
         raise OSError(f"cannot tell the library of {name}'s config.json (no 'architecture' or 'model_type').")
     return backend
+
+
+def _same_place(a: str, b: str) -> bool:
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def load_checkpoint(
@@ -194,6 +204,7 @@ def load_checkpoint(
     token: Any = None,
     model: nn.Module | None = None,
     transform: Callable[[list[Any]], torch.Tensor] | None = None,
+    _seen: tuple[str, ...] = (),
 ) -> Checkpoint:
     """Load a checkpoint and its edit record (see ``FictitiousClassRemover.from_pretrained``).
 
@@ -214,15 +225,25 @@ def load_checkpoint(
         raise NotADirectoryError(f"{name!r} is a file; pass the checkpoint's folder or a Hub id.")
     record = None if name.startswith(("hf-hub:", "hf_hub:")) else read_record(name, revision, token)
     if record is not None and not _has_weights(name, revision, token):
-        if not record.base_model_name_or_path:
+        base_name = record.base_model_name_or_path
+        if not base_name:
             raise EditRecordError(f"{CONFIG_NAME} in {name} names no base_model_name_or_path to apply its edits to.")
-        if backend == "auto" and record.library_name != "pytorch":
-            backend = record.library_name
+        if base_name in (name, *_seen) or any(_same_place(base_name, n) for n in (name, *_seen)):
+            raise EditRecordError(
+                f"{CONFIG_NAME} in {name} names {base_name!r} as its base, which leads back to itself: an edits-only "
+                "artifact needs a base checkpoint that holds weights."
+            )
         base = load_checkpoint(
-            record.base_model_name_or_path, record.revision, backend, trust_remote_code, token, model, transform
+            base_name, record.revision, backend, trust_remote_code, token, model, transform, (name, *_seen)
         )
-        if base.record is not None and base.record.edits:
+        if base.edits_only or (base.record is not None and base.record.edits):
             raise EditRecordError("the base checkpoint of an edits-only artifact is itself edited; load it directly.")
+        found = library_of(base.model)
+        if found != record.library_name:
+            raise EditRecordError(
+                f"{CONFIG_NAME} in {name} was made for a {record.library_name} model, but its base {base_name!r} is a "
+                f"{found} model: the record does not belong to this base."
+            )
         base.record, base.edits_only = record, True
         return base
     if backend == "auto":
@@ -264,6 +285,13 @@ def save_checkpoint(
         raise FileExistsError(f"{target} is a file; pass a folder path to save into.")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target} is not empty; pass overwrite=True to replace its contents.")
+    base = config.base_model_name_or_path
+    if edits_only and base and target.exists() and os.path.exists(base):
+        if os.path.samefile(base, target) or Path(os.path.realpath(base)).is_relative_to(os.path.realpath(target)):
+            raise ValueError(
+                f"{target} holds the base checkpoint these edits apply to: saving the edits alone there would delete "
+                "the weights they depend on. Save them to another folder."
+            )
     library = config.library_name
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -284,17 +312,35 @@ def save_checkpoint(
         config.save_pretrained(tmp)
         card = model_card(config, "hf-fcr" if edits_only else library, target / CARD_NAME, **card_info)
         card.save(tmp / CARD_NAME)
-        _replace_dir(tmp, target)
+        _apply_umask(tmp)
+        _replace_dir(tmp, target, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished folder ``tmp`` to ``target``; the previous contents stay intact until the last rename."""
-    if not target.exists():
-        os.replace(tmp, target)
+def _apply_umask(folder: Path) -> None:
+    """Give the folder and its files the permissions the user's umask gives new files (mkdtemp makes them 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, _, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+
+
+def _replace_dir(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Move the finished folder ``tmp`` to ``target``. Without ``overwrite`` the rename is the only step, and it
+    fails if another writer created a non-empty ``target`` meanwhile (exclusive creation); with it, the previous
+    contents stay intact until the last rename."""
+    if not overwrite or not target.exists():
+        try:
+            os.rename(tmp, target)  # onto a missing or empty folder only
+        except OSError as err:
+            raise FileExistsError(
+                f"{target} was written by someone else meanwhile; pass overwrite=True to replace it ({err})."
+            ) from None
         return
     backup = target.with_name(f".{target.name}.old-{os.getpid()}")
     os.replace(target, backup)

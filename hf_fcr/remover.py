@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .checks import check_choice, check_fictitious, check_num_weights
 from .edit import WeightEdit, check_rate
 from .editor import HeadEditor
 from .features import FeatureSet, PassOptions, collect_statistics, extract_features
@@ -23,18 +24,6 @@ from .sweep import NeutralizationSearch, SweepResult, check_rule, default_r_grid
 __all__ = ["FictitiousClassRemover", "NeutralizationSearch"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_num_weights(num_weights: int) -> int:
-    if isinstance(num_weights, bool) or not isinstance(num_weights, int) or num_weights < 1:
-        raise ValueError(f"num_weights must be a positive integer, got {num_weights!r}.")
-    return num_weights
-
-
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}.")
-    return value
 
 
 class FictitiousClassRemover(HeadEditor):
@@ -70,17 +59,10 @@ class FictitiousClassRemover(HeadEditor):
         dataset: Any,
         image_column: str = "image",
         columns: Sequence[str] = ("label",),
-        batch_size: int = 64,
         device: torch.device | str | None = "auto",
-        progress: bool = False,
         gather: bool = True,
         cache_dir: str | os.PathLike | None = None,
-        autocast_dtype: torch.dtype | None = None,
-        channels_last: bool = False,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 100,
-        resume_from: str | os.PathLike | None = None,
-        num_workers: int = 0,
+        **options: Any,
     ) -> FeatureSet:
         """One pass of the model over ``dataset``: the head's inputs ``[N, D]`` plus the requested ``columns``.
 
@@ -94,8 +76,9 @@ class FictitiousClassRemover(HeadEditor):
             cache_dir: keep the features on disk, keyed by the pass's identity (the weights but the head's, the
                 dataset's fingerprint, dtype, autocast, layout, preprocessing, columns); streams and DataLoaders
                 have no fingerprint and are not cached.
-            batch_size, progress, autocast_dtype, channels_last, checkpoint_dir, checkpoint_every, resume_from,
-                num_workers: how the pass runs (see ``features.PassOptions``).
+            options: how the pass runs, the fields of ``features.PassOptions``: ``batch_size`` (64), ``progress``,
+                ``autocast_dtype``, ``channels_last``, ``num_workers``, and ``checkpoint_dir`` /
+                ``checkpoint_every`` / ``resume_from`` to save the rows every N batches and resume from them.
 
         Returns:
             A ``FeatureSet``.
@@ -104,17 +87,7 @@ class FictitiousClassRemover(HeadEditor):
             ValueError: empty data, non-finite features, bad options, or a checkpoint of another run.
             KeyError: a requested column is missing.
         """
-        options = self._pass_options(
-            device,
-            batch_size=batch_size,
-            progress=progress,
-            autocast_dtype=autocast_dtype,
-            channels_last=channels_last,
-            num_workers=num_workers,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            resume_from=resume_from,
-        )
+        pass_options = self._pass_options(device, **options)
         return extract_features(
             self.model,
             self.head,
@@ -123,7 +96,7 @@ class FictitiousClassRemover(HeadEditor):
             columns,
             self.transform,
             self.head_name,
-            options,
+            pass_options,
             gather=gather,
             cache_dir=cache_dir,
             transform_config=self.transform_config,
@@ -135,12 +108,7 @@ class FictitiousClassRemover(HeadEditor):
         label_column: str = "label",
         rows: Sequence[int] | None = None,
         image_column: str = "image",
-        batch_size: int = 64,
         device: torch.device | str | None = "auto",
-        progress: bool = False,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 100,
-        resume_from: str | os.PathLike | None = None,
         **options: Any,
     ) -> EdgeStatistics:
         """Eq. 3-4 of the model on ``data``: a ``FeatureSet``, or a dataset streamed through the model batch by batch
@@ -149,8 +117,7 @@ class FictitiousClassRemover(HeadEditor):
         Args:
             rows: keep the gradients of those head outputs only (all by default, refused when they would exceed
                 1 GiB: a 1000-class head needs ``rows=``).
-            device, batch_size, progress, checkpoint_dir, checkpoint_every, resume_from, options: as in
-                ``extract_features``; a checkpointed run resumed gives exactly the uninterrupted result.
+            device, options: as in ``extract_features``; a checkpointed run resumed gives the uninterrupted result.
 
         Returns:
             The statistics; under several processes, every process returns what one process would.
@@ -162,15 +129,6 @@ class FictitiousClassRemover(HeadEditor):
         if isinstance(data, FeatureSet):
             labels = self._labels(data, label_column)
             return edge_statistics(data.features, self.logits(data.features), labels, self.num_classes, rows=rows)
-        pass_options = self._pass_options(
-            device,
-            batch_size=batch_size,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            resume_from=resume_from,
-            **options,
-        )
         return collect_statistics(
             self.model,
             self.head,
@@ -182,7 +140,7 @@ class FictitiousClassRemover(HeadEditor):
             image_column,
             self.transform,
             self.head_name,
-            pass_options,
+            self._pass_options(device, **options),
             self.transform_config,
         )
 
@@ -215,8 +173,8 @@ class FictitiousClassRemover(HeadEditor):
             KeyError: an unknown class name or column.
         """
         r = check_rate(r)
-        num_weights = _check_num_weights(num_weights)
-        _check_choice("candidates", candidates, CANDIDATES)
+        num_weights = check_num_weights(num_weights)
+        check_choice("candidates", candidates, CANDIDATES)
         c = self.class_index(cls)
         feats = self._features(data, [label_column])
         labels = self._labels(feats, label_column)
@@ -286,18 +244,6 @@ class FictitiousClassRemover(HeadEditor):
         picks = plan_neutralization(weight, fictitious, classes, num_weights, policy, values, selection, seed)
         return [edit for c, cols in picks.items() for edit in self._row_edits(c, cols, r)]
 
-    def _check_fictitious(self, fictitious: FictitiousHead, selection: str) -> None:
-        if not isinstance(fictitious, FictitiousHead):
-            raise TypeError(
-                f"expected the FictitiousHead returned by fit_fictitious, got {type(fictitious).__name__}."
-            )
-        if fictitious.weight.shape[1] != self.head.in_features:
-            raise ValueError(
-                f"the fictitious head takes {fictitious.weight.shape[1]} features but this model's head takes "
-                f"{self.head.in_features}: it was fit on another model's features."
-            )
-        _check_choice("selection", selection, SELECTIONS)
-
     def neutralize(
         self,
         fictitious: FictitiousHead,
@@ -331,9 +277,10 @@ class FictitiousClassRemover(HeadEditor):
             TypeError: ``fictitious`` is not a ``FictitiousHead``.
         """
         r = check_rate(r)
-        num_weights = _check_num_weights(num_weights)
-        _check_choice("policy", policy, POLICIES)
-        self._check_fictitious(fictitious, selection)
+        num_weights = check_num_weights(num_weights)
+        check_choice("policy", policy, POLICIES)
+        check_fictitious(fictitious, self.head.in_features)
+        check_choice("selection", selection, SELECTIONS)
         targets = None if classes is None else [self.class_index(c) for c in classes]
         fixed = None if values is None else [fictitious.value_index(v) for v in values]
         applied = self._apply(self._plan(fictitious, targets, r, num_weights, policy, fixed, selection, seed))
@@ -384,9 +331,10 @@ class FictitiousClassRemover(HeadEditor):
             KeyError: a missing column.
         """
         check_rule(rule)
+        check_choice("selection", selection, SELECTIONS)
         for p in policies:
-            _check_choice("policies", p, POLICIES)
-        counts = [_check_num_weights(n) for n in num_weights]
+            check_choice("policies", p, POLICIES)
+        counts = [check_num_weights(n) for n in num_weights]
         if not policies or not counts:
             raise ValueError("need at least one policy and one num_weights to try.")
         r_values = default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})
@@ -394,7 +342,6 @@ class FictitiousClassRemover(HeadEditor):
         val_feats = self._features(val, [label_column, attribute_column])
         labels, ids, names = self._groups(val_feats, label_column, [attribute_column])
         fict = self.fit_fictitious(train_feats, attribute_column, label_column, probe=probe)
-        self._check_fictitious(fict, selection)
         choice, plan, tried = search_edits(
             lambda policy, n: self._plan(fict, None, 1.0, n, policy, None, selection, seed),
             policies,

@@ -33,7 +33,7 @@ def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
 
     proc = spawn(SLOW_COLLECT, tmp_path / "ckpt")
     wait_for(proc, "started")
-    state = tmp_path / "ckpt" / "collect_state.rank0.safetensors"
+    state = tmp_path / "ckpt" / "collect.rank0.state.safetensors"
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline:
         time.sleep(0.1)

@@ -1,5 +1,6 @@
-"""Baselines on the same cached features: DFR (Kirichenko et al., "Last layer re-training is sufficient for
-robustness to spurious correlations"), the strongest post-hoc competitor, and ERM's own head.
+"""DFR on cached features (Kirichenko et al., "Last layer re-training is sufficient for robustness to spurious
+correlations"), the strongest post-hoc competitor. (ERM itself is the model as it is: ``compare.compare_methods``
+evaluates its own head.)
 
 DFR as its authors describe it: standardize the features (statistics of the validation set), fit an L1-regularized
 logistic regression on group-balanced subsets of the validation set, choose the inverse regularization ``C`` by the
