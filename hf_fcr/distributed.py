@@ -1,8 +1,10 @@
-"""Several processes (``accelerate launch`` / ``torchrun``): shard the data, then gather or sum.
+"""Several processes (``accelerate launch`` / ``torchrun``) through Accelerate: shard the data, then gather or sum.
 
-Every sample is seen by exactly one process and carries its global position, so gathered features come back in the
-order one process would produce them (no padding duplicates, unlike ``even_batches=True``). Statistics are sums and
-are reduced with a plain sum. Without a launcher (one process) everything here is a no-op.
+Accelerate's ``PartialState`` gives the process index, count, main process and device (``cpu=True`` without CUDA:
+without it, accelerate reports one process on a CPU machine), and its ``gather_object`` / ``reduce`` move the
+results. Every sample is seen by exactly one process and carries its global position, so gathered features come
+back in the order one process would produce them (no padding duplicates, unlike ``even_batches=True``); statistics
+are sums, reduced with a plain sum. Without a launcher (one process) nothing here imports Accelerate.
 """
 
 from __future__ import annotations
@@ -12,45 +14,53 @@ from typing import Any
 
 import torch
 
-__all__ = ["all_gather_object", "gather_rows", "is_main_process", "process_info", "reduce_sum"]
+__all__ = ["all_gather_object", "device", "gather_rows", "is_main_process", "process_info", "reduce_sum", "state"]
 
 
 def _launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def state() -> Any:
+    """Accelerate's ``PartialState`` for this process (created on first use: gloo on CPU, nccl on GPU)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def process_info() -> tuple[int, int]:
-    """``(rank, world_size)``; under a launcher (``accelerate launch`` / ``torchrun``: ``WORLD_SIZE`` > 1) with no
-    process group yet, creates one from the environment: gloo on CPU, nccl on GPU."""
+    """``(process index, number of processes)``: ``(0, 1)`` without a launcher."""
     if not _launched():
         return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size()
+    s = state()
+    return s.process_index, s.num_processes
 
 
 def is_main_process() -> bool:
-    """True on the process that writes shared files and uploads (rank 0; the only one without a launcher)."""
-    return process_info()[0] == 0
+    """True on the process that writes shared files and uploads (the only one without a launcher)."""
+    return not _launched() or state().is_main_process
+
+
+def device() -> torch.device:
+    """This process' device: its own GPU under a launcher (``LOCAL_RANK``), the first GPU alone, else the CPU."""
+    if _launched():
+        return state().device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def all_gather_object(obj: Any) -> list[Any]:
     """``[obj of process 0, obj of process 1, ...]`` on every process (``[obj]`` without a launcher)."""
-    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+    if not _launched():
         return [obj]
-    out: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
+    from accelerate.utils import gather_object
+
+    state()
+    return gather_object([obj])
 
 
 def gather_rows(positions: torch.Tensor, features: torch.Tensor, columns: dict[str, Any]) -> tuple[torch.Tensor, dict]:
     """Gather every process' rows and put them in global order by ``positions`` (an int64 key per row)."""
-    if torch.distributed.get_world_size() == 1:
+    if process_info()[1] == 1:
         return features, columns
     parts = all_gather_object((positions.cpu(), features.cpu(), {k: v for k, v in columns.items()}))
     all_pos = torch.cat([p[0] for p in parts])
@@ -70,12 +80,12 @@ def gather_rows(positions: torch.Tensor, features: torch.Tensor, columns: dict[s
 
 
 def reduce_sum(tensors: dict[str, torch.Tensor]) -> None:
-    """Sum each tensor across processes, in place."""
-    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+    """Sum each tensor across processes, in place (Accelerate's ``reduce``, on the process' device for nccl)."""
+    if not _launched():
         return
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else None
+    from accelerate.utils import reduce
+
+    s = state()
     for t in tensors.values():
-        moved = t.to(device) if device is not None else t
-        torch.distributed.all_reduce(moved, op=torch.distributed.ReduceOp.SUM)
-        if moved is not t:
-            t.copy_(moved)
+        moved = t.to(s.device) if s.device.type == "cuda" else t
+        t.copy_(reduce(moved, reduction="sum").to(t.device))

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .logistic import fit_logistic_probe
 from .scores import sca_row
 from .stats import EdgeStatistics, edge_statistics
 
@@ -172,21 +173,48 @@ def fit_fictitious_head(
     num_classes: int | None = None,
     probe: Any | Callable = None,
     names: Sequence[str] | None = None,
+    sharded: bool = False,
 ) -> FictitiousHead:
-    """Fit M' on frozen ``features`` against ``attribute`` values and collect its edge statistics (Alg. 2, 1-5)."""
-    targets, values = encode_values(attribute)
+    """Fit M' on frozen ``features`` against ``attribute`` values and collect its edge statistics (Alg. 2, 1-5).
+
+    ``sharded=True``: the rows are this process' share of the data (under ``accelerate launch`` / ``torchrun``); M'
+    is fit by ``logistic.fit_logistic_probe`` with its gradients summed across processes, and the statistics, counts
+    and accuracy are sums over every process, so each process gets what one process would from all rows.
+    """
+    from .distributed import all_gather_object, reduce_sum
+
+    raw = attribute.tolist() if torch.is_tensor(attribute) else list(attribute)
+    if sharded:  # the same value -> index map on every process
+        raw_all = sorted({v for part in all_gather_object(sorted(set(raw), key=str)) for v in part}, key=str)
+        _, values = encode_values(raw_all)
+        lookup = {v: i for i, v in enumerate(values)}
+        targets = torch.tensor([lookup[v] for v in raw], dtype=torch.long)
+    else:
+        targets, values = encode_values(raw)
     if len(values) < 2:
         raise ValueError(
             f"the attribute {attribute_column!r} has a single value {values}: a fictitious head needs at least two."
         )
-    weight, bias = fit_linear_probe(features, targets, len(values), probe)
+    if sharded:
+        if probe is not None:
+            raise ValueError("under several processes M' is fit by hf-fcr's own logistic probe: leave probe=None.")
+        weight, bias = fit_logistic_probe(features, targets, len(values))
+    else:
+        weight, bias = fit_linear_probe(features, targets, len(values), probe)
     logits = features.to(torch.float64) @ weight.T + bias
-    accuracy = float((logits.argmax(1) == targets).double().mean())
+    sums = {
+        "correct": (logits.argmax(1) == targets).double().sum().reshape(1),
+        "n": torch.tensor([len(targets)], dtype=torch.float64),
+    }
     stats = edge_statistics(features, logits, targets, len(values))
     crosstab = None
     if labels is not None:
         crosstab = torch.zeros(num_classes, len(values), dtype=torch.long)
         crosstab.index_put_((labels, targets), torch.ones_like(labels), accumulate=True)
+        sums["crosstab"] = crosstab
+    if sharded:
+        reduce_sum({**sums, **stats.tensors()})
+    accuracy = float(sums["correct"][0] / sums["n"][0])
     value_names = None
     if names is not None and all(isinstance(v, int) and 0 <= v < len(names) for v in values):
         value_names = [str(names[v]) for v in values]

@@ -33,10 +33,15 @@ class FictitiousClassRemover(HeadEditor):
     """
 
     def _pass_options(self, device: Any, **options: Any) -> PassOptions:
-        """``device="auto"`` moves the model to the GPU when there is one (it stays there) and uses it."""
+        """``device="auto"``: this process' device from Accelerate's state (its own GPU under a launcher, the GPU
+        alone, else the CPU); the model is moved there and stays."""
         if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else None
-            if device is not None:
+            from .distributed import device as process_device
+
+            device = process_device()
+            if device.type == "cpu":
+                device = None  # keep the model where it is
+            else:
                 self.model.to(device)
         return PassOptions(device=device, **options)
 
@@ -215,8 +220,14 @@ class FictitiousClassRemover(HeadEditor):
             ValueError: empty data, non-finite features, an attribute with a single value.
             KeyError: a missing column.
         """
+        from .distributed import process_info
+
         columns = [attribute_column] + ([label_column] if label_column else [])
-        feats = self._features(data, columns)
+        # under several processes a dataset stays sharded: M' is fit with gradients summed across processes
+        sharded = not isinstance(data, FeatureSet) and process_info()[1] > 1 and probe is None
+        feats = (
+            self.extract_features(data, columns=columns, gather=False) if sharded else self._features(data, columns)
+        )
         labels = self._labels(feats, label_column) if label_column else None
         if len(feats) == 0:
             raise ValueError("the data is empty: M' needs samples to fit on.")
@@ -224,7 +235,14 @@ class FictitiousClassRemover(HeadEditor):
             raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
         names = feats.label_names.get(attribute_column)
         fict = fit_fictitious_head(
-            feats.features, feats[attribute_column], attribute_column, labels, self.num_classes, probe, names=names
+            feats.features,
+            feats[attribute_column],
+            attribute_column,
+            labels,
+            self.num_classes,
+            probe,
+            names=names,
+            sharded=sharded,
         )
         logger.info("M' (%s) accuracy on its training features: %.4f", attribute_column, fict.accuracy)
         return fict

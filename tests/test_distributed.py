@@ -1,6 +1,6 @@
-"""One process against two: extract_features and collect under `torchrun --nproc_per_node 2` on the CPU (gloo,
-process group created by Accelerate's PartialState) return on every process exactly what one process returns,
-including an odd number of samples."""
+"""One process against two: extract_features, collect and the sharded M' probe under `torchrun` and under
+`accelerate launch` with 2 processes on the CPU (gloo, process group created by Accelerate's PartialState(cpu=True))
+return on every process exactly what one process returns, including an odd number of samples."""
 
 import os
 import pickle
@@ -12,37 +12,55 @@ import pytest
 import torch
 from dist_worker import run
 
-pytestmark = pytest.mark.slow  # launches processes with torchrun
+pytestmark = pytest.mark.slow  # launches processes with torchrun and accelerate launch
 
 
-def test_two_processes_equal_one(tmp_path):
-    single = tmp_path / "single"
-    single.mkdir()
-    run(str(single))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
-    cmd = [
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    "accelerate": [
         sys.executable,
         "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
         "2",
-        str(Path(__file__).parent / "dist_worker.py"),
-        str(tmp_path),
-    ]
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory):
+    single = tmp_path_factory.mktemp("single")
+    run(str(single))
+    with open(single / "rank0.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_equal_one(tmp_path, one, launcher):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    cmd = [*LAUNCHERS[launcher], str(Path(__file__).parent / "dist_worker.py"), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(single / "rank0.pkl", "rb") as f:
-        one = pickle.load(f)
     assert one["world_size"] == 1
     assert one["local"] == 101
-    shares = []
+    shares, probes = [], []
     for rank in (0, 1):
         with open(tmp_path / f"rank{rank}.pkl", "rb") as f:
             two = pickle.load(f)
         assert two["world_size"] == 2
+        assert two["distributed_type"] == "MULTI_CPU"  # Accelerate's PartialState(cpu=True) saw both processes
         shares.append(two["local"])
+        probes.append(two["probe"])
         for source in ("dataset", "stream", "loader"):
             assert len(two[source]) == 101
             torch.testing.assert_close(two[source].features, one[source].features)
@@ -51,3 +69,45 @@ def test_two_processes_equal_one(tmp_path):
             torch.testing.assert_close(two["stats"][name], tensor)
         assert int(two["stats"]["count"].sum()) == 101  # every sample counted exactly once
     assert shares == [50, 51]  # each process ran only its own shard through the backbone
+    # the sharded probe: the same head on both processes, and the one-process fit on all rows
+    torch.testing.assert_close(probes[0][0], probes[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(probes[0][0], one["probe"][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(probes[0][1], one["probe"][1], rtol=1e-4, atol=1e-4)
+
+
+def _objective(features, targets, weight, bias):
+    """scikit-learn's C=1 objective, in the softmax-equivalent form the probes return (rows -w/2, +w/2 for two)."""
+    z = features.double() @ weight.T + bias
+    if weight.shape[0] == 2:
+        w = weight[1] - weight[0]
+        return float(torch.nn.functional.softplus(-(2.0 * targets - 1) * (z[:, 1] - z[:, 0])).sum() + 0.5 * w @ w)
+    return float(torch.nn.functional.cross_entropy(z, targets, reduction="sum") + 0.5 * weight.square().sum())
+
+
+def test_the_torch_probe_matches_scikit_learn(one):
+    """The same C=1 objective as LogisticRegression: the torch fit reaches it at least as well, its coefficients are
+    close to scikit-learn's (which stops at its own tolerance), and M' picks the same k* (top SCA feature)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from hf_fcr.logistic import fit_logistic_probe
+    from hf_fcr.probe import fit_fictitious_head, fit_linear_probe
+
+    feats = one["dataset"]
+    for values in (2, 4):
+        targets = feats.labels("label") % values
+        w_torch, b_torch = fit_logistic_probe(feats.features, targets, values)
+        tight = LogisticRegression(C=1.0, tol=1e-10, max_iter=20000)  # the default stops at tol=1e-4
+        w_sk, b_sk = fit_linear_probe(feats.features, targets, values, probe=tight)
+        ours, theirs = (
+            _objective(feats.features, targets, w_torch, b_torch),
+            _objective(feats.features, targets, w_sk, b_sk),
+        )
+        assert ours <= theirs + 1e-6 * abs(theirs)
+        scale = float(w_sk.abs().max())
+        torch.testing.assert_close(w_torch, w_sk, rtol=0, atol=1e-3 * scale)
+        sk_probe = fit_fictitious_head(feats.features, targets, "a")
+        torch_probe = fit_fictitious_head(
+            feats.features, targets, "a", probe=lambda x, y, v=values: fit_logistic_probe(x, y, v)
+        )
+        for v in range(values):
+            assert sk_probe.ranked_features(v)[0][0] == torch_probe.ranked_features(v)[0][0]
