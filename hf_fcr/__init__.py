@@ -1,19 +1,38 @@
-"""hf_fcr: post-hoc debiasing of image classifiers by Fictitious Class Removal (single-weight edits)."""
+"""hf_fcr: post-hoc debiasing of image classifiers by Fictitious Class Removal (single-weight edits).
+
+The public names load lazily (as transformers does), so ``hf-fcr --help`` and ``import hf_fcr`` stay fast and import
+no torch until a name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
-from .features import FeatureSet
-from .probe import FictitiousHead
-from .remover import FictitiousClassRemover
-from .scores import ca_score, sca_score, top_edges
-from .stats import EdgeStatistics, edge_statistics
+_NAMES = {
+    "EdgeStatistics": "stats",
+    "FeatureSet": "features",
+    "FictitiousClassRemover": "remover",
+    "FictitiousHead": "probe",
+    "HeadEditor": "editor",
+    "WeightEdit": "edit",
+    "ZeroWeightError": "edit",
+    "ca_score": "scores",
+    "edge_statistics": "stats",
+    "neutralized_weight": "edit",
+    "orthogonal_weight": "edit",
+    "sca_score": "scores",
+    "top_edges": "scores",
+}
 
 __all__ = [
     "EdgeStatistics",
     "FeatureSet",
     "FictitiousClassRemover",
     "FictitiousHead",
+    "HeadEditor",
     "WeightEdit",
     "ZeroWeightError",
     "__version__",
@@ -24,3 +43,24 @@ __all__ = [
     "sca_score",
     "top_edges",
 ]
+
+if TYPE_CHECKING:
+    from .edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
+    from .editor import HeadEditor
+    from .features import FeatureSet
+    from .probe import FictitiousHead
+    from .remover import FictitiousClassRemover
+    from .scores import ca_score, sca_score, top_edges
+    from .stats import EdgeStatistics, edge_statistics
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES])

@@ -101,17 +101,23 @@ def model_card(config: FCRConfig, library: str, existing: Path | None = None, **
     eval_results = [
         EvalResult(
             task_type="image-classification",
-            dataset_type=m.get("dataset", dataset),
+            dataset_type=m.get("dataset", dataset),  # the Hub dataset id when there is one
             dataset_name=m.get("dataset", dataset),
+            dataset_split=m.get("split"),
             metric_type=m["name"],
             metric_value=float(m["value"]),
         )
         for m in metrics
     ] or None
+    hub_datasets = sorted({d for d in [dataset, *(m.get("dataset") for m in metrics)] if hub_id(d)})
     data = ModelCardData(
         library_name=library,
         base_model=hub_id(base),
-        tags=list(TAGS),
+        # the Hub's model tree: new weights of the base's architecture, or an artifact applied to the base
+        base_model_relation=("adapter" if library == "hf-fcr" else "finetune") if hub_id(base) else None,
+        datasets=hub_datasets or None,
+        license=card_info.get("license"),
+        tags=list(dict.fromkeys([*TAGS, *(card_info.get("tags") or [])])),
         model_name=model_name if eval_results else None,
         eval_results=eval_results,
         pipeline_tag="image-classification",

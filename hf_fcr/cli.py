@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +19,7 @@ DESCRIPTION = """\
 Post-hoc debiasing of image classifiers by Fictitious Class Removal (FCR): find the last-layer weight that carries
 a class or a spurious cue and edit it by a closed formula (one weight per class, controllable rate r).
 
-Start with `hf-fcr demo --output-dir outputs/demo`: it builds the offline SpuriousDigits benchmark, trains an
+Start with `hf-fcr demo --output_dir outputs/demo`: it builds the offline SpuriousDigits benchmark, trains an
 ERM model, runs FCR, DFR and controls on the same features, prints a table and writes results, plots and the
 edited model (with its fcr_config.json and model card).
 """
@@ -94,8 +97,12 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save(remover: Any, args: argparse.Namespace, command: str) -> None:
+def _save(remover: Any, args: argparse.Namespace, command: str) -> str:
+    """Save the edited model, or with --dry_run only say where it would go; returns the line to print."""
+    if args.dry_run:
+        return f"dry run: nothing written (would save to {args.output_dir})"
     remover.save_pretrained(args.output_dir, edits_only=args.edits_only, overwrite=args.overwrite, command=command)
+    return f"saved to {args.output_dir}"
 
 
 def _remove_class(args: argparse.Namespace) -> int:
@@ -105,10 +112,10 @@ def _remove_class(args: argparse.Namespace) -> int:
     edits = remover.remove_class(
         cls, feats, label_column=args.label_column, r=args.r, num_weights=args.num_weights, candidates=args.candidates
     )
-    _save(remover, args, "hf-fcr " + " ".join(sys.argv[1:]))
+    saved = _save(remover, args, "hf-fcr " + " ".join(sys.argv[1:]))
     rows = [e.to_dict() for e in edits]
     text = "\n".join(f"{e.param}[{e.row}, {e.col}]: {e.old_value:.6g} -> {e.new_value:.6g} (r={e.r:g})" for e in edits)
-    _emit(args, {"edits": rows, "output_dir": args.output_dir}, text + f"\nsaved to {args.output_dir}")
+    _emit(args, {"edits": rows, "output_dir": args.output_dir, "dry_run": args.dry_run}, text + "\n" + saved)
     return 0
 
 
@@ -128,10 +135,10 @@ def _neutralize(args: argparse.Namespace) -> int:
         rule=args.rule,
         seed=args.seed,
     )
-    _save(remover, args, "hf-fcr " + " ".join(sys.argv[1:]))
+    saved = _save(remover, args, "hf-fcr " + " ".join(sys.argv[1:]))
     payload = {"choice": search.choice, "validation": {k: v for k, v in search.validation.items() if k != "sweep"}}
     text = format_table({"fcr (validation)": {**search.validation, "choice": search.choice}})
-    _emit(args, payload, text + f"\nsaved to {args.output_dir}")
+    _emit(args, {**payload, "dry_run": args.dry_run}, text + "\n" + saved)
     return 0
 
 
@@ -142,7 +149,7 @@ def _sweep(args: argparse.Namespace) -> int:
     feats = _features(remover, _dataset(args), args.split, args, [args.label_column, *args.group_columns])
     result = remover.sweep(feats, label_column=args.label_column, group_columns=args.group_columns)
     best = result.best(args.rule)
-    if args.output_dir:
+    if args.output_dir and not args.dry_run:
         os.makedirs(args.output_dir, exist_ok=True)
         result.plot(os.path.join(args.output_dir, "sweep.png"), rule=args.rule)
         with open(os.path.join(args.output_dir, "sweep.json"), "w") as f:
@@ -156,36 +163,86 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    remover = _remover(args)
-    info = remover.push_to_hub(
-        args.hub_model_id, private=args.private, edits_only=args.edits_only, create_pr=args.create_pr
-    )
-    _emit(args, {"commit_url": str(getattr(info, "commit_url", info))}, f"pushed: {getattr(info, 'commit_url', info)}")
+    """Upload a folder saved by hf-fcr as it is (its card keeps its evaluation table, model-index, title and
+    reproduce command); a Hub id is loaded and saved first."""
+    from .constants import CARD_NAME, CONFIG_NAME
+    from .hub import read_record, upload_folder
+
+    source = args.model_name_or_path
+    with tempfile.TemporaryDirectory() as tmp:
+        if os.path.isdir(source):
+            if read_record(source) is None:  # validated before anything is uploaded
+                raise FileNotFoundError(f"{source} has no {CONFIG_NAME}: push folders saved by hf-fcr.")
+            folder = source
+            if args.edits_only:
+                folder = os.path.join(tmp, "edits")
+                os.makedirs(folder)
+                for name in (CONFIG_NAME, CARD_NAME):
+                    if os.path.isfile(os.path.join(source, name)):
+                        shutil.copy(os.path.join(source, name), folder)
+        else:
+            folder = str(_remover(args).save_pretrained(os.path.join(tmp, "upload"), edits_only=args.edits_only))
+        files = sorted(os.listdir(folder))
+        if args.dry_run:
+            _emit(args, {"dry_run": True, "files": files}, f"dry run: would upload {files} to {args.hub_model_id}")
+            return 0
+        info = upload_folder(
+            folder,
+            args.hub_model_id,
+            private=args.private or None,
+            revision=args.hub_revision,
+            commit_message=args.commit_message,
+            create_pr=args.create_pr,
+        )
+    url = str(getattr(info, "commit_url", info))
+    _emit(args, {"commit_url": url, "files": files}, f"pushed {files}: {url}")
     return 0
 
 
-def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
-    p.add_argument("--model_name_or_path", required=True, help="timm / transformers checkpoint: Hub id or folder")
-    p.add_argument("--revision", default=None)
-    if data:
-        p.add_argument(
-            "--dataset_name",
-            required=True,
-            help=f"Hub dataset id, a save_to_disk folder, or a built-in: {', '.join(BUILTIN_DATASETS)}",
-        )
-        p.add_argument("--dataset_seed", type=int, default=0, help="seed of a built-in dataset")
-        p.add_argument("--streaming", action="store_true")
-        p.add_argument("--image_column", default="image")
-        p.add_argument("--label_column", default="label")
-        p.add_argument("--batch_size", type=int, default=64)
-        p.add_argument("--cache_dir", default=None, help="feature cache: a second run skips the backbone")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+def _shared() -> argparse.ArgumentParser:
+    """Options every subcommand takes."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON only (errors too)")
+    p.add_argument(
+        "--verbosity",
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="logging level of hf_fcr and the libraries it calls (default: warning)",
+    )
+    return p
+
+
+def _model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model_name_or_path", required=True, help="timm / transformers checkpoint or hf-fcr folder: Hub id or path"
+    )
+    p.add_argument("--revision", default=None, help="the checkpoint's Hub revision (branch, tag or commit)")
+
+
+def _data(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset_name",
+        required=True,
+        help=f"Hub dataset id, a save_to_disk folder, or a built-in: {', '.join(BUILTIN_DATASETS)}",
+    )
+    p.add_argument("--dataset_seed", type=int, default=0, help="seed of a built-in dataset (default 0)")
+    p.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
+    p.add_argument("--image_column", default="image", help="the column holding the images (default image)")
+    p.add_argument("--label_column", default="label", help="the column holding the class labels (default label)")
+    p.add_argument("--batch_size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--cache_dir", default=None, help="feature cache folder: a second run skips the backbone")
+
+
+def _output_dir(p: argparse.ArgumentParser, required: bool, help: str) -> None:
+    p.add_argument("--output_dir", required=required, default=None, help=help)
+    p.add_argument("--output-dir", dest="output_dir", help=argparse.SUPPRESS)  # the spelling of earlier releases
 
 
 def _output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output_dir", "--output-dir", required=True, help="folder for the edited model")
+    _output_dir(p, True, "folder for the edited model (its format, fcr_config.json and README.md card)")
     p.add_argument("--edits_only", action="store_true", help="save only fcr_config.json and the card")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    p.add_argument("--dry_run", action="store_true", help="compute and print the edits, write nothing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,15 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hf-fcr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = [_shared()]
 
     demo = sub.add_parser(
         "demo",
+        parents=shared,
         help="offline benchmark: ERM vs FCR vs DFR on SpuriousDigits (the main job)",
         description="Build SpuriousDigits (real sklearn digits on real skimage textures; the background colour "
         "agrees with the label in --correlation of the training set), train ERM, then compare FCR (policy, "
         "weights per class and r chosen on validation), DFR and two FCR controls on the balanced test split.",
     )
-    demo.add_argument("--output-dir", "--output_dir", required=True, help="folder for results.json, plots, models")
+    _output_dir(demo, True, "folder for results.json, the sweep plots, the ERM model and the edited model")
     demo.add_argument("--seed", type=int, default=0, help="seed for the data split, training and DFR (default 0)")
     demo.add_argument("--correlation", type=float, default=0.95, help="label/background agreement in train")
     demo.add_argument("--epochs", type=int, default=30, help="ERM training epochs (default 30)")
@@ -214,50 +273,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap", help="how r is chosen")
     demo.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
-    demo.add_argument("--json", action="store_true", help="print the results as JSON only")
     demo.set_defaults(func=_demo)
 
-    p = sub.add_parser("inspect", help="top edges per class with their SCA scores (Eq. 6)")
-    _common(p)
-    p.add_argument("--split", default="train")
-    p.add_argument("--top", type=int, default=3)
-    p.add_argument("--candidates", choices=("supporting", "all"), default="supporting")
+    p = sub.add_parser("inspect", parents=shared, help="top edges per class with their SCA scores (Eq. 6)")
+    _model(p)
+    _data(p)
+    p.add_argument("--split", default="train", help="the split to score on (default train)")
+    p.add_argument("--top", type=int, default=3, help="edges per class (default 3)")
+    p.add_argument("--candidates", choices=("supporting", "all"), default="supporting", help="supporting edges or all")
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("remove-class", help="Algorithm 1: remove a class by editing its best weight(s)")
-    _common(p)
+    p = sub.add_parser(
+        "remove-class", parents=shared, help="Algorithm 1: remove a class by editing its best weight(s)"
+    )
+    _model(p)
+    _data(p)
     _output(p)
     p.add_argument("--class", dest="class_", required=True, help="class index or name")
-    p.add_argument("--split", default="train")
-    p.add_argument("--r", type=float, default=1.0, help="neutralization rate in [0, 1] (Eq. 8)")
-    p.add_argument("--num_weights", type=int, default=1)
-    p.add_argument("--candidates", choices=("supporting", "all"), default="supporting")
+    p.add_argument("--split", default="train", help="the split to score on (default train)")
+    p.add_argument("--r", type=float, default=1.0, help="neutralization rate in [0, 1] (Eq. 8; 1 is Eq. 7)")
+    p.add_argument("--num_weights", type=int, default=1, help="weights edited in the class's row (default 1)")
+    p.add_argument("--candidates", choices=("supporting", "all"), default="supporting", help="supporting edges or all")
     p.set_defaults(func=_remove_class)
 
-    p = sub.add_parser("neutralize", help="Algorithm 2: neutralize a spurious attribute, r chosen on validation")
-    _common(p)
+    p = sub.add_parser(
+        "neutralize", parents=shared, help="Algorithm 2: neutralize a spurious attribute, r chosen on validation"
+    )
+    _model(p)
+    _data(p)
     _output(p)
     p.add_argument("--attribute_column", required=True, help="the spurious attribute (fictitious classes)")
-    p.add_argument("--train_split", default="train")
-    p.add_argument("--validation_split", default="validation")
-    p.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train_split", default="train", help="the split M' is fit on (default train)")
+    p.add_argument("--validation_split", default="validation", help="the split r is chosen on (default validation)")
+    p.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap", help="how r is chosen")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-edge control selection (default 0)")
     p.set_defaults(func=_neutralize)
 
-    p = sub.add_parser("sweep", help="accuracy of a saved edit at every r, in closed form (Figure 9)")
-    _common(p)
-    p.add_argument("--split", default="test")
+    p = sub.add_parser("sweep", parents=shared, help="accuracy of a saved edit at every r, in closed form (Figure 9)")
+    _model(p)
+    _data(p)
+    p.add_argument("--split", default="test", help="the split to evaluate (default test)")
     p.add_argument("--group_columns", nargs="*", default=[], help="groups are (label, *group_columns)")
-    p.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap")
-    p.add_argument("--output_dir", "--output-dir", default=None, help="write sweep.png and sweep.json here")
+    p.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap", help="how the best r is marked")
+    _output_dir(p, False, "write sweep.png and sweep.json here")
+    p.add_argument("--dry_run", action="store_true", help="print the sweep, write nothing")
     p.set_defaults(func=_sweep)
 
-    p = sub.add_parser("push", help="upload an edited folder (or its edits only) to the Hub")
-    _common(p, data=False)
-    p.add_argument("--hub_model_id", required=True)
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--edits_only", action="store_true")
-    p.add_argument("--create_pr", action="store_true")
+    p = sub.add_parser(
+        "push", parents=shared, help="upload a folder saved by hf-fcr (or its edits only) to the Hub, as it is"
+    )
+    _model(p)
+    p.add_argument("--hub_model_id", required=True, help="the Hub repo to upload to (org/name)")
+    p.add_argument("--hub_revision", default=None, help="upload to this branch (created if needed)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--edits_only", action="store_true", help="upload only fcr_config.json and the card")
+    p.add_argument("--create_pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--commit_message", default="Upload model edited with hf-fcr", help="the commit message")
+    p.add_argument("--dry_run", action="store_true", help="list the files that would be uploaded, upload nothing")
     p.set_defaults(func=_push)
     return parser
 
@@ -271,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wants_json and exit_.code not in (0, None):  # a usage error: scripts reading stdout still get JSON
             print(json.dumps({"error": {"type": "UsageError", "message": "invalid arguments (see stderr)"}}))
         raise
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(args.verbosity.upper())
     if args.command == "demo" or getattr(args, "dataset_name", None) in BUILTIN_DATASETS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline jobs never try the network
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -279,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # every failure: a message on stderr, and with --json a JSON error on stdout
         message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         print(f"hf-fcr {args.command}: error: {message}", file=sys.stderr)
-        if getattr(args, "json", False):
+        if args.json:
             print(json.dumps({"error": {"type": type(err).__name__, "message": message}}))
         return 2 if isinstance(err, (ValueError, KeyError, TypeError, OSError)) else 1
 

@@ -157,8 +157,9 @@ def _check_metrics(metrics: Any) -> None:
     for i, m in enumerate(metrics):
         if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not _is_number(m.get("value")):
             raise EditRecordError(f"metric {i} must be an object with a string 'name' and a finite number 'value'.")
-        if not isinstance(m.get("dataset", ""), str):
-            raise EditRecordError(f"metric {i}: 'dataset' must be a string.")
+        for key in ("dataset", "split"):
+            if m.get(key) is not None and not isinstance(m[key], str):
+                raise EditRecordError(f"metric {i}: {key!r} must be a string.")
 
 
 def _is_number(value: Any) -> bool:

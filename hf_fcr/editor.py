@@ -11,7 +11,7 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from .config import EditRecordError, FCRConfig, check_edits_match
 from .edit import WeightEdit, round_to, row_edits
 from .features import FeatureSet
 from .heads import class_names_of, find_head
+from .preprocess import resolve_transform
 
 try:
     from typing import Self
@@ -58,7 +59,7 @@ class HeadEditor:
         model: nn.Module,
         head_name: str | None = None,
         class_names: Sequence[str] | None = None,
-        transform: Callable[[list[Any]], torch.Tensor] | None = None,
+        transform: Any = None,
         *,
         base_model_name_or_path: str | None = None,
         revision: str | None = None,
@@ -78,8 +79,10 @@ class HeadEditor:
         if len(class_names) != num_outputs:
             raise ValueError(f"got {len(class_names)} class names for a head with {num_outputs} outputs.")
         self.class_names = [str(n) for n in class_names]
-        self.transform = transform
-        self.transform_config = transform_config
+        self.transform = resolve_transform(model, transform)
+        self.transform_config = (
+            transform_config if transform_config is not None else getattr(self.transform, "config", None)
+        )
         self.base_model_name_or_path = base_model_name_or_path or (
             getattr(getattr(model, "config", None), "_name_or_path", None) or None
         )
@@ -199,9 +202,11 @@ class HeadEditor:
         trust_remote_code: bool = False,
         token: Any = None,
         model: nn.Module | None = None,
-        transform: Callable[[list[Any]], torch.Tensor] | None = None,
+        transform: Any = None,
         head_name: str | None = None,
         class_names: Sequence[str] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
     ) -> Self:
         """Load a checkpoint and wrap it.
 
@@ -209,11 +214,13 @@ class HeadEditor:
             name_or_path: a timm checkpoint (``hf-hub:org/name``, ``timm/<name>``, a ``save_for_hf`` folder), a
                 transformers image classifier (Hub id or folder, with its image processor), a plain module's folder
                 holding ``model.safetensors`` (with ``model=``), or a folder / repo written by ``save_pretrained``.
-            revision, token: for the Hub.
+            revision, token, cache_dir, local_files_only: for the Hub, as in ``huggingface_hub.hf_hub_download``
+                (also for timm checkpoints, which are downloaded with them and loaded from the local snapshot).
             backend: ``"auto"`` (from ``config.json``), ``"timm"``, ``"transformers"`` or ``"pytorch"``.
             trust_remote_code: stays off unless you pass it.
             model: an instance of the architecture, for ``backend="pytorch"``.
-            transform: preprocessing to use instead of the checkpoint's own.
+            transform: preprocessing to use instead of the checkpoint's own (a callable, or a transformers image
+                processor).
             head_name, class_names: as in the constructor.
 
         Returns:
@@ -224,9 +231,10 @@ class HeadEditor:
             OSError: a missing, corrupt or unrecognised checkpoint.
             EditRecordError: a malformed record, or one that does not match the base weights.
         """
-        from .hub import load_checkpoint
+        from .hub import HubOptions, load_checkpoint
 
-        ckpt = load_checkpoint(name_or_path, revision, backend, trust_remote_code, token, model, transform)
+        hub = HubOptions(revision, token, cache_dir, local_files_only)
+        ckpt = load_checkpoint(name_or_path, hub, backend, trust_remote_code, model, transform)
         remover = cls(
             ckpt.model,
             head_name=head_name,
@@ -284,8 +292,9 @@ class HeadEditor:
             save_directory: the folder to write (atomically: a temporary folder renamed into place).
             edits_only: write only the record and the card (the base is named in the record).
             overwrite: replace a non-empty folder.
-            card_info: ``metrics`` (``[{"name", "value", "dataset"}]``), ``dataset_name``, ``model_name`` and
-                ``command`` for the card (``metrics`` and ``command`` are also kept in the record).
+            card_info: for the card: ``metrics`` (``[{"name", "value", "dataset", "split"}]``, also kept in the
+                record), ``dataset_name`` (a Hub dataset id is listed in the card's ``datasets``), ``model_name``,
+                ``tags``, ``license`` (default: the base's) and ``command`` (how to reproduce; kept in the record).
 
         Returns:
             The folder written.
@@ -296,21 +305,50 @@ class HeadEditor:
         from .hub import save_checkpoint
 
         record = self.edit_record(**{k: v for k, v in card_info.items() if k in ("metrics", "command")})
+        card_info.setdefault("license", self._base_license())
+        processor = getattr(self.transform, "processor", None)
         return save_checkpoint(
-            self.model, save_directory, record, self.class_names, edits_only, overwrite, **card_info
+            self.model, save_directory, record, self.class_names, edits_only, overwrite, processor, **card_info
         )
+
+    def _base_license(self) -> str | None:
+        """The base checkpoint's license, carried over to the card: timm's ``pretrained_cfg``, else the base's card."""
+        cfg = getattr(self.model, "pretrained_cfg", None)
+        if isinstance(cfg, dict) and isinstance(cfg.get("license"), str):
+            return cfg["license"]
+        base = self.base_model_name_or_path
+        card = os.path.join(base, "README.md") if base and os.path.isdir(base) else None
+        if card and os.path.isfile(card):
+            from huggingface_hub import ModelCard
+
+            try:
+                value = ModelCard.load(card).data.license
+            except Exception:  # a broken card only loses the license
+                return None
+            return value if isinstance(value, str) else None
+        return None
 
     def push_to_hub(
         self,
         repo_id: str,
-        private: bool = False,
-        token: Any = None,
+        *,
+        private: bool | None = None,
+        revision: str | None = None,
         commit_message: str = "Upload model edited with hf-fcr",
+        commit_description: str | None = None,
         create_pr: bool = False,
+        token: Any = None,
+        tags: Sequence[str] | None = None,
         edits_only: bool = False,
         **card_info: Any,
     ) -> Any:
         """Save (see ``save_pretrained``) to a temporary folder and upload it with ``huggingface_hub.HfApi``.
+
+        Args:
+            repo_id, private, revision, commit_message, commit_description, create_pr, token: as in
+                ``huggingface_hub.HfApi.upload_folder`` (``revision``: a branch, created if needed).
+            tags: added to the card's tags (beside ``hf-fcr`` and ``model-editing``).
+            edits_only, card_info: as in ``save_pretrained``.
 
         Returns:
             The commit info on the main process; None on the others (only the main process uploads).
@@ -321,8 +359,17 @@ class HeadEditor:
         if not is_main_process():
             return None
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / "upload", edits_only=edits_only, **card_info)
-            return upload_folder(folder, repo_id, private, token, commit_message, create_pr)
+            folder = self.save_pretrained(Path(tmp) / "upload", edits_only=edits_only, tags=tags, **card_info)
+            return upload_folder(
+                folder,
+                repo_id,
+                private=private,
+                revision=revision,
+                commit_message=commit_message,
+                commit_description=commit_description,
+                create_pr=create_pr,
+                token=token,
+            )
 
     def base_weight(self) -> torch.Tensor:
         """The head's weight with every recorded edit undone (a copy; the model is not changed)."""

@@ -23,6 +23,7 @@ from .card import model_card
 from .config import EditRecordError, FCRConfig
 from .constants import CARD_NAME, CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHT_FILES
 from .files import CorruptFileError, open_safetensors, read_json
+from .preprocess import processor_transform, timm_transform
 
 __all__ = ["Checkpoint", "library_of", "load_checkpoint", "read_record", "save_checkpoint", "upload_folder"]
 
@@ -71,7 +72,18 @@ def library_of(model: nn.Module) -> str:
     return "timm" if _is_timm(model) else "transformers" if _is_transformers(model) else "pytorch"
 
 
-def _resolve(name_or_path: str, filename: str, revision: str | None, token: Any) -> str | None:
+@dataclass(frozen=True)
+class HubOptions:
+    """Where Hub files come from: ``revision``, ``token``, ``cache_dir`` and ``local_files_only`` as in
+    ``huggingface_hub.hf_hub_download`` (and every library's ``from_pretrained``)."""
+
+    revision: str | None = None
+    token: Any = None
+    cache_dir: str | os.PathLike | None = None
+    local_files_only: bool = False
+
+
+def _resolve(name_or_path: str, filename: str, hub: HubOptions) -> str | None:
     """The local path of ``filename`` in a folder or a Hub repo (downloaded), or None if it is not there."""
     if os.path.isdir(name_or_path):
         path = os.path.join(name_or_path, filename)
@@ -80,66 +92,67 @@ def _resolve(name_or_path: str, filename: str, revision: str | None, token: Any)
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        return hf_hub_download(name_or_path, filename, revision=revision, token=token)
+        return hf_hub_download(
+            name_or_path,
+            filename,
+            revision=hub.revision,
+            token=hub.token,
+            cache_dir=hub.cache_dir,
+            local_files_only=hub.local_files_only,
+        )
     except EntryNotFoundError:
         return None
 
 
-def _read_json(name_or_path: str, filename: str, revision: str | None, token: Any) -> Any:
+def _read_json(name_or_path: str, filename: str, hub: HubOptions) -> Any:
     """A JSON object from a folder or a Hub repo, or None if the file is not there (CorruptFileError if broken)."""
-    path = _resolve(name_or_path, filename, revision, token)
+    path = _resolve(name_or_path, filename, hub)
     fix = f"the checkpoint {name_or_path} is damaged: download or save it again."
     return None if path is None else read_json(path, filename, fix)
 
 
-def read_record(name_or_path: str, revision: str | None = None, token: Any = None) -> FCRConfig | None:
+def read_record(name_or_path: str, hub: HubOptions = HubOptions()) -> FCRConfig | None:
     """The validated ``fcr_config.json`` of a folder or Hub repo, or None when it has none."""
-    path = _resolve(name_or_path, CONFIG_NAME, revision, token)
+    path = _resolve(name_or_path, CONFIG_NAME, hub)
     return None if path is None else FCRConfig.from_file(path)
 
 
-def _timm_transform(model: nn.Module) -> Any:
-    import timm.data
-
-    config = timm.data.resolve_data_config(model=model)
-    transform = timm.data.create_transform(**config)
-
-    def apply(images: list[Any]) -> torch.Tensor:
-        return torch.stack([transform(img.convert("RGB")) for img in images])
-
-    apply.config = config
-    return apply
-
-
-def _load_timm(name: str, revision: str | None) -> tuple[nn.Module, Any, list[str] | None]:
+def _load_timm(name: str, hub: HubOptions) -> tuple[nn.Module, Any, list[str] | None]:
     import timm
-
-    if os.path.isdir(name):
-        source = "local-dir:" + name
-    elif name.startswith(("hf-hub:", "hf_hub:")):
-        source = name if revision is None else f"{name}@{revision}"
-    else:
-        source = "hf-hub:" + name + (f"@{revision}" if revision else "")
     from safetensors import SafetensorError
 
+    if not os.path.isdir(name):  # download with the Hub options (timm's own download takes no token), then load
+        repo = name.split(":", 1)[1] if name.startswith(("hf-hub:", "hf_hub:")) else name
+        if "@" in repo:
+            repo, revision = repo.split("@", 1)
+            hub = HubOptions(revision, hub.token, hub.cache_dir, hub.local_files_only)
+        config_path = _resolve(repo, "config.json", hub)
+        if config_path is None:
+            raise FileNotFoundError(f"the Hub repo {repo!r} has no config.json: not a timm checkpoint.")
+        if not any(_resolve(repo, f, hub) for f in ("model.safetensors", "pytorch_model.bin")):
+            raise FileNotFoundError(f"the Hub repo {repo!r} has no model.safetensors or pytorch_model.bin.")
+        name = os.path.dirname(config_path)
     try:
-        model = timm.create_model(source, pretrained=True)
+        model = timm.create_model("local-dir:" + name, pretrained=True)
     except (RuntimeError, ValueError, KeyError, TypeError, SafetensorError) as err:
         raise CorruptFileError(
             f"could not load the timm checkpoint {name!r} ({type(err).__name__}: {err}): download or save it again."
         ) from err
     names = model.pretrained_cfg.get("label_names")
-    return model.eval(), _timm_transform(model), list(names) if names else None
+    return model.eval(), timm_transform(model), list(names) if names else None
 
 
-def _load_transformers(
-    name: str, revision: str | None, trust_remote_code: bool, token: Any
-) -> tuple[nn.Module, Any, list[str] | None]:
+def _load_transformers(name: str, trust_remote_code: bool, hub: HubOptions) -> tuple[nn.Module, Any, list[str] | None]:
+    from safetensors import SafetensorError
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code, "token": token}
-    from safetensors import SafetensorError
-
+    kwargs = {
+        "revision": hub.revision,
+        "token": hub.token,
+        "cache_dir": hub.cache_dir,
+        "local_files_only": hub.local_files_only,
+        "trust_remote_code": trust_remote_code,
+    }
     try:
         model = AutoModelForImageClassification.from_pretrained(name, **kwargs)
     except (ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as err:
@@ -148,14 +161,8 @@ def _load_transformers(
             "it again."
         ) from err
     transform = None
-    if _read_json(name, "preprocessor_config.json", revision, token) is not None:
-        processor = AutoImageProcessor.from_pretrained(name, **kwargs)
-
-        def transform(images: list[Any]) -> torch.Tensor:
-            return processor([img.convert("RGB") for img in images], return_tensors="pt")["pixel_values"]
-
-        transform.config = processor.to_dict()
-
+    if _read_json(name, "preprocessor_config.json", hub) is not None:
+        transform = processor_transform(AutoImageProcessor.from_pretrained(name, **kwargs))
     return model.eval(), transform, None
 
 
@@ -170,16 +177,16 @@ def _load_pytorch(name: str, model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _has_weights(name: str, revision: str | None, token: Any) -> bool:
+def _has_weights(name: str, hub: HubOptions) -> bool:
     if os.path.isdir(name):
         return any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES)
-    return _read_json(name, "config.json", revision, token) is not None
+    return _read_json(name, "config.json", hub) is not None
 
 
-def _backend_of(name: str, revision: str | None, token: Any) -> str:
+def _backend_of(name: str, hub: HubOptions) -> str:
     if name.startswith(("hf-hub:", "hf_hub:", "timm/")):
         return "timm"
-    config = _read_json(name, "config.json", revision, token)
+    config = _read_json(name, "config.json", hub)
     if config is None:
         raise OSError(
             f"{name} has no config.json: not a timm or transformers checkpoint (for a plain nn.Module, pass "
@@ -198,10 +205,9 @@ def _same_place(a: str, b: str) -> bool:
 
 def load_checkpoint(
     name_or_path: str | os.PathLike,
-    revision: str | None = None,
+    hub: HubOptions = HubOptions(),
     backend: str = "auto",
     trust_remote_code: bool = False,
-    token: Any = None,
     model: nn.Module | None = None,
     transform: Callable[[list[Any]], torch.Tensor] | None = None,
     _seen: tuple[str, ...] = (),
@@ -223,8 +229,8 @@ def load_checkpoint(
         raise FileNotFoundError(f"no checkpoint folder at {name!r} (and it is not a Hub id: org/name).")
     if os.path.isfile(name):
         raise NotADirectoryError(f"{name!r} is a file; pass the checkpoint's folder or a Hub id.")
-    record = None if name.startswith(("hf-hub:", "hf_hub:")) else read_record(name, revision, token)
-    if record is not None and not _has_weights(name, revision, token):
+    record = None if name.startswith(("hf-hub:", "hf_hub:")) else read_record(name, hub)
+    if record is not None and not _has_weights(name, hub):
         base_name = record.base_model_name_or_path
         if not base_name:
             raise EditRecordError(f"{CONFIG_NAME} in {name} names no base_model_name_or_path to apply its edits to.")
@@ -233,9 +239,8 @@ def load_checkpoint(
                 f"{CONFIG_NAME} in {name} names {base_name!r} as its base, which leads back to itself: an edits-only "
                 "artifact needs a base checkpoint that holds weights."
             )
-        base = load_checkpoint(
-            base_name, record.revision, backend, trust_remote_code, token, model, transform, (name, *_seen)
-        )
+        base_hub = HubOptions(record.revision, hub.token, hub.cache_dir, hub.local_files_only)
+        base = load_checkpoint(base_name, base_hub, backend, trust_remote_code, model, transform, (name, *_seen))
         if base.edits_only or (base.record is not None and base.record.edits):
             raise EditRecordError("the base checkpoint of an edits-only artifact is itself edited; load it directly.")
         found = library_of(base.model)
@@ -247,18 +252,18 @@ def load_checkpoint(
         base.record, base.edits_only = record, True
         return base
     if backend == "auto":
-        backend = "pytorch" if model is not None else _backend_of(name, revision, token)
+        backend = "pytorch" if model is not None else _backend_of(name, hub)
     names = None
     if backend == "timm":
-        loaded, default_transform, names = _load_timm(name, revision)
+        loaded, default_transform, names = _load_timm(name, hub)
     elif backend == "transformers":
-        loaded, default_transform, names = _load_transformers(name, revision, trust_remote_code, token)
+        loaded, default_transform, names = _load_transformers(name, trust_remote_code, hub)
     else:
         if model is None:
             raise ValueError("backend='pytorch' needs model= (an instance of the architecture to load weights into).")
         loaded, default_transform = _load_pytorch(name, model), None
     transform = transform if transform is not None else default_transform
-    return Checkpoint(loaded, transform, getattr(transform, "config", None), names, name, revision, record)
+    return Checkpoint(loaded, transform, getattr(transform, "config", None), names, name, hub.revision, record)
 
 
 def save_checkpoint(
@@ -268,11 +273,12 @@ def save_checkpoint(
     class_names: Sequence[str],
     edits_only: bool = False,
     overwrite: bool = False,
+    processor: Any = None,
     **card_info: Any,
 ) -> Path:
     """Write ``model`` in its own library's format (timm ``save_for_hf`` / transformers ``save_pretrained`` /
-    ``model.safetensors`` for a plain module), ``fcr_config.json`` and a ``README.md`` card; with
-    ``edits_only=True`` only the last two. ``card_info`` goes to ``card.model_card``.
+    ``model.safetensors`` for a plain module; a transformers ``processor`` beside it), ``fcr_config.json`` and a
+    ``README.md`` card; with ``edits_only=True`` only the last two. ``card_info`` goes to ``card.model_card``.
 
     Returns:
         The folder written.
@@ -304,6 +310,8 @@ def save_checkpoint(
                 timm.models.save_for_hf(model, str(tmp), model_config=model_config, safe_serialization=True)
             elif library == "transformers":
                 model.save_pretrained(tmp)
+                if processor is not None:  # pipeline("image-classification", model=<folder>) needs it
+                    processor.save_pretrained(tmp)
             else:
                 from safetensors.torch import save_file
 
@@ -355,14 +363,27 @@ def _replace_dir(tmp: Path, target: Path, overwrite: bool) -> None:
 def upload_folder(
     folder: str | os.PathLike,
     repo_id: str,
-    private: bool = False,
-    token: Any = None,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
     commit_message: str = "Upload model edited with hf-fcr",
+    commit_description: str | None = None,
     create_pr: bool = False,
+    token: Any = None,
 ) -> Any:
-    """Create ``repo_id`` if needed and upload ``folder`` with ``huggingface_hub.HfApi``; returns the commit info."""
+    """Create ``repo_id`` if needed (and the ``revision`` branch) and upload ``folder`` as it is with
+    ``huggingface_hub.HfApi``; returns the commit info."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, create_pr=create_pr)
+    if revision is not None and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        revision=revision,
+        commit_message=commit_message,
+        commit_description=commit_description,
+        create_pr=create_pr,
+    )

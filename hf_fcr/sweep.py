@@ -86,19 +86,39 @@ class SweepResult:
                 best = row
         return best
 
-    def plot(self, path: str | None = None, rule: str = "min_gap", title: str | None = None) -> Any:
-        """Average and worst-group accuracy against ``r``, the chosen ``r`` dotted (the paper's Figure 9)."""
-        import matplotlib
+    def plot(
+        self,
+        path: str | None = None,
+        rule: str = "min_gap",
+        title: str | None = None,
+        ax: Any = None,
+        chosen_r: float | None = None,
+    ) -> Any:
+        """Average and worst-group accuracy against ``r`` (the paper's Figure 9), the chosen ``r`` dotted.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        Args:
+            path: save the figure there (PNG).
+            rule: marks this table's best ``r`` under ``rule``, unless ``chosen_r`` is given (e.g. the ``r`` chosen
+                on validation, marked on the test split's plot).
+            ax: a matplotlib ``Axes`` to draw into; by default a new ``Figure`` is made without pyplot, so the
+                caller's backend and pyplot's figure list are left alone.
 
-        fig, ax = plt.subplots(figsize=(6, 4))
+        Returns:
+            The figure.
+        """
+        if ax is None:
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(6, 4))
+            ax = fig.subplots()
+        else:
+            fig = ax.figure
         r = self.r_values
         ax.plot(r, [row["average"] * 100 for row in self.table], label="average")
         ax.plot(r, [row["worst_group"] * 100 for row in self.table], label="worst group")
-        chosen = self.best(rule)["r"]
-        ax.axvline(chosen, linestyle=":", color="k", label=f"chosen r = {chosen:.4g} ({rule})")
+        marked = self.best(rule)["r"] if chosen_r is None else chosen_r
+        how = rule if chosen_r is None else "chosen on validation"
+        ax.axvline(marked, linestyle=":", color="k", label=f"r = {marked:.4g} ({how})")
         positive = [x for x in r if x > 0]
         if positive:
             ax.set_xscale("symlog", linthresh=min(positive))
@@ -111,7 +131,6 @@ class SweepResult:
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=120)
-            plt.close(fig)
         return fig
 
 

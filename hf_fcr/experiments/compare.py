@@ -79,7 +79,7 @@ def compare_methods(
         )
         chosen["sweep"].plot(out / "sweep_validation.png", rule=rule, title=f"{title} (validation)")
         test_sweep = remover.sweep(test, label_column=label_column, group_columns=(attribute_column,))
-        test_sweep.plot(out / "sweep_test.png", rule=rule, title=f"{title} (test)")
+        test_sweep.plot(out / "sweep_test.png", title=f"{title} (test)", chosen_r=search.r)
     return {k: methods[k] for k in METHOD_ORDER}, search
 
 
@@ -134,12 +134,8 @@ def run_spurious(
         title=f"FCR on {benchmark}",
     )
     metrics = [
-        {"name": "accuracy", "value": methods["fcr"]["average"], "dataset": f"{benchmark} {splits[2]}"},
-        {
-            "name": "worst_group_accuracy",
-            "value": methods["fcr"]["worst_group"],
-            "dataset": f"{benchmark} {splits[2]}",
-        },
+        {"name": name, "value": methods["fcr"][key], "dataset": benchmark, "split": splits[2]}
+        for name, key in (("accuracy", "average"), ("worst_group_accuracy", "worst_group"))
     ]
     remover.save_pretrained(
         out / "fcr-model",

@@ -1,0 +1,69 @@
+"""Group robustness: accuracy overall, of the worst group, per group, the gap between them, and the accuracy weighted
+by the training group frequencies (the average DFR and group DRO report for Waterbirds).
+
+Load it offline by path: ``evaluate.load("metrics/group_robustness")``.
+"""
+
+import datasets
+import evaluate
+import torch
+
+from hf_fcr.metrics import group_metrics
+
+_DESCRIPTION = __doc__
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of int): predicted class per sample.
+    references (list of int): true class per sample.
+    groups (list of str): the group of each sample (e.g. "label=1,place=0").
+    train_group_frequencies (dict of str to float, optional): each group's share of the training data; with it the
+        result has `weighted_accuracy`.
+Returns:
+    accuracy, worst_group_accuracy, gap (accuracy - worst group), per_group_accuracy (dict), worst_group (its name),
+    and weighted_accuracy when train_group_frequencies is given.
+Examples:
+    >>> metric = evaluate.load("metrics/group_robustness")
+    >>> metric.compute(predictions=[0, 1, 1], references=[0, 1, 0], groups=["a", "a", "b"])["worst_group_accuracy"]
+    0.0
+"""
+
+_CITATION = """
+@inproceedings{sagawa2020distributionally,
+  title={Distributionally Robust Neural Networks for Group Shifts},
+  author={Sagawa, Shiori and Koh, Pang Wei and Hashimoto, Tatsunori B. and Liang, Percy},
+  booktitle={ICLR}, year={2020}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class GroupRobustness(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Value("int64"),
+                    "references": datasets.Value("int64"),
+                    "groups": datasets.Value("string"),
+                }
+            ),
+        )
+
+    def _compute(self, predictions, references, groups, train_group_frequencies=None):
+        names = sorted(set(groups))
+        ids = torch.tensor([names.index(g) for g in groups])
+        out = group_metrics(torch.tensor(predictions), torch.tensor(references), ids, names, train_group_frequencies)
+        result = {
+            "accuracy": out["average"],
+            "worst_group_accuracy": out["worst_group"],
+            "gap": out["gap"],
+            "per_group_accuracy": out["per_group"],
+            "worst_group": min(out["per_group"], key=out["per_group"].get),
+        }
+        if "weighted_average" in out:
+            result["weighted_accuracy"] = out["weighted_average"]
+        return result
