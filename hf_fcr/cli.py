@@ -234,8 +234,9 @@ def _data(p: argparse.ArgumentParser) -> None:
 
 
 def _output_dir(p: argparse.ArgumentParser, required: bool, help: str) -> None:
-    p.add_argument("--output_dir", required=required, default=None, help=help)
+    p.add_argument("--output_dir", default=None, help=help + (" (required)" if required else ""))
     p.add_argument("--output-dir", dest="output_dir", help=argparse.SUPPRESS)  # the spelling of earlier releases
+    p.set_defaults(output_dir_required=required)
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -339,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     wants_json = "--json" in (sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "output_dir_required", False) and args.output_dir is None:
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+            sub.error("the following arguments are required: --output_dir")
     except SystemExit as exit_:
         if wants_json and exit_.code not in (0, None):  # a usage error: scripts reading stdout still get JSON
             print(json.dumps({"error": {"type": "UsageError", "message": "invalid arguments (see stderr)"}}))

@@ -10,8 +10,15 @@ Offline (no --model_name_or_path) it trains a small CNN on sklearn's real digits
 """
 
 import json
+from dataclasses import dataclass, field
 
-from hf_fcr.experiments.recipe import experiment_parser, load_experiment
+from hf_fcr.experiments.recipe import experiment_parser, load_experiment, parse_recipe
+
+
+@dataclass
+class ClassRemovalArguments:
+    max_weights: int = field(default=3, metadata={"help": "Remove each class with 1..max_weights weights (Fig. 6)."})
+    max_removed: int = field(default=8, metadata={"help": "Remove 1..max_removed classes at once (Fig. 7)."})
 
 
 def stand_in(seed):
@@ -26,19 +33,19 @@ def stand_in(seed):
 
 
 def main(argv=None):
-    p = experiment_parser(__doc__.splitlines()[0], dataset_name="cifar10", image_column="img")
-    p.add_argument("--max_weights", type=int, default=3)
-    p.add_argument("--max_removed", type=int, default=8)
-    args = p.parse_args(argv)
+    p = experiment_parser(
+        __doc__.splitlines()[0], dataset_name="cifar10", image_column="img", extra=ClassRemovalArguments
+    )
+    args, extra = parse_recipe(p, argv)
     from hf_fcr.experiments.removal import class_removal
 
     remover, train, test, out = load_experiment(args, stand_in, [args.label_column])
     results = class_removal(
-        remover, train, test, args.label_column, args.max_weights, args.max_removed, seed=args.seed
+        remover, train, test, args.label_column, extra.max_weights, extra.max_removed, seed=args.seed
     )
     for mode, rows in results["single"].items():
         print(f"\nremove one class ({mode} candidates): mean over classes")
-        for n in range(1, args.max_weights + 1):
+        for n in range(1, extra.max_weights + 1):
             sel = [r for r in rows if r["num_weights"] == n]
             forget = sum(r["forget"] for r in sel) / len(sel)
             retain = sum(r["retain_change"] for r in sel) / len(sel)

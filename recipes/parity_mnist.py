@@ -10,8 +10,18 @@ Offline (no --model_name_or_path) it uses ParityDigits (sklearn's real digits). 
 """
 
 import json
+from dataclasses import dataclass, field
 
-from hf_fcr.experiments.recipe import experiment_parser, load_experiment
+from hf_fcr.experiments.recipe import experiment_parser, load_experiment, parse_recipe
+
+
+@dataclass
+class SubclassArguments:
+    subclass_column: str = field(default="digit", metadata={"help": "The sub-class (fictitious class) column."})
+    r_values: list[float] = field(
+        default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0],
+        metadata={"help": "Neutralization rates to evaluate (Fig. 8)."},
+    )
 
 
 def stand_in(seed):
@@ -26,17 +36,15 @@ def stand_in(seed):
 
 
 def main(argv=None):
-    p = experiment_parser(__doc__.splitlines()[0], dataset_name=None, image_column="image")
-    p.add_argument("--subclass_column", default="digit")
-    p.add_argument("--r_values", type=float, nargs="+", default=[0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0])
-    args = p.parse_args(argv)
+    p = experiment_parser(__doc__.splitlines()[0], dataset_name=None, image_column="image", extra=SubclassArguments)
+    args, extra = parse_recipe(p, argv)
     from hf_fcr.experiments.removal import subclass_removal
 
-    remover, train, test, out = load_experiment(args, stand_in, [args.label_column, args.subclass_column])
-    results = subclass_removal(remover, train, test, args.label_column, args.subclass_column, r_values=args.r_values)
+    remover, train, test, out = load_experiment(args, stand_in, [args.label_column, extra.subclass_column])
+    results = subclass_removal(remover, train, test, args.label_column, extra.subclass_column, r_values=extra.r_values)
     print(f"M' (sub-class head) accuracy on train: {100 * results['fictitious_head_accuracy']:.1f}%")
     print(f"{'r':>6} " + " ".join(f"{s + ' forget':>18}{s + ' retain':>18}" for s in results["curves"]))
-    for i, r in enumerate(args.r_values):
+    for i, r in enumerate(extra.r_values):
         cells = " ".join(
             f"{100 * c[i]['forget']:>17.1f}%{100 * c[i]['retain']:>17.1f}%" for c in results["curves"].values()
         )

