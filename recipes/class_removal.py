@@ -3,7 +3,9 @@ classes at once.
 
 Paper: on CIFAR-10 every removed class drops to almost zero accuracy with one weight while the other classes keep
 (or slightly gain) theirs; removing up to 8 (CIFAR-10) or 98 (CIFAR-100) classes leaves the others undamaged.
-Offline (no --model_name_or_path) it trains a small CNN on sklearn's real digits. With a CIFAR checkpoint:
+Offline (no --model_name_or_path) it uses someone else's model on real data: the `ccexam` MNIST CNN on real MNIST
+(statistics on 10,000 training images, results on the official 10,000 test images), or with --stand_in digits a
+small CNN trained on sklearn's 8x8 digits. With a CIFAR checkpoint:
 
     accelerate launch recipes/class_removal.py --model_name_or_path <CIFAR-10 checkpoint> --dataset_name cifar10 \\
         --image_column img --output_dir outputs/class_removal
@@ -21,15 +23,25 @@ class ClassRemovalArguments:
     max_removed: int = field(default=8, metadata={"help": "Remove 1..max_removed classes at once (Fig. 7)."})
 
 
-def stand_in(seed):
+def stand_in(seed, real_mnist):
+    import datasets
     import torch
 
+    if real_mnist:
+        from hf_fcr.data.mnist import load_mnist
+        from hf_fcr.data.pretrained import ccexam_mnist_cnn, mnist_transform
+
+        mnist = load_mnist()
+        data = datasets.DatasetDict(
+            {"train": mnist["train"].shuffle(seed=seed).select(range(10000)), "test": mnist["test"]}
+        )
+        return ccexam_mnist_cnn(), data, mnist_transform
     from hf_fcr.data import digits_dataset
     from hf_fcr.experiments.erm import digits_cnn, train_classifier
 
     data = digits_dataset(seed=seed)
     torch.manual_seed(seed)
-    return train_classifier(digits_cnn(), data["train"], seed=seed), data
+    return train_classifier(digits_cnn(), data["train"], seed=seed), data, None
 
 
 def main(argv=None):

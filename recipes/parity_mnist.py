@@ -3,7 +3,8 @@ sub-classes; each digit is removed from its superclass with one weight chosen by
 
 Paper: with SCA almost every sub-class is removed as r grows with little damage to the other sub-classes, and SCA
 removes more and retains slightly more than grad x act (Figure 8, right vs left).
-Offline (no --model_name_or_path) it uses ParityDigits (sklearn's real digits). With an MNIST parity checkpoint:
+Offline (no --model_name_or_path) it trains a small CNN on ParityMNIST built from real MNIST (one epoch), or with
+--stand_in digits on ParityDigits (sklearn's 8x8 digits). With an MNIST parity checkpoint:
 
     python recipes/parity_mnist.py --model_name_or_path <parity checkpoint> --dataset_name <MNIST with a parity
         `label` and a `digit` column> --output_dir outputs/parity
@@ -24,15 +25,22 @@ class SubclassArguments:
     )
 
 
-def stand_in(seed):
+def stand_in(seed, real_mnist):
     import torch
 
-    from hf_fcr.data.spurious import parity_digits
     from hf_fcr.experiments.erm import digits_cnn, train_classifier
 
-    data = parity_digits(seed=seed)
     torch.manual_seed(seed)
-    return train_classifier(digits_cnn(2), data["train"], seed=seed), data
+    if real_mnist:
+        from hf_fcr.data.mnist import load_mnist
+        from hf_fcr.experiments.mnist import mnist_cnn, parity_mnist_arrays
+
+        data = parity_mnist_arrays(load_mnist())
+        return train_classifier(mnist_cnn(2), data["train"], epochs=1, seed=seed), data, None
+    from hf_fcr.data.spurious import parity_digits
+
+    data = parity_digits(seed=seed)
+    return train_classifier(digits_cnn(2), data["train"], seed=seed), data, None
 
 
 def main(argv=None):

@@ -167,13 +167,15 @@ def test_recipe_with_a_checkpoint_and_a_local_dataset_streamed(demo, tmp_path):
 def test_class_removal_and_parity_recipes(tmp_path):
     mod = runpy.run_path(str(ROOT / "recipes" / "class_removal.py"))
     config = tmp_path / "class_removal.json"  # HfArgumentParser: a JSON config file as the single argument
-    config.write_text(json.dumps({"output_dir": str(tmp_path / "cr"), "max_weights": 1, "max_removed": 3}))
+    config.write_text(
+        json.dumps({"output_dir": str(tmp_path / "cr"), "max_weights": 1, "max_removed": 3, "stand_in": "digits"})
+    )
     res = mod["main"]([str(config)])
     assert max(r["forget"] for r in res["single"]["supporting"]) <= 0.05
     assert all(row["removed_accuracy"] <= 0.05 for row in res["multi"])
     mod = runpy.run_path(str(ROOT / "recipes" / "parity_mnist.py"))
     config = tmp_path / "parity.yaml"  # or YAML
-    config.write_text(f"output_dir: {tmp_path / 'pm'}\nr_values: [0, 1]\n")
+    config.write_text(f"output_dir: {tmp_path / 'pm'}\nr_values: [0, 1]\nstand_in: digits\n")
     res = mod["main"]([str(config)])
     with pytest.raises(ValueError, match="not used"):  # a key that is no flag is an error, not ignored
         config.write_text(f"output_dir: {tmp_path / 'pm2'}\nr_value: [0, 1]\n")

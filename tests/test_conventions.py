@@ -181,9 +181,9 @@ def test_hf_fcr_help_is_fast_and_imports_no_torch():
 
 
 def test_cli_dry_run_writes_nothing(tmp_path, capsys):
-    from hf_fcr.cli import main
-
     import timm  # the CLI loads timm / transformers folders
+
+    from hf_fcr.cli import main
 
     timm.models.save_for_hf(
         timm.create_model("test_resnet", num_classes=2), str(tmp_path / "t"), safe_serialization=True

