@@ -52,6 +52,11 @@ CLIENT = textwrap.dedent(
     remover.push_to_hub("tester/edits-only", edits_only=True)
     tiny = FictitiousClassRemover.from_pretrained("tester/edits-only")
     out["edits_only_identical"] = same(tiny.model, remover.model)
+    # 3. a timm checkpoint's weights are downloaded with the caller's token and cache_dir
+    again = FictitiousClassRemover.from_pretrained(
+        "hf-hub:tester/base", token="hf_pull_token_456", cache_dir=sys.argv[1] if len(sys.argv) > 1 else "pull-cache"
+    )
+    out["token_pull_identical"] = same(again.model, base.model)
     print(json.dumps(out))
     """
 )
@@ -71,6 +76,7 @@ def test_push_then_pull_through_a_local_hub(tmp_path):
             "full_edits": 1,
             "revert_gives_base": True,
             "edits_only_identical": True,
+            "token_pull_identical": True,
         }
         assert set(hub.state.repos) == {"tester/base", "tester/edited", "tester/edits-only"}
         assert sorted(hub.state.repos["tester/edits-only"]) == ["README.md", "fcr_config.json"]
@@ -88,3 +94,10 @@ def test_push_then_pull_through_a_local_hub(tmp_path):
             "hf_secret_token_123" in headers.get("authorization", headers.get("Authorization", ""))
             for _, _, _, headers in hub.state.requests
         )
+        pulled_weights = [
+            headers
+            for method, path, _, headers in hub.state.requests
+            if "tester/base/resolve" in path and path.endswith("model.safetensors") and method == "GET"
+        ]
+        assert pulled_weights  # the timm weights came through the Hub client, with the caller's token
+        assert any("hf_pull_token_456" in h.get("authorization", h.get("Authorization", "")) for h in pulled_weights)
