@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _NAMES = {
     "EdgeStatistics": "stats",
-    "FeatureSet": "features",
+    "FeatureSet": "feature_set",
     "FictitiousClassRemover": "remover",
     "FictitiousHead": "probe",
     "HeadEditor": "editor",
@@ -47,7 +47,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
     from .editor import HeadEditor
-    from .features import FeatureSet
+    from .feature_set import FeatureSet
     from .probe import FictitiousHead
     from .remover import FictitiousClassRemover
     from .scores import ca_score, sca_score, top_edges

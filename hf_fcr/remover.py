@@ -32,19 +32,6 @@ class FictitiousClassRemover(HeadEditor):
     for the constructor's arguments, the edit record, loading and saving.
     """
 
-    def _pass_options(self, device: Any, **options: Any) -> PassOptions:
-        """``device="auto"``: this process' device from Accelerate's state (its own GPU under a launcher, the GPU
-        alone, else the CPU); the model is moved there and stays."""
-        if device == "auto":
-            from .distributed import device as process_device
-
-            device = process_device()
-            if device.type == "cpu":
-                device = None  # keep the model where it is
-            else:
-                self.model.to(device)
-        return PassOptions(device=device, **options)
-
     def _features(self, data: Any, columns: Sequence[str]) -> FeatureSet:
         if isinstance(data, FeatureSet):
             for c in columns:
@@ -92,7 +79,7 @@ class FictitiousClassRemover(HeadEditor):
             ValueError: empty data, non-finite features, bad options, or a checkpoint of another run.
             KeyError: a requested column is missing.
         """
-        pass_options = self._pass_options(device, **options)
+        pass_options = PassOptions.for_model(self.model, device, **options)
         return extract_features(
             self.model,
             self.head,
@@ -145,7 +132,7 @@ class FictitiousClassRemover(HeadEditor):
             image_column,
             self.transform,
             self.head_name,
-            self._pass_options(device, **options),
+            PassOptions.for_model(self.model, device, **options),
             self.transform_config,
         )
 
@@ -385,18 +372,8 @@ class FictitiousClassRemover(HeadEditor):
             seed=seed,
             chosen={"policy": choice["policy"], "num_weights": choice["num_weights"], "r": r},
         )
-        return NeutralizationSearch(
-            edits=applied,
-            fictitious=fict,
-            policy=choice["policy"],
-            num_weights=choice["num_weights"],
-            r=r,
-            rule=rule,
-            validation=choice,
-            tried=tried,
-        )
-
-    # ----------------------------------------------------------------------------------------------- evaluation
+        policy, n = choice["policy"], choice["num_weights"]
+        return NeutralizationSearch(applied, fict, policy, n, r, rule, validation=choice, tried=tried)
 
     def sweep(
         self,

@@ -1,0 +1,125 @@
+"""``FeatureSet``: the head's inputs ``[N, D]`` of one pass over a dataset, with the dataset columns kept beside them;
+everything after the pass (statistics, probes, sweeps, baselines) works on it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["FeatureSet"]
+
+FEATURES_FILE = "features.safetensors"
+COLUMNS_FILE = "columns.json"
+
+
+@dataclass
+class FeatureSet:
+    """Head inputs ``features`` ``[N, D]`` (float32) and the dataset columns kept with them (1-D, length N);
+    ``label_names`` holds the names of integer columns that were ``datasets.ClassLabel`` features."""
+
+    features: torch.Tensor
+    columns: dict[str, Any] = field(default_factory=dict)
+    label_names: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.features = torch.as_tensor(self.features)
+        if self.features.ndim != 2:
+            raise ValueError(f"features must be [N, D], got shape {tuple(self.features.shape)}.")
+        for name, values in self.columns.items():
+            if len(values) != len(self.features):
+                raise ValueError(f"column {name!r} has {len(values)} values for {len(self.features)} feature rows.")
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.columns)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.columns:
+            raise KeyError(
+                f"column {name!r} is not in this FeatureSet (columns: {self.column_names}); pass it in "
+                "columns= when extracting features."
+            )
+        return self.columns[name]
+
+    def labels(self, name: str) -> torch.Tensor:
+        """Column ``name`` as an int64 tensor of class indices (ValueError if it is not integer-valued)."""
+        values = self[name]
+        if not torch.is_tensor(values):
+            array = np.asarray(values)
+            if array.dtype.kind not in "biuf":
+                raise ValueError(
+                    f"column {name!r} holds {array.dtype} values; class labels must be integer indices (map names to "
+                    "indices first, e.g. with the model's label2id)."
+                )
+            values = torch.from_numpy(np.array(array, copy=True))
+        tensor = values
+        if tensor.dtype.is_floating_point:
+            if not torch.isfinite(tensor).all() or not torch.equal(tensor, tensor.round()):
+                raise ValueError(f"column {name!r} holds non-integer values; class labels must be integers.")
+        elif tensor.dtype.is_complex:
+            raise ValueError(f"column {name!r} has dtype {tensor.dtype}; class labels must be integers.")
+        return tensor.to(torch.long)  # any integer dtype, signed or not, and bool
+
+    def select(self, indices: Sequence[int] | torch.Tensor) -> FeatureSet:
+        """The rows at ``indices`` (a list, index tensor or boolean mask)."""
+        index = torch.as_tensor(indices)
+        if index.dtype == torch.bool:
+            index = index.nonzero().flatten()
+        index = index.to(torch.long)
+        columns = {}
+        for name, values in self.columns.items():
+            if torch.is_tensor(values):
+                columns[name] = values[index]
+            else:
+                columns[name] = [values[i] for i in index.tolist()]
+        return FeatureSet(self.features[index], columns, dict(self.label_names))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``features.safetensors`` (features and tensor columns) and ``columns.json`` (other columns)."""
+        from safetensors.torch import save_file
+
+        os.makedirs(path, exist_ok=True)
+        tensors = {"features": self.features.contiguous()}
+        other = {}
+        for name, values in self.columns.items():
+            if torch.is_tensor(values):
+                tensors[f"column.{name}"] = values.contiguous()
+            else:
+                other[name] = list(values)
+        save_file(tensors, os.path.join(path, FEATURES_FILE))
+        with open(os.path.join(path, COLUMNS_FILE), "w") as f:
+            json.dump({"columns": other, "label_names": self.label_names}, f)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FeatureSet:
+        """Read a folder written by ``save``.
+
+        Raises:
+            FileNotFoundError: the folder holds no saved FeatureSet.
+            CorruptFileError (an OSError): a file cannot be read.
+            ValueError: the files do not form a consistent FeatureSet.
+        """
+        from .files import open_safetensors, read_json
+
+        fix = "delete the folder and extract the features again."
+        with open_safetensors(os.path.join(path, FEATURES_FILE), "the saved features", fix) as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if "features" not in tensors:
+            raise ValueError(f"{os.path.join(path, FEATURES_FILE)} holds no 'features' tensor: {fix}")
+        columns: dict[str, Any] = {k[len("column.") :]: v for k, v in tensors.items() if k.startswith("column.")}
+        columns_file = os.path.join(path, COLUMNS_FILE)
+        label_names = {}
+        if os.path.isfile(columns_file):
+            extra = read_json(columns_file, "the saved columns", fix)
+            columns.update(extra.get("columns", {}))
+            label_names = extra.get("label_names", {})
+        return cls(tensors["features"], columns, label_names)
