@@ -78,7 +78,7 @@ def ccexam_removal(mnist, seeds, log):
     return {"test_accuracy": accuracy, "runs": runs, "wall_s": time.perf_counter() - t0}
 
 
-def spuco(mnist, seeds, epochs, correlation, out, log):
+def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None):
     from hf_fcr import FictitiousClassRemover
     from hf_fcr.experiments.compare import run_spurious
     from hf_fcr.experiments.erm import train_classifier
@@ -97,6 +97,7 @@ def spuco(mnist, seeds, epochs, correlation, out, log):
         )  # fmt: skip
         result["wall_s"] = time.perf_counter() - t0
         runs.append(result)
+        save(runs)  # a long run keeps what it has done
         m = result["methods"]
         log(f"spuco seed {seed}: " + ", ".join(f"{k} {100 * v['worst_group']:.1f}" for k, v in m.items()))
     return runs
@@ -224,7 +225,11 @@ def main(argv=None):
     if "ccexam" in args.only:
         results["ccexam"] = ccexam_removal(mnist, args.seeds, print)
     if "spuco" in args.only:
-        results["spuco"] = spuco(mnist, args.seeds, args.epochs, args.correlation, out, print)
+
+        def save(runs):
+            path.write_text(json.dumps({**results, "spuco": runs}, indent=2, default=str) + "\n")
+
+        results["spuco"] = spuco(mnist, args.seeds, args.epochs, args.correlation, out, print, save)
     results["wall_s"] = time.perf_counter() - t0
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if all(k in results for k in ("figure8", "ccexam", "spuco")):

@@ -49,7 +49,7 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int) -> tuple[np.n
     if len(np.unique(y)) > 2:  # liblinear's L1 is binary: one-vs-rest, each class's decision function a row
         from sklearn.multiclass import OneVsRestClassifier
 
-        model = OneVsRestClassifier(model).fit(x, y)
+        model = OneVsRestClassifier(model, n_jobs=-1).fit(x, y)
         coef = np.concatenate([e.coef_ for e in model.estimators_])
         intercept = np.concatenate([e.intercept_ for e in model.estimators_])
     else:
