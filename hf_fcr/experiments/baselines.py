@@ -47,7 +47,7 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, num_classes: int) -> tuple[np.n
 
     if len(np.unique(y)) > 2:
         # liblinear's L1 is binary, and one-vs-rest L1 fits ran for minutes each on 5-class MNIST features: with
-        # more than two classes DFR's head is a multinomial L2 fit (lbfgs), the L2 variant of DFR's ablations
+        # more than two classes the head is a multinomial L2 fit (lbfgs): a documented departure from DFR
         model = LogisticRegression(C=C, max_iter=1000).fit(x, y)
     else:
         model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", max_iter=1000).fit(x, y)
