@@ -107,6 +107,7 @@ def run_spurious(
     from .. import __version__
 
     out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     extra = dict(extra or {})
     timings = extra.pop("timings", {})
     t0 = time.perf_counter()
