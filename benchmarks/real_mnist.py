@@ -78,7 +78,7 @@ def ccexam_removal(mnist, seeds, log):
     return {"test_accuracy": accuracy, "runs": runs, "wall_s": time.perf_counter() - t0}
 
 
-def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None):
+def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None, magnitude=28):
     from hf_fcr import FictitiousClassRemover
     from hf_fcr.experiments.compare import run_spurious
     from hf_fcr.experiments.erm import train_classifier
@@ -87,7 +87,7 @@ def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None):
     runs = []
     for seed in seeds:
         t0 = time.perf_counter()
-        data = spuco_mnist(mnist, seed=seed, correlation=correlation)
+        data = spuco_mnist(mnist, seed=seed, correlation=correlation, magnitude=magnitude)
         torch.manual_seed(seed)
         model = train_classifier(mnist_cnn(5, in_channels=3), data["train"], epochs=epochs, seed=seed)
         remover = FictitiousClassRemover(model, class_names=data["train"].features["label"].names)
@@ -207,6 +207,9 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of every experiment")
     p.add_argument("--epochs", type=int, default=1, help="ERM epochs of the MNIST CNNs")
     p.add_argument("--correlation", type=float, default=0.99, help="SpuCo-style train correlation")
+    p.add_argument(
+        "--magnitude", type=int, default=28, help="SpuCo-style cue size: side of the coloured square (28: all)"
+    )
     p.add_argument("--only", nargs="*", default=["figure8", "ccexam", "spuco"], help="the experiments to run")
     args = p.parse_args(argv)
     from hf_fcr.data.mnist import load_mnist
@@ -216,7 +219,12 @@ def main(argv=None):
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     t0 = time.perf_counter()
     mnist = load_mnist()
-    results = {"seeds": args.seeds, "epochs": args.epochs, "correlation": args.correlation}
+    results = {
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "correlation": args.correlation,
+        "magnitude": args.magnitude,
+    }
     path = out / "results.json"
     if path.is_file():
         results.update({k: v for k, v in json.loads(path.read_text()).items() if k not in results})
@@ -229,7 +237,7 @@ def main(argv=None):
         def save(runs):
             path.write_text(json.dumps({**results, "spuco": runs}, indent=2, default=str) + "\n")
 
-        results["spuco"] = spuco(mnist, args.seeds, args.epochs, args.correlation, out, print, save)
+        results["spuco"] = spuco(mnist, args.seeds, args.epochs, args.correlation, out, print, save, args.magnitude)
     results["wall_s"] = time.perf_counter() - t0
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if all(k in results for k in ("figure8", "ccexam", "spuco")):
