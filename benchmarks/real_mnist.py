@@ -148,8 +148,9 @@ def tables(results):
         )
     sp = results["spuco"]
     lines.append(
-        f"\nSpuCoMNIST-style (5 classes = digit pairs, background colour agrees with the class in "
-        f"{results['correlation']:.0%} of train; balanced validation and test, about 400 test images per group; "
+        f"\nSpuCoMNIST-style (5 classes = digit pairs, a {results.get('magnitude', 28)}-pixel coloured square agrees "
+        f"with the class in {results['correlation']:.0%} of train; balanced validation and test, about 400 test "
+        "images per group; "
         f"{len(sp)} seeds; mean ± std in %)\n"
     )
     lines.append("| method | worst-group % | average % | gap (points) |")
