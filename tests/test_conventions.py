@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from utils import snapshot, state_equal
+from utils import snapshot, state_equal, tiny_transformers
 
 from hf_fcr import FeatureSet, FictitiousClassRemover
 
@@ -19,24 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _vit():
-    from transformers import AutoModelForImageClassification, ViTConfig, ViTImageProcessor
+    from transformers import ViTImageProcessor
 
-    labels = {0: "cat", 1: "dog", 2: "bird"}
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=3,
-        id2label=labels,
-        label2id={v: k for k, v in labels.items()},
-    )
-    torch.manual_seed(0)
-    model = AutoModelForImageClassification.from_config(config).eval()
-    processor = ViTImageProcessor(size={"height": 32, "width": 32})
-    return model, processor
+    return tiny_transformers("vit"), ViTImageProcessor(size={"height": 32, "width": 32})
 
 
 def _photos(n=6):

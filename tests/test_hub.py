@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from utils import snapshot, state_equal
+from utils import snapshot, state_equal, tiny_transformers
 
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.config import EditRecordError, FCRConfig
@@ -17,28 +17,6 @@ def _timm(name, num_classes=3):
 
     torch.manual_seed(0)
     return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-
-
-def _transformers(kind, num_classes=3):
-    from transformers import AutoModelForImageClassification, ConvNextConfig, ResNetConfig, ViTConfig
-
-    labels = {i: name for i, name in enumerate(["cat", "dog", "bird"][:num_classes])}
-    common = {"num_labels": num_classes, "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
-    config = {
-        "vit": lambda: ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            **common,
-        ),
-        "resnet": lambda: ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], **common),
-        "convnext": lambda: ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, **common),
-    }[kind]()
-    torch.manual_seed(0)
-    return AutoModelForImageClassification.from_config(config).eval()
 
 
 def _images(model, n=24, size=None):
@@ -84,7 +62,7 @@ def test_timm_round_trip(tmp_path, name, head):
 def test_transformers_round_trip(tmp_path, kind, head):
     from transformers import AutoModelForImageClassification
 
-    remover = FictitiousClassRemover(_transformers(kind))
+    remover = FictitiousClassRemover(tiny_transformers(kind))
     assert remover.head_name == head
     assert remover.class_names == ["cat", "dog", "bird"]
     _edit(remover, size=32)

@@ -40,3 +40,26 @@ def wait_for(proc: subprocess.Popen, marker: str, timeout: float = 120) -> None:
         if not line and proc.poll() is not None:
             raise AssertionError(f"process ended before printing {marker!r}")
     raise AssertionError(f"no {marker!r} within {timeout}s")
+
+
+def tiny_transformers(kind: str, num_classes: int = 3):
+    """A tiny transformers image classifier built offline (vit, resnet or convnext); classes cat, dog, bird."""
+    from transformers import AutoModelForImageClassification, ConvNextConfig, ResNetConfig, ViTConfig
+
+    labels = {i: name for i, name in enumerate(["cat", "dog", "bird"][:num_classes])}
+    common = {"num_labels": num_classes, "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
+    config = {
+        "vit": lambda: ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            **common,
+        ),
+        "resnet": lambda: ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], **common),
+        "convnext": lambda: ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, **common),
+    }[kind]()
+    torch.manual_seed(0)
+    return AutoModelForImageClassification.from_config(config).eval()
