@@ -242,7 +242,6 @@ class HeadEditor:
             transform=ckpt.transform,
             base_model_name_or_path=ckpt.name_or_path,
             revision=ckpt.revision,
-            transform_config=ckpt.transform_config,
             record=None if ckpt.edits_only else ckpt.record,
         )
         if ckpt.edits_only:

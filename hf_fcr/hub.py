@@ -37,7 +37,6 @@ class Checkpoint:
     Attributes:
         model: the model, in eval mode.
         transform: its preprocessing (list of PIL images -> ``[B, C, H, W]``), or None.
-        transform_config: what ``transform`` does (part of the feature cache's key).
         class_names: a name per head output, when the checkpoint has them.
         name_or_path, revision: where it was loaded from.
         record: its ``fcr_config.json``, when it has one.
@@ -47,7 +46,6 @@ class Checkpoint:
 
     model: nn.Module
     transform: Callable[[list[Any]], torch.Tensor] | None
-    transform_config: Any
     class_names: list[str] | None
     name_or_path: str
     revision: str | None
@@ -263,7 +261,7 @@ def load_checkpoint(
             raise ValueError("backend='pytorch' needs model= (an instance of the architecture to load weights into).")
         loaded, default_transform = _load_pytorch(name, model), None
     transform = transform if transform is not None else default_transform
-    return Checkpoint(loaded, transform, getattr(transform, "config", None), names, name, hub.revision, record)
+    return Checkpoint(loaded, transform, names, name, hub.revision, record)
 
 
 def save_checkpoint(
