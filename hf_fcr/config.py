@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +18,15 @@ import torch
 from torch import nn
 
 from . import __version__
-from .constants import CONFIG_NAME, LIBRARIES
-from .edit import WeightEdit, round_to
+from .constants import CONFIG_NAME, HEAD_EDITS_NAME, LIBRARIES
+from .edit import WeightEdit
+from .head_edit import HEAD_METHODS, HeadEdit
 
 __all__ = ["SCHEMA_VERSION", "EditRecordError", "FCRConfig", "check_edits_match", "parse_edit"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: head-level edits (``"type": "head"``)
+
+Edit = WeightEdit | HeadEdit
 
 _EDIT_KEYS = {"param": str, "row": int, "col": int, "old_value": float, "new_value": float, "r": float}
 
@@ -40,7 +44,9 @@ class FCRConfig:
     )
     revision: str | None = field(default=None, metadata={"help": "The base checkpoint's revision, if any."})
     library_name: str = field(default="pytorch", metadata={"help": "timm, transformers or pytorch (a plain module)."})
-    edits: list[WeightEdit] = field(default_factory=list, metadata={"help": "The edited weights, in order."})
+    edits: list[Edit] = field(
+        default_factory=list, metadata={"help": "The edits (single weights, or the whole head), in order."}
+    )
     fcr_version: str = field(default=__version__, metadata={"help": "The hf-fcr version that wrote the record."})
     schema_version: int = field(default=SCHEMA_VERSION, metadata={"help": "The record's format version."})
     extra: dict[str, Any] = field(
@@ -73,13 +79,45 @@ class FCRConfig:
 
         return cls.from_dict(read_json(path, "the edit record", "re-save it with hf-fcr, or ask its publisher."))
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
-        """Write ``fcr_config.json`` into ``save_directory``; returns the file's path."""
+    @property
+    def head_edits(self) -> list[tuple[int, HeadEdit]]:
+        return [(i, e) for i, e in enumerate(self.edits) if isinstance(e, HeadEdit)]
+
+    def save_pretrained(self, save_directory: str | os.PathLike, include_base: bool = True) -> str:
+        """Write ``fcr_config.json`` into ``save_directory`` and, when there are head-level edits, their tensors in
+        ``fcr_head.safetensors`` (the base heads too with ``include_base``: a full checkpoint needs them to revert);
+        returns the record's path."""
         os.makedirs(save_directory, exist_ok=True)
         path = os.path.join(os.fspath(save_directory), CONFIG_NAME)
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.to_json_string())
+        if self.head_edits:
+            from safetensors.torch import save_file
+
+            tensors = {k: v for i, e in self.head_edits for k, v in e.tensors(f"{i}.", include_base).items()}
+            save_file(tensors, os.path.join(os.fspath(save_directory), HEAD_EDITS_NAME))
         return path
+
+    def attach_tensors(self, path: str | os.PathLike | None) -> None:
+        """Read the head-level edits' tensors from ``fcr_head.safetensors`` at ``path``, checking their checksums.
+
+        Raises:
+            EditRecordError: the file is missing or does not match the record.
+            CorruptFileError (an OSError): the file is unreadable.
+        """
+        if not self.head_edits:
+            return
+        if path is None or not os.path.isfile(path):
+            raise EditRecordError(f"{CONFIG_NAME} has head-level edits but {HEAD_EDITS_NAME} is missing beside it.")
+        from .files import open_safetensors
+
+        with open_safetensors(path, "the head-level edits", "save or download the artifact again.") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        for i, e in self.head_edits:
+            try:
+                e.attach(f"{i}.", tensors)
+            except ValueError as err:
+                raise EditRecordError(f"edit {i} ({HEAD_EDITS_NAME}): {err}") from None
 
     @classmethod
     def from_dict(cls, data: Any) -> FCRConfig:
@@ -166,14 +204,45 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def parse_edit(index: int, raw: Any) -> WeightEdit:
-    """One edit of a record, as a ``WeightEdit``, after checking each field's type, range and finiteness.
+_SHA = set("0123456789abcdef")
+
+
+def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
+    if not isinstance(raw.get("weight_param"), str) or not (raw.get("bias_param") is None or isinstance(
+        raw["bias_param"], str
+    )):
+        raise EditRecordError(f"edit {index}: 'weight_param' must be a string and 'bias_param' a string or null.")
+    if raw.get("method") not in HEAD_METHODS:
+        raise EditRecordError(f"edit {index}: 'method' must be one of {HEAD_METHODS}, got {raw.get('method')!r}.")
+    for key in ("base_sha256", "new_sha256"):
+        value = raw.get(key)
+        if not isinstance(value, str) or len(value) != 64 or not set(value) <= _SHA:
+            raise EditRecordError(f"edit {index}: {key!r} must be a SHA-256 hex digest, got {value!r}.")
+    if raw.get("C") is not None and not (_is_number(raw["C"]) and raw["C"] > 0):
+        raise EditRecordError(f"edit {index}: 'C' must be a positive number or null, got {raw['C']!r}.")
+    for key in ("num_samples", "samples_per_fit", "num_fits"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise EditRecordError(f"edit {index}: {key!r} must be a non-negative integer or null, got {value!r}.")
+    if raw.get("selection") is not None and not isinstance(raw["selection"], str):
+        raise EditRecordError(f"edit {index}: 'selection' must be a string or null.")
+    keys = ("weight_param", "bias_param", "method", "base_sha256", "new_sha256", "C", "num_samples")
+    return HeadEdit(**{k: raw.get(k) for k in (*keys, "samples_per_fit", "num_fits", "selection")})
+
+
+def parse_edit(index: int, raw: Any) -> Edit:
+    """One edit of a record, as a ``WeightEdit`` (or a ``HeadEdit`` for ``"type": "head"``), after checking each
+    field's type, range and finiteness.
 
     Raises:
         EditRecordError: naming edit ``index`` and the field.
     """
     if not isinstance(raw, dict):
         raise EditRecordError(f"edit {index} must be an object, got {type(raw).__name__}.")
+    if raw.get("type", "weight") not in ("weight", "head"):
+        raise EditRecordError(f"edit {index}: 'type' must be 'weight' or 'head', got {raw.get('type')!r}.")
+    if raw.get("type") == "head":
+        return _parse_head_edit(index, raw)
     for key, kind in _EDIT_KEYS.items():
         value = raw.get(key)
         ok = _is_number(value) if kind is float else isinstance(value, kind) and not isinstance(value, bool)
@@ -196,44 +265,31 @@ def parse_edit(index: int, raw: Any) -> WeightEdit:
     return WeightEdit.from_dict(raw)
 
 
-def check_edits_match(model: nn.Module, edits: list[WeightEdit], expect: str) -> None:
-    """Check every edit against ``model`` before anything changes.
+def check_edits_match(model: nn.Module, edits: Sequence[Edit], expect: str) -> None:
+    """Check every edit against ``model`` before anything changes, by replaying them on copies of the parameters
+    they touch.
 
-    Each edit's parameter must exist as a 2-D tensor holding the edited position, with ``old_value``
-    (``expect="old"``: the edits are about to be applied, in order, so a weight edited twice must hold the first
-    edit's old value) or ``new_value`` (``expect="new"``: the edits are already in the weights, so a weight edited
-    twice holds the last edit's new value).
+    ``expect="old"``: the edits are about to be applied, in order: each must find its old value (the base head's
+    checksum for a head-level edit) where the previous edits left it. ``expect="new"``: the edits are already in the
+    weights: undone newest first, each must find its new value.
 
     Raises:
         EditRecordError: naming the first edit that does not match.
     """
     params = dict(model.named_parameters())
-    final: dict[tuple[str, int, int], tuple[int, float]] = {}
-    pending: dict[tuple[str, int, int], float] = {}
-    for i, e in enumerate(edits):
-        param = params.get(e.param)
-        if param is None:
+    touched = {p for e in edits for p in (e.params if isinstance(e, HeadEdit) else (e.param,))}
+    copies = {name: params[name].detach().clone() for name in touched if name in params}
+    order = list(enumerate(edits))
+    for i, e in order if expect == "old" else reversed(order):
+        try:
+            e.apply_to(copies) if expect == "old" else e.revert_to(copies)
+        except KeyError:
             raise EditRecordError(
-                f"edit {i}: the model has no parameter {e.param!r}: it is not the edited base model."
-            )
-        if param.ndim != 2 or e.row >= param.shape[0] or e.col >= param.shape[1]:
+                f"edit {i}: the model has no parameter {getattr(e, 'param', None) or e.weight_param!r}: it is not the "
+                "edited base model."
+            ) from None
+        except ValueError as err:
             raise EditRecordError(
-                f"edit {i}: [{e.row}, {e.col}] is out of bounds for {e.param} of shape {tuple(param.shape)}."
-            )
-        key = (e.param, e.row, e.col)
-        if expect == "old":
-            _check_value(i, e, pending.get(key, float(param.detach()[e.row, e.col])), e.old_value, param.dtype, "old")
-            pending[key] = round_to(e.new_value, param.dtype)
-        else:
-            final[key] = (i, e.new_value)
-    for (name, row, col), (i, wanted) in final.items():
-        param = params[name]
-        _check_value(i, edits[i], float(param.detach()[row, col]), wanted, param.dtype, "new")
-
-
-def _check_value(i: int, e: WeightEdit, current: float, wanted: float, dtype: torch.dtype, what: str) -> None:
-    if current != round_to(wanted, dtype):
-        raise EditRecordError(
-            f"edit {i}: {e.param}[{e.row}, {e.col}] is {current!r} but the record expects {what} value {wanted!r}: "
-            "the checkpoint is not the one these edits were made for (check the base model and revision)."
-        )
+                f"edit {i}: {err} Check the base model and revision: the checkpoint is not the one these edits were "
+                "made for."
+            ) from None

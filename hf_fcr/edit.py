@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -65,14 +66,6 @@ def round_to(value: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(value, dtype=torch.float64).to(dtype))
 
 
-def _get_param(model: nn.Module, name: str) -> nn.Parameter:
-    try:
-        param = model.get_parameter(name)
-    except AttributeError:
-        raise KeyError(f"the model has no parameter {name!r}.") from None
-    return param
-
-
 @dataclass
 class WeightEdit:
     """One edited weight ``param[row, col]``: the record saved in ``fcr_config.json``.
@@ -105,8 +98,10 @@ class WeightEdit:
         """The same edge edited at rate ``r`` instead (Eq. 8 from ``old_value``), its value rounded to ``dtype``."""
         return replace(self, r=check_rate(r), new_value=round_to(self.value_at(r), dtype))
 
-    def _checked_param(self, model: nn.Module, expected: float, what: str) -> nn.Parameter:
-        param = _get_param(model, self.param)
+    def _checked_param(self, params: Mapping[str, torch.Tensor], expected: float, what: str) -> torch.Tensor:
+        param = params.get(self.param)
+        if param is None:
+            raise KeyError(f"the model has no parameter {self.param!r}.")
         if param.ndim != 2 or not (0 <= self.row < param.shape[0] and 0 <= self.col < param.shape[1]):
             raise ValueError(
                 f"edit [{self.row}, {self.col}] is out of bounds for {self.param} of shape {tuple(param.shape)}."
@@ -121,16 +116,25 @@ class WeightEdit:
         return param
 
     @torch.no_grad()
-    def apply(self, model: nn.Module) -> None:
-        """Write ``new_value``; refuses (ValueError) if the weight is not ``old_value``."""
-        param = self._checked_param(model, self.old_value, "original")
+    def apply_to(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Write ``new_value`` into ``params[self.param]`` (tensors by name); refuses (ValueError) if the weight is
+        not ``old_value``."""
+        param = self._checked_param(params, self.old_value, "original")
         param[self.row, self.col] = round_to(self.new_value, param.dtype)
 
     @torch.no_grad()
-    def revert(self, model: nn.Module) -> None:
+    def revert_to(self, params: Mapping[str, torch.Tensor]) -> None:
         """Write ``old_value`` back; refuses (ValueError) if the weight is not ``new_value``."""
-        param = self._checked_param(model, self.new_value, "edited")
+        param = self._checked_param(params, self.new_value, "edited")
         param[self.row, self.col] = self.old_value
+
+    def apply(self, model: nn.Module) -> None:
+        """Write ``new_value`` into the model; refuses (ValueError) if the weight is not ``old_value``."""
+        self.apply_to(dict(model.named_parameters()))
+
+    def revert(self, model: nn.Module) -> None:
+        """Write ``old_value`` back into the model; refuses (ValueError) if the weight is not ``new_value``."""
+        self.revert_to(dict(model.named_parameters()))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import EditRecordError, FCRConfig, check_edits_match
+from .config import Edit, EditRecordError, FCRConfig, check_edits_match
 from .edit import WeightEdit, round_to, row_edits
+from .head_edit import HeadEdit
 from .features import FeatureSet
 from .heads import class_names_of, find_head
 from .preprocess import resolve_transform
@@ -87,7 +88,7 @@ class HeadEditor:
             getattr(getattr(model, "config", None), "_name_or_path", None) or None
         )
         self.revision = revision
-        self.edits: list[WeightEdit] = []
+        self.edits: list[Edit] = []
         self.fcr_config_extra: dict[str, Any] = {}
         if record is not None:
             self._check_record(record.edits, "new")
@@ -150,10 +151,25 @@ class HeadEditor:
             raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
         return labels
 
-    def _check_record(self, edits: Sequence[WeightEdit], expect: str) -> None:
-        """An edit record may only touch this head's weight, with values that are finite in its dtype."""
+    @property
+    def bias_name(self) -> str | None:
+        """Name of the head's bias in ``model.state_dict()`` (None without a bias)."""
+        if self.head.bias is None:
+            return None
+        return f"{self.head_name}.bias" if self.head_name else "bias"
+
+    def _check_record(self, edits: Sequence[Edit], expect: str) -> None:
+        """An edit record may only touch this head: single weights of its weight, or (head-level edits) its weight
+        and bias, with values that are finite in its dtype."""
         dtype = self.head.weight.dtype
         for i, e in enumerate(edits):
+            if isinstance(e, HeadEdit):
+                if (e.weight_param, e.bias_param) != (self.param_name, self.bias_name):
+                    raise EditRecordError(
+                        f"edit {i} replaces {e.weight_param!r} / {e.bias_param!r}; an hf-fcr head-level edit may only "
+                        f"replace the classifier head {self.param_name!r} / {self.bias_name!r}."
+                    )
+                continue
             if e.param != self.param_name:
                 raise EditRecordError(
                     f"edit {i} targets {e.param!r}; an hf-fcr record may only edit the classifier head's weight "
@@ -167,10 +183,10 @@ class HeadEditor:
         row = self.head.weight.detach()[cls].cpu()
         return row_edits(self.param_name, row, cls, picks, r, self.head.weight.dtype, self.class_names[cls])
 
-    def _apply(self, edits: list[WeightEdit]) -> list[WeightEdit]:
+    def _apply(self, edits: Sequence[Edit]) -> list[Edit]:
         dtype = self.head.weight.dtype
         for e in edits:  # Eq. 7's value can exceed a half-precision head's range: refuse before anything changes
-            if not math.isfinite(round_to(e.new_value, dtype)):
+            if isinstance(e, WeightEdit) and not math.isfinite(round_to(e.new_value, dtype)):
                 raise ValueError(
                     f"the new value {e.new_value:.6g} of {e.param}[{e.row}, {e.col}] is not finite in the head's "
                     f"dtype {dtype}: use a smaller r, or cast the head to float32 first."
@@ -248,7 +264,7 @@ class HeadEditor:
             remover.apply_edits(ckpt.record)
         return remover
 
-    def apply_edits(self, edits: FCRConfig | Sequence[WeightEdit]) -> list[WeightEdit]:
+    def apply_edits(self, edits: FCRConfig | Sequence[Edit]) -> list[Edit]:
         """Apply recorded edits (an ``FCRConfig`` or ``WeightEdit`` list), after checking that each targets this
         head's weight, holds its old value and writes a finite value; nothing changes if one does not.
 
@@ -370,17 +386,22 @@ class HeadEditor:
                 token=token,
             )
 
+    def base_head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The head's ``(weight, bias)`` with every recorded edit undone (copies; the model is not changed)."""
+        copies = {self.param_name: self.head.weight.detach().clone()}
+        if self.bias_name is not None:
+            copies[self.bias_name] = self.head.bias.detach().clone()
+        for edit in reversed(self.edits):
+            edit.revert_to(copies)
+        return copies[self.param_name], copies.get(self.bias_name) if self.bias_name else None
+
     def base_weight(self) -> torch.Tensor:
         """The head's weight with every recorded edit undone (a copy; the model is not changed)."""
-        weight = self.head.weight.detach().clone()
-        for edit in reversed(self.edits):
-            weight[edit.row, edit.col] = edit.old_value
-        return weight
+        return self.base_head()[0]
 
     def base_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Logits of the model without any of the recorded edits."""
-        weight = self.base_weight()
-        bias = None if self.head.bias is None else self.head.bias.detach()
+        weight, bias = self.base_head()
         return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
 
     def revert(self) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from .card import model_card
 from .config import EditRecordError, FCRConfig
-from .constants import CARD_NAME, CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHT_FILES
+from .constants import CARD_NAME, CONFIG_NAME, HEAD_EDITS_NAME, SAFE_WEIGHTS_NAME, WEIGHT_FILES
 from .files import CorruptFileError, open_safetensors, read_json
 from .preprocess import processor_transform, timm_transform
 
@@ -112,7 +112,12 @@ def _read_json(name_or_path: str, filename: str, hub: HubOptions) -> Any:
 def read_record(name_or_path: str, hub: HubOptions = HubOptions()) -> FCRConfig | None:
     """The validated ``fcr_config.json`` of a folder or Hub repo, or None when it has none."""
     path = _resolve(name_or_path, CONFIG_NAME, hub)
-    return None if path is None else FCRConfig.from_file(path)
+    if path is None:
+        return None
+    record = FCRConfig.from_file(path)
+    if record.head_edits:  # the head-level edits' tensors, checked against the record's checksums
+        record.attach_tensors(_resolve(name_or_path, HEAD_EDITS_NAME, hub))
+    return record
 
 
 def _load_timm(name: str, hub: HubOptions) -> tuple[nn.Module, Any, list[str] | None]:
@@ -315,7 +320,7 @@ def save_checkpoint(
 
                 state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
                 save_file(state, tmp / SAFE_WEIGHTS_NAME)
-        config.save_pretrained(tmp)
+        config.save_pretrained(tmp, include_base=not edits_only)
         card = model_card(config, "hf-fcr" if edits_only else library, target / CARD_NAME, **card_info)
         card.save(tmp / CARD_NAME)
         _apply_umask(tmp)

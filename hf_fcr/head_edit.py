@@ -1,0 +1,173 @@
+"""A head-level edit: the classifier head's weight (and bias) replaced by a retrained one (DFR, class-balanced
+last-layer retraining), recorded like a single-weight edit.
+
+The record (``fcr_config.json``) holds what was done (method, data sizes, C) and SHA-256 checksums of the base head
+and of the new one; the tensors live in ``fcr_head.safetensors`` beside it: the new head always, the base head too
+in a full checkpoint (so that ``revert()`` restores it bit for bit after a reload). An edits-only artifact holds the
+new head only and applies to the one base whose head has the recorded checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["HEAD_METHODS", "HeadEdit", "head_digest"]
+
+HEAD_METHODS = ("dfr", "class_balanced")
+
+
+def head_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
+    """SHA-256 over the head's dtype, shapes and bytes (weight, then bias): equal digests mean bit-equal heads."""
+    h = hashlib.sha256()
+    for t in (weight, bias):
+        if t is None:
+            h.update(b"none;")
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype};{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class HeadEdit:
+    """The head ``weight_param`` (and ``bias_param``) replaced by a retrained head.
+
+    Attributes:
+        method: ``"dfr"`` (group-balanced retraining, needs group labels) or ``"class_balanced"`` (no group labels).
+        base_sha256, new_sha256: ``head_digest`` of the head before and after.
+        C, num_samples, samples_per_fit, num_fits, selection: how it was fit (inverse L2/L1 strength, validation
+            rows used, rows per balanced subset, subsets averaged, what C was chosen by).
+        new_weight, new_bias, old_weight, old_bias: the tensors (saved in ``fcr_head.safetensors``, not in JSON).
+    """
+
+    weight_param: str
+    bias_param: str | None
+    method: str
+    base_sha256: str
+    new_sha256: str
+    C: float | None = None
+    num_samples: int | None = None
+    samples_per_fit: int | None = None
+    num_fits: int | None = None
+    selection: str | None = None
+    new_weight: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    new_bias: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    old_weight: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    old_bias: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_heads(
+        cls,
+        weight_param: str,
+        bias_param: str | None,
+        old: tuple[torch.Tensor, torch.Tensor | None],
+        new: tuple[torch.Tensor, torch.Tensor | None],
+        method: str,
+        **info: Any,
+    ) -> HeadEdit:
+        """An edit from the base head ``old`` to ``new`` (each ``(weight, bias)``), ``new`` cast to ``old``'s dtype."""
+        old_w, old_b = (None if t is None else t.detach().to("cpu").clone() for t in old)
+        new_w = new[0].detach().to("cpu", old_w.dtype).clone()
+        new_b = None if old_b is None else new[1].detach().to("cpu", old_b.dtype).clone()
+        return cls(
+            weight_param,
+            bias_param,
+            method,
+            head_digest(old_w, old_b),
+            head_digest(new_w, new_b),
+            new_weight=new_w,
+            new_bias=new_b,
+            old_weight=old_w,
+            old_bias=old_b,
+            **info,
+        )
+
+    def _head(self, params: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.weight_param not in params or (self.bias_param is not None and self.bias_param not in params):
+            raise KeyError(f"the model has no parameter {self.weight_param!r} / {self.bias_param!r}.")
+        return params[self.weight_param], None if self.bias_param is None else params[self.bias_param]
+
+    def _check(self, weight: torch.Tensor, bias: torch.Tensor | None, digest: str, what: str) -> None:
+        if head_digest(weight, bias) != digest:
+            raise ValueError(
+                f"the head {self.weight_param} is not the {what} head this {self.method} edit was made for (its "
+                "SHA-256 differs): the model is not the one this edit was made for."
+            )
+
+    @torch.no_grad()
+    def apply_to(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Write the new head into ``params`` (tensors by name); refuses (ValueError) unless the current head is the
+        recorded base, bit for bit. Keeps the base head, so that ``revert_to`` can restore it."""
+        if self.new_weight is None:
+            raise ValueError(f"this {self.method} edit holds no new head tensors (fcr_head.safetensors).")
+        weight, bias = self._head(params)
+        self._check(weight, bias, self.base_sha256, "base")
+        for new, old in ((self.new_weight, weight), (self.new_bias, bias)):
+            if old is not None and (new.shape != old.shape or new.dtype != old.dtype):
+                raise ValueError(f"the new head has shape {tuple(new.shape)} ({new.dtype}); the model's is "
+                                 f"{tuple(old.shape)} ({old.dtype}).")
+            if old is not None and not torch.isfinite(new).all():
+                raise ValueError("the new head holds NaN or inf.")
+        if self.old_weight is None:
+            self.old_weight = weight.detach().to("cpu").clone()
+            self.old_bias = None if bias is None else bias.detach().to("cpu").clone()
+        weight.copy_(self.new_weight)
+        if bias is not None:
+            bias.copy_(self.new_bias)
+
+    @torch.no_grad()
+    def revert_to(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Write the base head back; refuses (ValueError) unless the current head is this edit's new head."""
+        weight, bias = self._head(params)
+        self._check(weight, bias, self.new_sha256, "edited")
+        if self.old_weight is None:
+            raise ValueError(f"this {self.method} edit holds no base head to restore.")
+        weight.copy_(self.old_weight)
+        if bias is not None:
+            bias.copy_(self.old_bias)
+
+    def apply(self, model: nn.Module) -> None:
+        self.apply_to(dict(model.named_parameters()))
+
+    def revert(self, model: nn.Module) -> None:
+        self.revert_to(dict(model.named_parameters()))
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return (self.weight_param,) if self.bias_param is None else (self.weight_param, self.bias_param)
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("weight_param", "bias_param", "method", "base_sha256", "new_sha256", "C")
+        keys += ("num_samples", "samples_per_fit", "num_fits", "selection")
+        return {"type": "head", **{k: getattr(self, k) for k in keys}}
+
+    def tensors(self, prefix: str, include_base: bool) -> dict[str, torch.Tensor]:
+        """The tensors to save under ``prefix`` (``new.weight``, ``new.bias``, and ``old.*`` with ``include_base``)."""
+        out = {}
+        for kind, (w, b) in (("new", (self.new_weight, self.new_bias)), ("old", (self.old_weight, self.old_bias))):
+            if kind == "old" and not include_base:
+                continue
+            for name, t in (("weight", w), ("bias", b)):
+                if t is not None:
+                    out[f"{prefix}{kind}.{name}"] = t.contiguous()
+        return out
+
+    def attach(self, prefix: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Take this edit's tensors from a loaded ``fcr_head.safetensors``, after checking them against the
+        record's checksums (ValueError when they do not match)."""
+        new_w, new_b = tensors.get(f"{prefix}new.weight"), tensors.get(f"{prefix}new.bias")
+        if new_w is None or (self.bias_param is not None) != (new_b is not None):
+            raise ValueError("the file lacks this edit's new head (weight and, with a bias, bias).")
+        if head_digest(new_w, new_b) != self.new_sha256:
+            raise ValueError("the new head's tensors do not match the record's new_sha256.")
+        old_w, old_b = tensors.get(f"{prefix}old.weight"), tensors.get(f"{prefix}old.bias")
+        if old_w is not None and head_digest(old_w, old_b) != self.base_sha256:
+            raise ValueError("the base head's tensors do not match the record's base_sha256.")
+        self.new_weight, self.new_bias, self.old_weight, self.old_bias = new_w, new_b, old_w, old_b
