@@ -43,6 +43,8 @@ def python_command(base: str | None, calls: list[dict[str, Any]]) -> str:
         args = {k: v for k, v in call.items() if k != "method" and v is not None}
         if call["method"] == "neutralize_spurious":
             args.pop("chosen", None)
+            if "fix" in args:  # neutralize_spurious's ``method`` argument, recorded as "fix"
+                args["method"] = args.pop("fix")
             head = "train, val"
         elif call["method"] == "neutralize":
             column = args.pop("attribute_column", "attribute")

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from . import __version__
@@ -161,7 +160,8 @@ CALL_METHODS = ("remove_class", "neutralize", "neutralize_spurious")
 
 
 def _check_calls(calls: Any) -> None:
-    """``calls``: the recorded method calls that made the edits (shown in the card as the way to reproduce them)."""
+    """``calls``: the recorded method calls that made the edits (shown in the card as the way to reproduce them).
+    ``method`` names the call; ``neutralize_spurious``'s own ``method`` argument is kept as ``fix``."""
     if not isinstance(calls, list):
         raise EditRecordError(f"'calls' must be a list, got {type(calls).__name__}.")
     for i, call in enumerate(calls):
@@ -208,9 +208,9 @@ _SHA = set("0123456789abcdef")
 
 
 def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
-    if not isinstance(raw.get("weight_param"), str) or not (raw.get("bias_param") is None or isinstance(
-        raw["bias_param"], str
-    )):
+    if not isinstance(raw.get("weight_param"), str) or not (
+        raw.get("bias_param") is None or isinstance(raw["bias_param"], str)
+    ):
         raise EditRecordError(f"edit {index}: 'weight_param' must be a string and 'bias_param' a string or null.")
     if raw.get("method") not in HEAD_METHODS:
         raise EditRecordError(f"edit {index}: 'method' must be one of {HEAD_METHODS}, got {raw.get('method')!r}.")

@@ -21,8 +21,8 @@ from torch import nn
 
 from .config import Edit, EditRecordError, FCRConfig, check_edits_match
 from .edit import WeightEdit, round_to, row_edits
-from .head_edit import HeadEdit
 from .features import FeatureSet
+from .head_edit import HeadEdit
 from .heads import class_names_of, find_head
 from .preprocess import resolve_transform
 

@@ -111,8 +111,10 @@ class HeadEdit:
         self._check(weight, bias, self.base_sha256, "base")
         for new, old in ((self.new_weight, weight), (self.new_bias, bias)):
             if old is not None and (new.shape != old.shape or new.dtype != old.dtype):
-                raise ValueError(f"the new head has shape {tuple(new.shape)} ({new.dtype}); the model's is "
-                                 f"{tuple(old.shape)} ({old.dtype}).")
+                raise ValueError(
+                    f"the new head has shape {tuple(new.shape)} ({new.dtype}); the model's is "
+                    f"{tuple(old.shape)} ({old.dtype})."
+                )
             if old is not None and not torch.isfinite(new).all():
                 raise ValueError("the new head holds NaN or inf.")
         if self.old_weight is None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .checks import check_choice, check_fictitious, check_num_weights
+from .debias import SpuriousFixes
 from .edit import WeightEdit, check_rate
 from .editor import HeadEditor
 from .features import FeatureSet, PassOptions, collect_statistics, extract_features
@@ -19,17 +20,18 @@ from .metrics import group_ids
 from .probe import POLICIES, SELECTIONS, FictitiousHead, fit_fictitious_head, plan_neutralization
 from .scores import CANDIDATES, top_edges
 from .stats import EdgeStatistics, edge_statistics
-from .sweep import NeutralizationSearch, SweepResult, check_rule, default_r_grid, search_edits, sweep_edits
+from .sweep import NeutralizationSearch, SweepResult, default_r_grid, sweep_edits
 
 __all__ = ["FictitiousClassRemover", "NeutralizationSearch"]
 
 logger = logging.getLogger(__name__)
 
 
-class FictitiousClassRemover(HeadEditor):
+class FictitiousClassRemover(SpuriousFixes, HeadEditor):
     """Edit single weights of a classifier's final ``nn.Linear`` to remove a class (Algorithm 1) or neutralize a
     fictitious class such as a spurious attribute (Algorithm 2). The model is edited in place; see ``HeadEditor``
-    for the constructor's arguments, the edit record, loading and saving.
+    for the constructor's arguments, the edit record, loading and saving, and ``debias.SpuriousFixes`` for
+    ``neutralize_spurious`` (FCR, the head-level fixes, "auto") and ``diagnose``.
     """
 
     def _features(self, data: Any, columns: Sequence[str]) -> FeatureSet:
@@ -302,79 +304,6 @@ class FictitiousClassRemover(HeadEditor):
         )
         return applied
 
-    def neutralize_spurious(
-        self,
-        train: Any,
-        val: Any,
-        label_column: str = "label",
-        attribute_column: str = "place",
-        rule: str = "min_gap",
-        policies: Sequence[str] = POLICIES,
-        num_weights: Sequence[int] = (1, 2, 3),
-        r_values: Sequence[float] | None = None,
-        probe: Any = None,
-        selection: str = "sca",
-        seed: int = 0,
-    ) -> NeutralizationSearch:
-        """Algorithm 2 with automatic choices: fit M' on ``train``, then pick the pairing policy, the number of
-        weights per class and ``r`` on ``val`` by ``rule``, apply the chosen edits, and return what was tried.
-
-        Args:
-            train, val: ``FeatureSet``s or datasets with ``label_column`` and ``attribute_column``.
-            rule: ``"min_gap"``, the smallest gap between average and worst-group accuracy (the paper's), among
-                points whose validation worst group is at least the current model's; or ``"max_worst"``, the best
-                worst-group accuracy. Groups are ``(label, attribute)``. Ties go to the first candidate in the order
-                (policy, weights, smallest r).
-            policies, num_weights, r_values: the grid (``r_values`` default: ``default_r_grid()``).
-            probe, selection, seed: as in ``fit_fictitious`` and ``neutralize``.
-
-        Returns:
-            A ``NeutralizationSearch``. The model keeps any earlier edits; the new ones are added on top.
-
-        Raises:
-            ValueError: an unknown rule, policy or selection, an empty grid, bad data.
-            KeyError: a missing column.
-        """
-        check_rule(rule)
-        check_choice("selection", selection, SELECTIONS)
-        for p in policies:
-            check_choice("policies", p, POLICIES)
-        counts = [check_num_weights(n) for n in num_weights]
-        if not policies or not counts:
-            raise ValueError("need at least one policy and one num_weights to try.")
-        r_values = default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})
-        train_feats = self._features(train, [label_column, attribute_column])
-        val_feats = self._features(val, [label_column, attribute_column])
-        labels, ids, names = self._groups(val_feats, label_column, [attribute_column])
-        fict = self.fit_fictitious(train_feats, attribute_column, label_column, probe=probe)
-        choice, plan, tried = search_edits(
-            lambda policy, n: self._plan(fict, None, 1.0, n, policy, None, selection, seed),
-            policies,
-            counts,
-            self.logits(val_feats.features),
-            val_feats.features,
-            r_values,
-            labels,
-            ids,
-            names,
-            rule,
-        )
-        r = choice["r"]
-        applied = self._apply([edit.with_rate(r, self.head.weight.dtype) for edit in plan])
-        self._record(
-            "neutralize_spurious",
-            label_column=label_column,
-            attribute_column=attribute_column,
-            rule=rule,
-            policies=list(policies),
-            num_weights=counts,
-            selection=selection,
-            seed=seed,
-            chosen={"policy": choice["policy"], "num_weights": choice["num_weights"], "r": r},
-        )
-        policy, n = choice["policy"], choice["num_weights"]
-        return NeutralizationSearch(applied, fict, policy, n, r, rule, validation=choice, tried=tried)
-
     def sweep(
         self,
         data: Any,
@@ -392,6 +321,8 @@ class FictitiousClassRemover(HeadEditor):
         """
         feats = self._features(data, [label_column, *group_columns])
         edits = list(self.edits if edits is None else edits)
+        if any(not isinstance(e, WeightEdit) for e in edits):
+            raise ValueError("head-level edits have no rate to sweep: sweep single-weight edits (pass edits=).")
         if not edits:
             raise ValueError("there are no edits to sweep: call remove_class / neutralize first, or pass edits=.")
         labels, ids, names = self._groups(feats, label_column, group_columns)

@@ -202,20 +202,31 @@ def sweep_edits(
 class NeutralizationSearch:
     """What ``neutralize_spurious`` chose and tried: the applied ``edits``, the chosen ``policy``,
     ``num_weights`` and ``r`` under ``rule``, M' (``fictitious``), the chosen candidate's ``validation`` metrics, and
-    one entry per (policy, num_weights) in ``tried``, each with its ``sweep`` over r."""
+    one entry per (policy, num_weights) in ``tried``, each with its ``sweep`` over r.
 
-    edits: list[WeightEdit]
+    With a head-level ``method`` (``"dfr"``, ``"class_balanced"``) ``edits`` holds one ``HeadEdit``, ``head`` the
+    retrained head, and ``policy`` / ``r`` are None. ``candidates``: with ``method="auto"``, each method's held-out
+    validation metrics; ``diagnosis``: the ``Diagnosis`` when it was asked for."""
+
+    edits: list[Any]
     fictitious: Any
-    policy: str
+    policy: str | None
     num_weights: int
-    r: float
+    r: float | None
     rule: str
     validation: dict[str, Any]
     tried: list[dict[str, Any]] = field(default_factory=list)
+    method: str = "fcr"
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    diagnosis: Any = None
+    head: Any = None
 
     @property
     def choice(self) -> dict[str, Any]:
-        return {"policy": self.policy, "num_weights": self.num_weights, "r": self.r, "rule": self.rule}
+        choice = {"method": self.method, "policy": self.policy, "num_weights": self.num_weights, "r": self.r}
+        if self.head is not None:
+            choice["C"] = self.head.C
+        return {**choice, "rule": self.rule}
 
 
 def search_edits(

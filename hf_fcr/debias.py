@@ -1,0 +1,321 @@
+"""Fixing a spurious cue, the methods of ``FictitiousClassRemover`` that choose on validation data: FCR's search
+(Algorithm 2 with automatic choices), the head-level fixes (DFR, class-balanced retraining), ``method="auto"``
+between them, and ``diagnose``: whether one weight carries the cue, against a random-attribute control.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .checks import check_choice, check_num_weights
+from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
+from .edit import check_rate
+from .feature_set import FeatureSet
+from .head_edit import HeadEdit
+from .metrics import group_metrics
+from .probe import POLICIES, SELECTIONS, encode_values, fit_linear_probe
+from .retrain import retrain_head
+from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, rule_score, search_edits
+
+__all__ = ["AUTO_MARGIN", "METHODS", "SpuriousFixes"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("fcr", "dfr", "class_balanced", "auto")
+AUTO_MARGIN = 0.01  # "auto" keeps the single-weight edit when it is within a point of the best candidate
+_SAME = "same"
+
+
+class SpuriousFixes:
+    """The spurious-cue methods of ``FictitiousClassRemover`` (mixed into it; uses its features, M' and edits)."""
+
+    def _selection_groups(self, feats: FeatureSet, label_column: str, group_column: str | None) -> tuple:
+        """``(labels, group ids, group names)``: (label, attribute) groups, or the classes alone without groups."""
+        return self._groups(feats, label_column, [group_column] if group_column else [])
+
+    def _fcr_search(
+        self,
+        train: FeatureSet,
+        val: FeatureSet,
+        label_column: str,
+        attribute_column: str,
+        group_column: str | None,
+        rule: str,
+        policies: Sequence[str],
+        counts: Sequence[int],
+        r_values: Sequence[float],
+        probe: Any,
+        selection: str,
+        seed: int,
+    ) -> tuple[Any, dict[str, Any], list, list[dict[str, Any]]]:
+        """M' on ``train`` and the grid search on ``val``, nothing applied: ``(M', choice, plan, tried)``."""
+        labels, ids, names = self._selection_groups(val, label_column, group_column)
+        fict = self.fit_fictitious(train, attribute_column, label_column, probe=probe)
+        choice, plan, tried = search_edits(
+            lambda policy, n: self._plan(fict, None, 1.0, n, policy, None, selection, seed),
+            policies,
+            counts,
+            self.logits(val.features),
+            val.features,
+            r_values,
+            labels,
+            ids,
+            names,
+            rule,
+        )
+        return fict, choice, plan, tried
+
+    def _retrained(self, val: FeatureSet, label_column: str, group_column: str | None, method: str, seed: int) -> Any:
+        """DFR (balanced by label x ``group_column``) or class-balanced retraining (by label) on ``val``."""
+        if method == "dfr" and not group_column:
+            raise ValueError(
+                "method='dfr' balances groups: it needs group labels on validation (val_attribute_column)."
+            )
+        labels, ids, _ = self._selection_groups(val, label_column, group_column if method == "dfr" else None)
+        return retrain_head(
+            val.features, labels, ids, self.num_classes, seed=seed, intercept=self.head.bias is not None
+        )
+
+    def _head_edit(self, head: Any, method: str, selection: str) -> HeadEdit:
+        bias = None if self.head.bias is None else head.bias
+        return HeadEdit.from_heads(
+            self.param_name,
+            self.bias_name,
+            (self.head.weight, self.head.bias),
+            (head.weight, bias),
+            method,
+            C=head.C,
+            num_samples=head.num_samples,
+            samples_per_fit=head.samples_per_fit,
+            num_fits=head.num_fits,
+            selection=selection,
+        )
+
+    def neutralize_spurious(
+        self,
+        train: Any,
+        val: Any,
+        label_column: str = "label",
+        attribute_column: str | None = "place",
+        rule: str = "min_gap",
+        policies: Sequence[str] = POLICIES,
+        num_weights: Sequence[int] = (1, 2, 3),
+        r_values: Sequence[float] | None = None,
+        probe: Any = None,
+        selection: str = "sca",
+        seed: int = 0,
+        method: str = "fcr",
+        val_attribute_column: str | None = _SAME,
+        diagnose: bool = False,
+    ) -> NeutralizationSearch:
+        """Remove a spurious cue, choosing on ``val``, and apply the chosen edit.
+
+        Args:
+            train, val: ``FeatureSet``s or datasets with ``label_column`` and the attribute columns.
+            attribute_column: the attribute M' is fit on (``train``), for FCR.
+            rule: ``"min_gap"``, the smallest gap between average and worst-group accuracy (the paper's), among
+                points whose validation worst group is at least the current model's; or ``"max_worst"``, the best
+                worst-group accuracy. Ties go to the first candidate in the order (policy, weights, smallest r).
+            policies, num_weights, r_values: FCR's grid (``r_values`` default: ``default_r_grid()``).
+            probe, selection, seed: as in ``fit_fictitious`` and ``neutralize``; ``seed`` also seeds the head fits.
+            method: ``"fcr"`` (Algorithm 2: one weight per class and fictitious class, Eq. 8), ``"dfr"``
+                (retrain the head on group-balanced validation data), ``"class_balanced"`` (retrain it on
+                class-balanced validation data: no group labels needed) or ``"auto"``: every available method is fit
+                on one half of ``val`` and scored by ``rule`` on the other; FCR is kept when it is within
+                ``AUTO_MARGIN`` of the best (fewer weights changed), and the choice is refit on all of ``val``.
+            val_attribute_column: the group column on ``val`` (default: ``attribute_column``). None: validation
+                has no group labels; choices use worst-CLASS accuracy and ``dfr`` is unavailable.
+            diagnose: also run ``diagnose`` (FCR against the random-attribute control) and keep it in the result,
+                the record and the card.
+
+        Returns:
+            A ``NeutralizationSearch``: ``method`` applied, its ``edits`` (a ``HeadEdit`` for head-level methods),
+            FCR's choices, and with ``"auto"`` every candidate's held-out metrics (``candidates``). The model keeps
+            any earlier edits; the new ones are added on top.
+
+        Raises:
+            ValueError: an unknown rule, method, policy or selection, an empty grid, bad data.
+            KeyError: a missing column.
+        """
+        check_rule(rule)
+        check_choice("method", method, METHODS)
+        check_choice("selection", selection, SELECTIONS)
+        for p in policies:
+            check_choice("policies", p, POLICIES)
+        counts = [check_num_weights(n) for n in num_weights]
+        if not policies or not counts:
+            raise ValueError("need at least one policy and one num_weights to try.")
+        group_column = attribute_column if val_attribute_column == _SAME else val_attribute_column
+        if method == "fcr" and not attribute_column:
+            raise ValueError("method='fcr' fits M' on an attribute: pass attribute_column (or use 'class_balanced').")
+        r_values = default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})
+        train_feats = self._features(train, [label_column, *([attribute_column] if attribute_column else [])])
+        val_feats = self._features(val, [label_column, *([group_column] if group_column else [])])
+        fcr_args = (label_column, attribute_column, group_column, rule, policies, counts, r_values, probe, selection)
+        candidates: dict[str, dict[str, Any]] = {}
+        if method == "auto":
+            method, candidates = self._auto(train_feats, val_feats, fcr_args, seed)
+        diagnosis = None
+        if diagnose and attribute_column and group_column:
+            diagnosis = self.diagnose(
+                train_feats,
+                val_feats,
+                label_column,
+                attribute_column,
+                group_column,
+                rule=rule,
+                seed=seed,
+                r_values=r_values,
+            )
+            self.fcr_config_extra["diagnosis"] = diagnosis.to_dict()
+        call = {
+            "label_column": label_column,
+            "attribute_column": attribute_column,
+            "rule": rule,
+            "policies": list(policies),
+            "num_weights": counts,
+            "selection": selection,
+            "seed": seed,
+            "fix": "auto" if candidates else method,  # the ``method`` argument ("method" names the call itself)
+        }
+        if val_attribute_column != _SAME:
+            call["val_attribute_column"] = val_attribute_column
+        if method != "fcr":
+            head = self._retrained(val_feats, label_column, group_column, method, seed)
+            selection_by = "worst_group" if method == "dfr" else "worst_class"
+            applied = self._apply([self._head_edit(head, method, selection_by)])
+            self._record("neutralize_spurious", **call, chosen={"method": method, "C": head.C})
+            labels, ids, names = self._selection_groups(val_feats, label_column, group_column)
+            validation = group_metrics(self.logits(val_feats.features).argmax(1), labels, ids, names)
+            return NeutralizationSearch(
+                applied, None, None, 0, None, rule, validation, [], method, candidates, diagnosis, head
+            )
+        fict, choice, plan, tried = self._fcr_search(train_feats, val_feats, *fcr_args, seed)
+        r = choice["r"]
+        applied = self._apply([edit.with_rate(r, self.head.weight.dtype) for edit in plan])
+        chosen = {"method": "fcr", "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
+        self._record("neutralize_spurious", **call, chosen=chosen)
+        policy, n = choice["policy"], choice["num_weights"]
+        return NeutralizationSearch(applied, fict, policy, n, r, rule, choice, tried, "fcr", candidates, diagnosis)
+
+    def _auto(
+        self, train: FeatureSet, val: FeatureSet, fcr_args: tuple, seed: int
+    ) -> tuple[str, dict[str, dict[str, Any]]]:
+        """Fit each available method on half of ``val``, score it by the rule on the other half; the chosen method
+        and every candidate's held-out metrics (and ``score``)."""
+        label_column, attribute_column, group_column, rule = fcr_args[:4]
+        order = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))
+        fit, held = val.select(order[: len(val) // 2]), val.select(order[len(val) // 2 :])
+        labels, ids, names = self._selection_groups(held, label_column, group_column)
+        base = self.logits(held.features)
+
+        def metrics(logits: torch.Tensor) -> dict[str, Any]:
+            return group_metrics(logits.argmax(1), labels, ids, names)
+
+        floor = metrics(base)["worst_group"]
+        candidates: dict[str, dict[str, Any]] = {}
+        if attribute_column:
+            _, choice, plan, _ = self._fcr_search(train, fit, *fcr_args, seed)
+            candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
+        for method in ("dfr", "class_balanced") if group_column else ("class_balanced",):
+            head = self._retrained(fit, label_column, group_column, method, seed)
+            candidates[method] = metrics(head.logits(held.features))
+        for row in candidates.values():  # min_gap only counts points that keep the unedited worst group (as sweeps)
+            row["score"] = rule_score(row, rule) - (10.0 if rule == "min_gap" and row["worst_group"] < floor else 0.0)
+        best = max(candidates, key=lambda m: candidates[m]["score"])
+        chosen = (
+            "fcr"
+            if "fcr" in candidates and candidates["fcr"]["score"] >= candidates[best]["score"] - AUTO_MARGIN
+            else best
+        )
+        logger.info("auto: %s (held-out: %s)", chosen, {m: round(c["score"], 4) for m, c in candidates.items()})
+        return chosen, candidates
+
+    def diagnose(
+        self,
+        train: Any,
+        val: Any,
+        label_column: str = "label",
+        attribute_column: str = "place",
+        val_attribute_column: str | None = None,
+        rule: str = "min_gap",
+        num_draws: int = 3,
+        seed: int = 0,
+        r_values: Sequence[float] | None = None,
+    ) -> Diagnosis:
+        """Whether a one-weight edit removes the cue of ``attribute_column`` here, with the evidence (nothing is
+        changed): M''s validation accuracy, the share of its logit in its top 1 / 10 / 100 features, its accuracy
+        from its top 1 / 10 features alone, and the validation worst-group gain of FCR's search (the default grid)
+        against the same search with M' fit on ``num_draws`` random attributes (the true attribute shuffled within
+        each class). ``verdict`` says it in words and names the fix to use.
+
+        Raises:
+            ValueError: bad data, an attribute with one value.
+            KeyError: a missing column.
+        """
+        check_rule(rule)
+        group_column = val_attribute_column or attribute_column
+        train = self._features(train, [label_column, attribute_column])
+        val = self._features(val, [label_column, group_column])
+        r_values = default_r_grid() if r_values is None else list(r_values)
+        args = (label_column, attribute_column, group_column, rule, POLICIES, (1, 2, 3), r_values, None, "sca")
+        fict, choice, _, tried = self._fcr_search(train, val, *args, seed)
+        base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
+        chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))
+        random_gains, random_sweeps = [], []
+        labels = train.labels(label_column)
+        attribute, _ = encode_values(train[attribute_column])
+        for draw in range(num_draws):
+            shuffled = FeatureSet(
+                train.features, {label_column: labels, "_random": random_attribute(labels, attribute, seed + draw)}
+            )
+            _, c, _, t = self._fcr_search(shuffled, val, label_column, "_random", *args[2:], seed)
+            random_gains.append(c["worst_group"] - base["worst_group"])
+            random_sweeps.append(
+                next(x for x in t if (x["policy"], x["num_weights"]) == (c["policy"], c["num_weights"]))["sweep"]
+            )
+        try:  # the validation attribute in M''s value indices
+            raw = val[group_column]
+            targets = torch.tensor([fict.value_index(v) for v in (raw.tolist() if torch.is_tensor(raw) else raw)])
+        except KeyError:
+            raise ValueError(
+                f"validation column {group_column!r} holds values that {attribute_column!r} does not: the diagnosis "
+                "measures M' on the attribute it was fit on."
+            ) from None
+        val_acc = float((fict.logits(val.features).argmax(1) == targets).double().mean())
+        majority = float(torch.bincount(targets).max() / len(targets))
+        share = logit_share(fict.weight, train.features, attribute)  # encode_values gives M''s value indices
+        ranked = torch.argsort(share, descending=True, stable=True)
+        cumulative = torch.cumsum(share[ranked], 0)
+        top_accuracy = {}
+        for k in (1, 10):
+            cols = ranked[: min(k, len(ranked))]
+            w, b = fit_linear_probe(train.features[:, cols], attribute, fict.num_values)
+            pred = (val.features[:, cols].double() @ w.T + b).argmax(1)
+            top_accuracy[f"top{k}"] = float((pred == targets).double().mean())
+        gain = choice["worst_group"] - base["worst_group"]
+        average_change = choice["average"] - base["average"]
+        ok, text = verdict(
+            gain, random_gains, average_change, top_accuracy.get("top1", float("nan")), majority, val_acc
+        )
+        return Diagnosis(
+            attribute_column,
+            val_acc,
+            majority,
+            {f"top{k}": float(cumulative[min(k, len(share)) - 1]) for k in (1, 10, 100)},
+            top_accuracy,
+            base["worst_group"],
+            choice["worst_group"],
+            average_change,
+            gain,
+            random_gains,
+            ok,
+            text,
+            cumulative.tolist(),
+            chosen["sweep"],
+            random_sweeps,
+        )

@@ -1,0 +1,162 @@
+"""Can one weight carry this cue? The evidence, as pure functions over M' and the searches, and a plain verdict.
+
+FCR edits the weights of a few features. That can only remove a spurious cue when (a) the cue is carried by a few
+features of the head's input, and (b) the edit chosen from M' does better than the same search run with M' fit on
+a RANDOM attribute with the true attribute's class-wise frequencies (a search over a few hundred validation-tuned
+perturbations "improves" the worst group by chance too). ``Diagnosis`` holds both and says which fix to use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["GAIN_MARGIN", "MAX_AVERAGE_LOSS", "Diagnosis", "logit_share", "random_attribute", "verdict"]
+
+GAIN_MARGIN = 0.01  # FCR's worst-group gain must beat the best random-attribute draw by a point
+MAX_AVERAGE_LOSS = 0.05  # and may not buy it with more than 5 points of average accuracy
+
+
+def random_attribute(labels: torch.Tensor, attribute: torch.Tensor, seed: int) -> torch.Tensor:
+    """The attribute shuffled within each class: every class keeps its attribute frequencies exactly, but the values
+    no longer follow anything in the images (the control a real cue must beat)."""
+    g = torch.Generator().manual_seed(int(seed))
+    out = attribute.clone()
+    for c in torch.unique(labels):
+        idx = (labels == c).nonzero().flatten()
+        out[idx] = attribute[idx[torch.randperm(len(idx), generator=g)]]
+    return out
+
+
+def logit_share(weight: torch.Tensor, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each feature's share of M''s logit: ``E_s |(W'[v_s, k] - mean_v W'[v, k]) (x_sk - mean_k)|``, normalised to
+    sum to one (``[D]``, in feature order). Centring removes what every sample or every
+    value shares, so a feature counts by how much it moves the attribute's logit between samples."""
+    w = weight.to(torch.float64)
+    x = features.to(torch.float64)
+    direction = w[targets] - w.mean(0, keepdim=True)  # [N, D]
+    contrib = (direction * (x - x.mean(0, keepdim=True))).abs().mean(0)
+    total = contrib.sum()
+    return contrib / total if total > 0 else torch.full_like(contrib, 1.0 / len(contrib))
+
+
+def verdict(
+    fcr_gain: float, random_gains: list[float], average_change: float, top1_accuracy: float, chance: float, full: float
+) -> tuple[bool, str]:
+    """``(one_weight, text)``: one-weight (FCR) edits are trusted here when their validation worst-group gain is at
+    least a point, beats every random-attribute draw by ``GAIN_MARGIN``, and costs at most ``MAX_AVERAGE_LOSS`` of
+    average accuracy."""
+    best_random = max(random_gains) if random_gains else 0.0
+    reasons = []
+    if fcr_gain < GAIN_MARGIN:
+        reasons.append(f"the best FCR edit gains {100 * fcr_gain:+.1f} points of worst-group accuracy on validation")
+    elif fcr_gain < best_random + GAIN_MARGIN:
+        reasons.append(
+            f"FCR's validation gain ({100 * fcr_gain:+.1f} points) does not beat the same search on random attributes "
+            f"({100 * best_random:+.1f} points at best): it is chance, not the cue"
+        )
+    if average_change < -MAX_AVERAGE_LOSS:
+        reasons.append(f"it costs {100 * -average_change:.1f} points of average accuracy")
+    where = (
+        f"M''s top feature alone predicts the attribute at {100 * top1_accuracy:.1f}% (all features: "
+        f"{100 * full:.1f}%, majority value: {100 * chance:.1f}%)"
+    )
+    if not reasons:
+        return True, (
+            f"A one-weight edit removes this cue here: FCR gains {100 * fcr_gain:+.1f} worst-group points on "
+            f"validation against {100 * best_random:+.1f} for random attributes; {where}. Use method='fcr'."
+        )
+    return False, (
+        "A one-weight edit does not remove this cue here: " + "; ".join(reasons) + f"; {where}. Use a head-level fix: "
+        "method='dfr' with group labels on validation, method='class_balanced' without (or method='auto')."
+    )
+
+
+@dataclass
+class Diagnosis:
+    """Whether a one-weight edit removes the cue of ``attribute_column`` here (``FictitiousClassRemover.diagnose``).
+
+    Attributes:
+        fictitious_accuracy: M''s attribute accuracy on validation; ``attribute_majority``: the majority value's rate.
+        logit_share: the share of M''s logit carried by its top 1 / 10 / 100 features (``top1``, ``top10``, ...).
+        top_accuracy: M' refit on its top 1 / 10 features alone, its validation attribute accuracy.
+        base_worst_group, fcr_worst_group, fcr_average_change: the unedited model and the best FCR edit on validation.
+        fcr_gain: the FCR edit's validation worst-group gain; ``random_gains``: the same search with M' fit on
+            random attributes (one per draw).
+        one_weight, verdict: the conclusion, in words.
+        cumulative_share, fcr_sweep, random_sweeps: for ``plot``.
+    """
+
+    attribute_column: str
+    fictitious_accuracy: float
+    attribute_majority: float
+    logit_share: dict[str, float]
+    top_accuracy: dict[str, float]
+    base_worst_group: float
+    fcr_worst_group: float
+    fcr_average_change: float
+    fcr_gain: float
+    random_gains: list[float]
+    one_weight: bool
+    verdict: str
+    cumulative_share: list[float] = field(default_factory=list, repr=False)
+    fcr_sweep: Any = field(default=None, repr=False)
+    random_sweeps: list[Any] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers and the verdict (what ``results.json`` and the edit record keep)."""
+        keys = ("attribute_column", "fictitious_accuracy", "attribute_majority", "logit_share", "top_accuracy")
+        keys += ("base_worst_group", "fcr_worst_group", "fcr_average_change", "fcr_gain", "random_gains")
+        return {**{k: getattr(self, k) for k in keys}, "one_weight": self.one_weight, "verdict": self.verdict}
+
+    def plot(self, path: str | None = None, title: str | None = None) -> Any:
+        """Left: the cumulative share of M''s logit over its ranked features. Right: worst-group accuracy on
+        validation against r for FCR's chosen candidate and for each random-attribute draw. Saved to ``path``."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(10, 3.8))
+        left, right = fig.subplots(1, 2)
+        ranks = np.arange(1, len(self.cumulative_share) + 1)
+        left.plot(ranks, self.cumulative_share, color="C0")
+        left.set_xscale("log")
+        left.set_xlabel("M' features, ranked by share of its logit")
+        left.set_ylabel("cumulative share of M''s logit")
+        left.set_ylim(0, 1.02)
+        left.grid(alpha=0.3)
+        for k in (1, 10, 100):
+            if k <= len(ranks):
+                left.annotate(f"top {k}: {self.cumulative_share[k - 1]:.0%}", (k, self.cumulative_share[k - 1]))
+        for i, sweep in enumerate(self.random_sweeps):
+            r = [max(v, 1e-4) for v in sweep.r_values]
+            right.plot(
+                r,
+                [row["worst_group"] for row in sweep.table],
+                color="0.6",
+                lw=1,
+                label="random attribute" if i == 0 else None,
+            )
+        if self.fcr_sweep is not None:
+            r = [max(v, 1e-4) for v in self.fcr_sweep.r_values]
+            right.plot(
+                r,
+                [row["worst_group"] for row in self.fcr_sweep.table],
+                color="C3",
+                lw=2,
+                label=f"FCR ({self.attribute_column})",
+            )
+        right.axhline(self.base_worst_group, color="k", ls=":", lw=1, label="unedited")
+        right.set_xscale("log")
+        right.set_xlabel("r (0 shown at 1e-4)")
+        right.set_ylabel("validation worst-group accuracy")
+        right.grid(alpha=0.3)
+        right.legend(fontsize=8)
+        fig.suptitle(
+            title or ("one weight carries the cue" if self.one_weight else "one weight does not carry the cue")
+        )
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
