@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import FCRConfig
 from .constants import TAGS
+from .edit import WeightEdit
 
 __all__ = ["hub_id", "model_card", "python_command"]
 
@@ -88,8 +89,9 @@ def model_card(config: FCRConfig, library: str, existing: Path | None = None, **
         config: the edit record the card describes (its edit table and reproduce command come from it).
         library: the card's ``library_name`` (the model's own for a full checkpoint, ``hf-fcr`` for edits only).
         existing: a card to update: what its author wrote is kept.
-        card_info: ``metrics`` (a list of ``{"name", "value", "dataset"}``), ``dataset_name``, ``model_name`` and
-            ``command`` (how to reproduce the edit; default: Python built from the recorded calls).
+        card_info: ``metrics`` (a list of ``{"name", "value", "dataset"}``), ``dataset_name``, ``model_name``,
+            ``diagnosis_figure`` (a file in the folder, linked under the record's diagnosis) and ``command`` (how to
+            reproduce the edit; default: Python built from the recorded calls).
 
     Returns:
         The card (``.save(path)`` writes it).
@@ -133,6 +135,9 @@ def model_card(config: FCRConfig, library: str, existing: Path | None = None, **
                 data.tags = list(dict.fromkeys([*value, *TAGS]))
             elif getattr(data, key, None) in (None, [], "") or key not in data.to_dict():
                 setattr(data, key, value)
+    weight_edits = [e for e in config.edits if isinstance(e, WeightEdit)]
+    diagnosis = config.extra.get("diagnosis")
+    diagnosis = diagnosis if isinstance(diagnosis, dict) and isinstance(diagnosis.get("verdict"), str) else None
     template = resources.files("hf_fcr.model_cards").joinpath("fcr_model_card.md").read_text(encoding="utf-8")
     return ModelCard.from_template(
         data,
@@ -140,8 +145,11 @@ def model_card(config: FCRConfig, library: str, existing: Path | None = None, **
         model_name=model_name,
         user_text=user_text,
         base_description=f"`{base}`" if base else "a model",
-        num_edits=len(config.edits),
-        edits=config.edits,
+        num_edits=len(weight_edits),
+        edits=weight_edits,
+        head_edits=[e for _, e in config.head_edits],
+        diagnosis=diagnosis,
+        diagnosis_figure=card_info.get("diagnosis_figure"),
         metrics=metrics,
         command=card_info.get("command") or python_command(base, config.extra.get("calls", [])),
     )

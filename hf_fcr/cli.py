@@ -97,11 +97,13 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save(remover: Any, args: argparse.Namespace, command: str) -> str:
+def _save(remover: Any, args: argparse.Namespace, command: str, **card_info: Any) -> str:
     """Save the edited model, or with --dry_run only say where it would go; returns the line to print."""
     if args.dry_run:
         return f"dry run: nothing written (would save to {args.output_dir})"
-    remover.save_pretrained(args.output_dir, edits_only=args.edits_only, overwrite=args.overwrite, command=command)
+    remover.save_pretrained(
+        args.output_dir, edits_only=args.edits_only, overwrite=args.overwrite, command=command, **card_info
+    )
     return f"saved to {args.output_dir}"
 
 
@@ -134,10 +136,19 @@ def _neutralize(args: argparse.Namespace) -> int:
         attribute_column=args.attribute_column,
         rule=args.rule,
         seed=args.seed,
+        method=args.method,
+        diagnose=not args.no_diagnosis,
     )
-    saved = _save(remover, args, "hf-fcr " + " ".join(sys.argv[1:]))
+    figures = {"diagnosis.png": search.diagnosis.plot()} if search.diagnosis is not None else {}
+    saved = _save(remover, args, "hf-fcr " + " ".join(sys.argv[1:]), figures=figures)
     payload = {"choice": search.choice, "validation": {k: v for k, v in search.validation.items() if k != "sweep"}}
-    text = format_table({"fcr (validation)": {**search.validation, "choice": search.choice}})
+    if search.candidates:
+        payload["candidates"] = search.candidates
+    if search.diagnosis is not None:
+        payload["diagnosis"] = search.diagnosis.to_dict()
+    text = format_table({f"{search.method} (validation)": {**search.validation, "choice": search.choice}})
+    if search.diagnosis is not None:
+        text += "\n\ndiagnosis: " + search.diagnosis.verdict
     _emit(args, {**payload, "dry_run": args.dry_run}, text + "\n" + saved)
     return 0
 
@@ -269,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--arch",
         default="test_resnet",
-        help="timm architecture trained from scratch, or efficientnet_lite0_pretrained: the packaged ImageNet "
-        "EfficientNet-Lite0 frozen, with an ERM-trained head",
+        help="timm architecture trained from scratch, efficientnet_lite0_pretrained (the packaged ImageNet "
+        "EfficientNet-Lite0 frozen, with an ERM-trained head) or efficientnet_lite0_finetuned (its stem and first "
+        "stages frozen, the rest trained by ERM)",
     )
     demo.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap", help="how r is chosen")
     demo.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
@@ -307,7 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_split", default="train", help="the split M' is fit on (default train)")
     p.add_argument("--validation_split", default="validation", help="the split r is chosen on (default validation)")
     p.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap", help="how r is chosen")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-edge control selection (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the controls, the head fits and auto's split")
+    p.add_argument(
+        "--method",
+        choices=("fcr", "dfr", "class_balanced", "auto"),
+        default="fcr",
+        help="fcr (one weight per class), dfr / class_balanced (retrain the head on group- / class-balanced "
+        "validation data) or auto (the best on held-out validation, fcr when within a point); default fcr",
+    )
+    p.add_argument(
+        "--no_diagnosis",
+        action="store_true",
+        help="skip the diagnosis (FCR against a random-attribute control; its verdict goes into the card)",
+    )
     p.set_defaults(func=_neutralize)
 
     p = sub.add_parser("sweep", parents=shared, help="accuracy of a saved edit at every r, in closed form (Figure 9)")

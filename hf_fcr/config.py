@@ -144,6 +144,7 @@ class FCRConfig:
         edits = [parse_edit(i, e) for i, e in enumerate(edits_raw)]
         _check_calls(data.get("calls", []))
         _check_metrics(data.get("metrics", []))
+        _check_diagnosis(data.get("diagnosis"))
         known = {"base_model_name_or_path", "revision", "library_name", "fcr_version", "schema_version", "edits"}
         return cls(
             base_model_name_or_path=data.get("base_model_name_or_path"),
@@ -176,15 +177,24 @@ def _check_calls(calls: Any) -> None:
                 )
 
 
-def _is_plain(value: Any, depth: int = 0) -> bool:
+def _check_diagnosis(diagnosis: Any) -> None:
+    """``diagnosis``: ``Diagnosis.to_dict()`` (numbers, strings, lists and dicts of them, and a ``verdict`` string)."""
+    if diagnosis is None:
+        return
+    if not isinstance(diagnosis, dict) or not isinstance(diagnosis.get("verdict"), str) or not _is_plain(diagnosis, 2):
+        raise EditRecordError("'diagnosis' must be an object of plain values with a 'verdict' string.")
+
+
+def _is_plain(value: Any, levels: int = 1) -> bool:
+    """A finite number, string, bool or null, or (``levels`` deep) a list or string-keyed object of them."""
     if value is None or isinstance(value, (bool, str)):
         return True
     if isinstance(value, (int, float)):
         return math.isfinite(value)
-    if isinstance(value, list) and depth == 0:
-        return all(_is_plain(v, 1) for v in value)
-    if isinstance(value, dict) and depth == 0:  # e.g. the chosen policy / weights / r
-        return all(isinstance(k, str) and _is_plain(v, 1) for k, v in value.items())
+    if isinstance(value, list) and levels > 0:
+        return all(_is_plain(v, levels - 1) for v in value)
+    if isinstance(value, dict) and levels > 0:  # e.g. the chosen policy / weights / r
+        return all(isinstance(k, str) and _is_plain(v, levels - 1) for k, v in value.items())
     return False
 
 

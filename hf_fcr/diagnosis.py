@@ -32,7 +32,7 @@ def random_attribute(labels: torch.Tensor, attribute: torch.Tensor, seed: int) -
 
 
 def logit_share(weight: torch.Tensor, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Each feature's share of M''s logit: ``E_s |(W'[v_s, k] - mean_v W'[v, k]) (x_sk - mean_k)|``, normalised to
+    """Each feature's share of M's logit: ``E_s |(W'[v_s, k] - mean_v W'[v, k]) (x_sk - mean_k)|``, normalised to
     sum to one (``[D]``, in feature order). Centring removes what every sample or every
     value shares, so a feature counts by how much it moves the attribute's logit between samples."""
     w = weight.to(torch.float64)
@@ -61,7 +61,7 @@ def verdict(
     if average_change < -MAX_AVERAGE_LOSS:
         reasons.append(f"it costs {100 * -average_change:.1f} points of average accuracy")
     where = (
-        f"M''s top feature alone predicts the attribute at {100 * top1_accuracy:.1f}% (all features: "
+        f"M's top feature alone predicts the attribute at {100 * top1_accuracy:.1f}% (all features: "
         f"{100 * full:.1f}%, majority value: {100 * chance:.1f}%)"
     )
     if not reasons:
@@ -80,8 +80,8 @@ class Diagnosis:
     """Whether a one-weight edit removes the cue of ``attribute_column`` here (``FictitiousClassRemover.diagnose``).
 
     Attributes:
-        fictitious_accuracy: M''s attribute accuracy on validation; ``attribute_majority``: the majority value's rate.
-        logit_share: the share of M''s logit carried by its top 1 / 10 / 100 features (``top1``, ``top10``, ...).
+        fictitious_accuracy: M's attribute accuracy on validation; ``attribute_majority``: the majority value's rate.
+        logit_share: the share of M's logit carried by its top 1 / 10 / 100 features (``top1``, ``top10``, ...).
         top_accuracy: M' refit on its top 1 / 10 features alone, its validation attribute accuracy.
         base_worst_group, fcr_worst_group, fcr_average_change: the unedited model and the best FCR edit on validation.
         fcr_gain: the FCR edit's validation worst-group gain; ``random_gains``: the same search with M' fit on
@@ -113,7 +113,7 @@ class Diagnosis:
         return {**{k: getattr(self, k) for k in keys}, "one_weight": self.one_weight, "verdict": self.verdict}
 
     def plot(self, path: str | None = None, title: str | None = None) -> Any:
-        """Left: the cumulative share of M''s logit over its ranked features. Right: worst-group accuracy on
+        """Left: the cumulative share of M's logit over its ranked features. Right: worst-group accuracy on
         validation against r for FCR's chosen candidate and for each random-attribute draw. Saved to ``path``."""
         from matplotlib.figure import Figure
 
@@ -123,7 +123,7 @@ class Diagnosis:
         left.plot(ranks, self.cumulative_share, color="C0")
         left.set_xscale("log")
         left.set_xlabel("M' features, ranked by share of its logit")
-        left.set_ylabel("cumulative share of M''s logit")
+        left.set_ylabel("cumulative share of M's logit")
         left.set_ylim(0, 1.02)
         left.grid(alpha=0.3)
         for k in (1, 10, 100):

@@ -309,21 +309,36 @@ class HeadEditor:
             overwrite: replace a non-empty folder.
             card_info: for the card: ``metrics`` (``[{"name", "value", "dataset", "split"}]``, also kept in the
                 record), ``dataset_name`` (a Hub dataset id is listed in the card's ``datasets``), ``model_name``,
-                ``tags``, ``license`` (default: the base's) and ``command`` (how to reproduce; kept in the record).
+                ``tags``, ``license`` (default: the base's), ``command`` (how to reproduce; kept in the record) and
+                ``figures`` (``{"diagnosis.png": matplotlib figure}``: saved in the folder; ``diagnosis.png`` is linked
+                from the card's diagnosis).
 
         Returns:
             The folder written.
 
         Raises:
             FileExistsError: the target is a file, or a non-empty folder without ``overwrite=True``.
+            ValueError: a figure name that is not a plain ``.png`` file name.
         """
+        import io
+
         from .hub import save_checkpoint
+
+        files = {}
+        for name, fig in (card_info.pop("figures", None) or {}).items():
+            if os.path.basename(name) != name or not name.endswith(".png") or name.startswith("."):
+                raise ValueError(f"figure name {name!r} must be a plain file name ending in .png.")
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=120)
+            files[name] = buffer.getvalue()
+        if "diagnosis.png" in files:
+            card_info.setdefault("diagnosis_figure", "diagnosis.png")
 
         record = self.edit_record(**{k: v for k, v in card_info.items() if k in ("metrics", "command")})
         card_info.setdefault("license", self._base_license())
         processor = getattr(self.transform, "processor", None)
         return save_checkpoint(
-            self.model, save_directory, record, self.class_names, edits_only, overwrite, processor, **card_info
+            self.model, save_directory, record, self.class_names, edits_only, overwrite, processor, files, **card_info
         )
 
     def _base_license(self) -> str | None:

@@ -277,11 +277,14 @@ def save_checkpoint(
     edits_only: bool = False,
     overwrite: bool = False,
     processor: Any = None,
+    files: dict[str, bytes] | None = None,
     **card_info: Any,
 ) -> Path:
     """Write ``model`` in its own library's format (timm ``save_for_hf`` / transformers ``save_pretrained`` /
     ``model.safetensors`` for a plain module; a transformers ``processor`` beside it), ``fcr_config.json`` and a
-    ``README.md`` card; with ``edits_only=True`` only the last two. ``card_info`` goes to ``card.model_card``.
+    ``README.md`` card; with ``edits_only=True`` only the last two (and the new heads of head-level edits).
+    ``files`` (name -> bytes, e.g. figures the card links) are written beside them; ``card_info`` goes to
+    ``card.model_card``.
 
     Returns:
         The folder written.
@@ -320,6 +323,8 @@ def save_checkpoint(
 
                 state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
                 save_file(state, tmp / SAFE_WEIGHTS_NAME)
+        for name, data in (files or {}).items():
+            (tmp / name).write_bytes(data)
         config.save_pretrained(tmp, include_base=not edits_only)
         card = model_card(config, "hf-fcr" if edits_only else library, target / CARD_NAME, **card_info)
         card.save(tmp / CARD_NAME)

@@ -54,16 +54,18 @@ def group_metrics(
 
 def format_table(methods: dict[str, dict[str, Any]]) -> str:
     """Methods as a plain-text table (accuracies in %)."""
-    lines = [f"{'method':<18}{'average':>9}{'worst':>9}{'gap':>8}{'w-avg':>8}  notes"]
+    lines = [f"{'method':<22}{'average':>9}{'worst':>9}{'gap':>8}{'w-avg':>8}  notes"]
     for name, m in methods.items():
         note = ""
-        if "choice" in m:
-            c = m["choice"]
+        c = m.get("choice")
+        if c and c.get("r") is not None:
             note = f"policy={c['policy']} weights/class={c['num_weights']} r={c['r']:.4g}"
-        elif "C" in m:
-            note = f"C={m['C']}"
+        elif c:
+            note = f"head retrained ({c.get('method')}) C={c.get('C')}"
+        elif "draws" in m:
+            note = f"mean of {len(m['draws'])} random attributes (worst-group std {100 * m['worst_group_std']:.1f})"
         lines.append(
-            f"{name:<18}{100 * m['average']:>9.1f}{100 * m['worst_group']:>9.1f}{100 * m['gap']:>8.1f}"
+            f"{name:<22}{100 * m['average']:>9.1f}{100 * m['worst_group']:>9.1f}{100 * m['gap']:>8.1f}"
             f"{100 * m.get('weighted_average', float('nan')):>8.1f}  {note}"
         )
     return "\n".join(lines)

@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..diagnosis import random_attribute
 from ..features import FeatureSet
+from ..infer import agreement, infer_attribute
 from ..metrics import group_ids, group_metrics
-from .baselines import dfr
 
 __all__ = ["METHOD_ORDER", "compare_methods", "run_spurious"]
 
-METHOD_ORDER = ("erm", "fcr", "dfr", "fcr_grad_x_act", "fcr_random_edge")
+METHOD_ORDER = (
+    "erm",
+    "fcr",
+    "fcr_random_attribute",
+    "fcr_inferred_attribute",
+    "fcr_grad_x_act",
+    "fcr_random_edge",
+    "dfr",
+    "dfr_class_balanced",
+    "auto",
+)
+RANDOM_ATTRIBUTE_DRAWS = 3
 
 
 def _groups(feats: FeatureSet, label_column: str, attribute_column: str) -> tuple[torch.Tensor, list[str]]:
     columns = {label_column: feats.labels(label_column), attribute_column: feats.labels(attribute_column)}
     return group_ids(columns, [label_column, attribute_column])
+
+
+def _mean_of(draws: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("average", "worst_group", "gap", "weighted_average")
+    out = {k: statistics.mean(d[k] for d in draws) for k in keys if k in draws[0]}
+    out["worst_group_std"] = statistics.stdev(d["worst_group"] for d in draws) if len(draws) > 1 else 0.0
+    return {**out, "draws": [{k: d[k] for k in ("average", "worst_group", "choice")} for d in draws]}
 
 
 def compare_methods(
@@ -34,10 +54,14 @@ def compare_methods(
     output_dir: str | Path | None = None,
     title: str = "FCR",
 ) -> tuple[dict[str, dict[str, Any]], Any]:
-    """Evaluate ERM (the model as it is), FCR (``neutralize_spurious``, chosen on ``val``), DFR (fit on ``val``),
-    and FCR with grad x act or random edges instead of SCA, on ``test``. Groups are (label, attribute). Leaves the
-    FCR edits applied to ``remover.model``; writes the sweep plots to ``output_dir`` when given. Returns the
-    metrics per method and the FCR search."""
+    """Evaluate on ``test``, every method chosen or fit on ``val`` through ``neutralize_spurious``: ERM (the model as
+    it is), FCR, its controls (M' on a random attribute with the true class-wise frequencies, mean over
+    ``RANDOM_ATTRIBUTE_DRAWS`` draws; grad x act and random edges instead of SCA), FCR with M' on an attribute
+    inferred without labels (``infer.infer_attribute``, per-class clustering; ``agreement_ari`` with the truth),
+    DFR, class-balanced retraining (``dfr_class_balanced``, no group labels) and ``auto``. Groups are (label,
+    attribute). Leaves the FCR edits applied to ``remover.model`` (with the diagnosis in its record); writes the
+    sweep and diagnosis plots to ``output_dir`` when given. Returns the metrics per method and the FCR search
+    (``.diagnosis`` included)."""
     train_ids, train_names = _groups(train, label_column, attribute_column)
     counts = torch.bincount(train_ids, minlength=len(train_names)).double()
     train_props = {name: float(c / counts.sum()) for name, c in zip(train_names, counts)}
@@ -47,23 +71,42 @@ def compare_methods(
     def evaluate(logits: torch.Tensor) -> dict[str, Any]:
         return group_metrics(logits.argmax(1), test_labels, test_ids, test_names, train_props)
 
-    methods: dict[str, dict[str, Any]] = {"erm": evaluate(remover.logits(test.features))}
-    kwargs = {"label_column": label_column, "attribute_column": attribute_column, "rule": rule, "seed": seed}
-    # the controls first (each reverted), then FCR itself, whose edits stay applied
-    for name, selection in (("fcr_grad_x_act", "grad_x_act"), ("fcr_random_edge", "random")):
+    def run(data: FeatureSet = train, **kwargs: Any) -> dict[str, Any]:
+        """One ``neutralize_spurious`` call evaluated on test, then reverted."""
         t0 = time.perf_counter()
-        search = remover.neutralize_spurious(train, val, selection=selection, **kwargs)
+        search = remover.neutralize_spurious(data, val, **{**common, **kwargs_control, **kwargs})
         elapsed = time.perf_counter() - t0
-        methods[name] = {**evaluate(remover.logits(test.features)), "choice": search.choice, "edit_time_s": elapsed}
+        row = {**evaluate(remover.logits(test.features)), "choice": search.choice, "edit_time_s": elapsed}
+        if search.candidates:
+            row["candidates"] = {
+                m: {k: c[k] for k in ("average", "worst_group", "score")} for m, c in search.candidates.items()
+            }
         remover.revert()
+        return row
+
+    common = {"label_column": label_column, "attribute_column": attribute_column, "rule": rule, "seed": seed}
+    kwargs_control = {"diagnose": False}
+    methods: dict[str, dict[str, Any]] = {"erm": evaluate(remover.logits(test.features))}
+    # the controls and the other fixes first (each reverted), then FCR itself, whose edits stay applied
+    methods["fcr_grad_x_act"] = run(selection="grad_x_act")
+    methods["fcr_random_edge"] = run(selection="random")
+    labels, attribute = train.labels(label_column), train.labels(attribute_column)
+    draws = []
+    for draw in range(RANDOM_ATTRIBUTE_DRAWS):
+        shuffled = random_attribute(labels, attribute, seed=1000 * seed + draw)
+        data = FeatureSet(train.features, {label_column: labels, "random_attribute": shuffled})
+        draws.append(run(data, attribute_column="random_attribute", val_attribute_column=attribute_column))
+    methods["fcr_random_attribute"] = _mean_of(draws)
+    inferred = infer_attribute(train.features, labels, "cluster", seed=seed)
+    data = FeatureSet(train.features, {label_column: labels, "inferred_attribute": inferred})
+    row = run(data, attribute_column="inferred_attribute", val_attribute_column=attribute_column)
+    methods["fcr_inferred_attribute"] = {**row, "agreement_ari": agreement(inferred, attribute, labels)}
+    methods["dfr"] = run(method="dfr")
+    methods["dfr_class_balanced"] = run(method="class_balanced", val_attribute_column=None)
+    methods["auto"] = run(method="auto")
 
     t0 = time.perf_counter()
-    val_ids, _ = _groups(val, label_column, attribute_column)
-    head = dfr(val.features, val.labels(label_column), val_ids, num_classes=remover.num_classes, seed=seed)
-    methods["dfr"] = {**evaluate(head.logits(test.features)), "C": head.C, "fit_time_s": time.perf_counter() - t0}
-
-    t0 = time.perf_counter()
-    search = remover.neutralize_spurious(train, val, **kwargs)
+    search = remover.neutralize_spurious(train, val, **common)  # with its diagnosis
     elapsed = time.perf_counter() - t0
     methods["fcr"] = {
         **evaluate(remover.logits(test.features)),
@@ -80,6 +123,7 @@ def compare_methods(
         chosen["sweep"].plot(out / "sweep_validation.png", rule=rule, title=f"{title} (validation)")
         test_sweep = remover.sweep(test, label_column=label_column, group_columns=(attribute_column,))
         test_sweep.plot(out / "sweep_test.png", title=f"{title} (test)", chosen_r=search.r)
+        search.diagnosis.plot(out / "diagnosis.png", title=f"{title}: {search.diagnosis.verdict[:60]}...")
     return {k: methods[k] for k in METHOD_ORDER}, search
 
 
@@ -141,6 +185,7 @@ def run_spurious(
     remover.save_pretrained(
         out / "fcr-model",
         overwrite=True,
+        figures={"diagnosis.png": search.diagnosis.plot(title=f"FCR on {benchmark}")},
         metrics=metrics,
         command=command,
         dataset_name=benchmark,
@@ -153,6 +198,7 @@ def run_spurious(
         "hf_fcr_version": __version__,
         "methods": methods,
         "fcr_choice": search.choice,
+        "diagnosis": search.diagnosis.to_dict(),
         "candidates": [{k: v for k, v in t.items() if k != "sweep"} for t in search.tried],
         "timings": timings,
         "command": command,

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["digits_cnn", "frozen_backbone_erm", "spurious_digits_erm", "train_classifier"]
+__all__ = ["digits_cnn", "finetuned_backbone_erm", "frozen_backbone_erm", "spurious_digits_erm", "train_classifier"]
 
 
 def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> nn.Module:
@@ -61,16 +61,14 @@ def train_classifier(
     return model.eval()
 
 
-def frozen_backbone_erm(data: Any, seed: int = 0, size: int = 64, steps: int = 300) -> tuple[torch.nn.Module, Any]:
-    """The pretrained variant of the SpuriousDigits ERM model: the ImageNet EfficientNet-Lite0 backbone, frozen, with
-    a new 2-class linear head trained by ERM (cross-entropy, Adam) on the training split's features. The images are
-    resized to ``size`` and normalized with ImageNet statistics first; returns the model and the prepared data."""
+def _imagenet_prepared(data: Any, size: int) -> tuple[torch.nn.Module, Any]:
+    """The packaged ImageNet EfficientNet-Lite0 with a new 2-class head, and ``data`` resized to ``size`` and
+    normalized with ImageNet statistics."""
     import datasets
     import torch.nn.functional as F
 
     from ..data.pretrained import efficientnet_lite0_imagenet
     from ..data.spurious import LABELS
-    from ..features import PassOptions, extract_features
 
     mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -84,6 +82,18 @@ def frozen_backbone_erm(data: Any, seed: int = 0, size: int = 64, steps: int = 3
     model = efficientnet_lite0_imagenet()
     model.reset_classifier(2)
     model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size), "label_names": list(LABELS)}
+    return model, data
+
+
+def frozen_backbone_erm(data: Any, seed: int = 0, size: int = 64, steps: int = 300) -> tuple[torch.nn.Module, Any]:
+    """The pretrained variant of the SpuriousDigits ERM model: the ImageNet EfficientNet-Lite0 backbone, frozen, with
+    a new 2-class linear head trained by ERM (cross-entropy, Adam) on the training split's features. The images are
+    resized to ``size`` and normalized with ImageNet statistics first; returns the model and the prepared data."""
+    import torch.nn.functional as F
+
+    from ..features import PassOptions, extract_features
+
+    model, data = _imagenet_prepared(data, size)
     options = PassOptions(batch_size=128)
     train = extract_features(model, model.classifier, data["train"], head_name="classifier", options=options)
     torch.manual_seed(seed)
@@ -95,6 +105,41 @@ def frozen_backbone_erm(data: Any, seed: int = 0, size: int = 64, steps: int = 3
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return model.eval(), data
+
+
+def finetuned_backbone_erm(
+    data: Any, seed: int = 0, size: int = 64, frozen_blocks: int = 3, epochs: int = 15
+) -> tuple[torch.nn.Module, Any]:
+    """The fine-tuned pretrained variant (the paper's regime, sized for a CPU): the ImageNet EfficientNet-Lite0 with
+    its stem and first ``frozen_blocks`` stages frozen (their outputs computed once and cached), everything after them
+    (most of the parameters) trained by ERM (cross-entropy, Adam, batch 64) with a new 2-class head."""
+    import torch.nn.functional as F
+
+    model, data = _imagenet_prepared(data, size)
+    frozen = torch.nn.Sequential(model.conv_stem, model.bn1, *model.blocks[:frozen_blocks]).eval()
+    trained = torch.nn.Sequential(*model.blocks[frozen_blocks:], model.conv_head, model.bn2, model.global_pool)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    train = data["train"].with_format("torch")
+    with torch.no_grad():
+        cached = torch.cat([frozen(b["image"]) for b in train.iter(batch_size=256)])
+    labels = torch.as_tensor(train["label"])
+    share = sum(p.numel() for p in (*trained.parameters(), *model.classifier.parameters()))
+    torch.manual_seed(seed)
+    params = [*trained.parameters(), *model.classifier.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    trained.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(labels)).split(64):
+            loss = F.cross_entropy(model.classifier(trained(cached[idx])), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.pretrained_cfg = {
+        **model.pretrained_cfg,
+        "trained_fraction": share / sum(p.numel() for p in model.parameters()),
+    }
     return model.eval(), data
 
 
@@ -130,7 +175,8 @@ def spurious_digits_erm(
     remover over that model (its base is the saved folder), the DatasetDict and the timings.
 
     ``arch="efficientnet_lite0_pretrained"`` is the pretrained variant: the packaged ImageNet EfficientNet-Lite0,
-    frozen, with an ERM-trained linear head (see ``frozen_backbone_erm``)."""
+    frozen, with an ERM-trained linear head (see ``frozen_backbone_erm``); ``"efficientnet_lite0_finetuned"`` trains
+    all but its stem and first stages by ERM (see ``finetuned_backbone_erm``)."""
     import timm.models
 
     from ..data.spurious import spurious_digits
@@ -142,6 +188,9 @@ def spurious_digits_erm(
     if arch == "efficientnet_lite0_pretrained":
         model, data = frozen_backbone_erm(data, seed=seed)
         what = "an ERM head on the frozen ImageNet EfficientNet-Lite0"
+    elif arch == "efficientnet_lite0_finetuned":
+        model, data = finetuned_backbone_erm(data, seed=seed)
+        what = f"ImageNet EfficientNet-Lite0 fine-tuned ({model.pretrained_cfg['trained_fraction']:.0%} of parameters)"
     else:
         model = train_classifier(
             _timm_model(arch, seed), data["train"], epochs=epochs, seed=seed, progress=log is print

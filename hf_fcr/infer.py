@@ -1,0 +1,86 @@
+"""Label-free fictitious classes: guess a spurious attribute from the features or the model's own errors.
+
+Offered only with its evidence: on every benchmark the README reports the guess's agreement with the true attribute
+(adjusted Rand index within each class) and FCR's result with it against the random-attribute control. Where the
+guess does not beat the control, it is not a substitute for group labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["INFER_METHODS", "agreement", "infer_attribute"]
+
+INFER_METHODS = ("cluster", "margin")
+
+
+def infer_attribute(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    method: str = "cluster",
+    logits: torch.Tensor | None = None,
+    minority_fraction: float = 0.2,
+    seed: int = 0,
+) -> torch.Tensor:
+    """A 0/1 attribute per sample, 1 marking the samples that look like each class's minority group.
+
+    Args:
+        features, labels: the head inputs ``[N, D]`` and the classes ``[N]`` (e.g. a ``FeatureSet``'s).
+        method: ``"cluster"``: per class, KMeans (k=2) on the standardized features; the smaller cluster is 1.
+            ``"margin"``: samples the model gets wrong or classifies with the lowest margins (``logits`` needed),
+            ``minority_fraction`` of each class, are 1.
+        seed: KMeans' seed.
+
+    Returns:
+        An int64 tensor ``[N]``, to pass as the attribute column of ``neutralize_spurious``.
+
+    Raises:
+        ValueError: an unknown method, ``"margin"`` without logits, or a class with fewer than two samples.
+    """
+    if method not in INFER_METHODS:
+        raise ValueError(f"method must be one of {INFER_METHODS}, got {method!r}.")
+    if method == "margin" and logits is None:
+        raise ValueError("method='margin' needs the model's logits (remover.logits(features)).")
+    labels = torch.as_tensor(labels).long()
+    out = torch.zeros(len(labels), dtype=torch.long)
+    for c in torch.unique(labels):
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) < 2:
+            raise ValueError(f"class {int(c)} has {len(idx)} sample(s): inference needs at least two per class.")
+        if method == "cluster":
+            out[idx] = _smaller_cluster(features[idx], seed)
+        else:
+            z = logits[idx].double()
+            own = z[:, int(c)]
+            other = z.clone()
+            other[:, int(c)] = -torch.inf
+            margin = own - other.max(1).values
+            k = max(1, int(round(minority_fraction * len(idx))))
+            flagged = torch.argsort(margin, stable=True)[:k]
+            out[idx[flagged]] = 1
+            out[idx[margin < 0]] = 1  # every error too
+    return out
+
+
+def _smaller_cluster(x: torch.Tensor, seed: int) -> torch.Tensor:
+    from sklearn.cluster import KMeans
+
+    a = x.double().cpu().numpy()
+    a = (a - a.mean(0)) / np.where(a.std(0) > 0, a.std(0), 1.0)
+    assign = KMeans(n_clusters=2, n_init=10, random_state=seed).fit_predict(a)
+    small = int(np.bincount(assign, minlength=2).argmin())
+    return torch.from_numpy((assign == small).astype(np.int64))
+
+
+def agreement(inferred: torch.Tensor, attribute: torch.Tensor, labels: torch.Tensor) -> float:
+    """Adjusted Rand index between the inferred and the true attribute within each class, averaged over classes
+    weighted by size (1: the same partition, about 0: no better than chance)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    total, score = 0, 0.0
+    for c in torch.unique(labels):
+        m = labels == c
+        score += float(m.sum()) * adjusted_rand_score(attribute[m].numpy(), inferred[m].numpy())
+        total += int(m.sum())
+    return score / total
