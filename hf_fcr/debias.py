@@ -157,14 +157,15 @@ class SpuriousFixes:
         if method == "fcr" and not attribute_column:
             raise ValueError("method='fcr' fits M' on an attribute: pass attribute_column (or use 'class_balanced').")
         r_values = default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})
-        train_feats = self._features(train, [label_column, *([attribute_column] if attribute_column else [])])
+        uses_attribute = attribute_column and (method in ("fcr", "auto") or diagnose)
+        train_feats = self._features(train, [label_column, *([attribute_column] if uses_attribute else [])])
         val_feats = self._features(val, [label_column, *([group_column] if group_column else [])])
         fcr_args = (label_column, attribute_column, group_column, rule, policies, counts, r_values, probe, selection)
         candidates: dict[str, dict[str, Any]] = {}
         if method == "auto":
             method, candidates = self._auto(train_feats, val_feats, fcr_args, seed)
         diagnosis = None
-        if diagnose and attribute_column and group_column:
+        if diagnose and uses_attribute and group_column:
             diagnosis = self.diagnose(
                 train_feats,
                 val_feats,

@@ -105,10 +105,10 @@ class HeadEdit:
     def apply_to(self, params: Mapping[str, torch.Tensor]) -> None:
         """Write the new head into ``params`` (tensors by name); refuses (ValueError) unless the current head is the
         recorded base, bit for bit. Keeps the base head, so that ``revert_to`` can restore it."""
-        if self.new_weight is None:
-            raise ValueError(f"this {self.method} edit holds no new head tensors (fcr_head.safetensors).")
         weight, bias = self._head(params)
         self._check(weight, bias, self.base_sha256, "base")
+        if self.new_weight is None:
+            raise ValueError(f"this {self.method} edit holds no new head tensors (fcr_head.safetensors).")
         for new, old in ((self.new_weight, weight), (self.new_bias, bias)):
             if old is not None and (new.shape != old.shape or new.dtype != old.dtype):
                 raise ValueError(

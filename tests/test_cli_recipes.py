@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from hf_fcr.experiments.compare import METHOD_ORDER
 
 from hub_server import HubServer
 
@@ -37,11 +40,22 @@ def test_demo_writes_results_plots_and_edited_model(demo):
     import timm
 
     results = json.loads((demo / "results.json").read_text())
-    assert set(results["methods"]) == {"erm", "fcr", "dfr", "fcr_grad_x_act", "fcr_random_edge"}
+    assert list(results["methods"]) == sorted(METHOD_ORDER)  # json sorts the keys
     for m in results["methods"].values():
         assert 0 <= m["worst_group"] <= m["average"] <= 1
         assert m["gap"] == pytest.approx(m["average"] - m["worst_group"])
-    assert set(results["fcr_choice"]) == {"policy", "num_weights", "r", "rule"}
+    draws = results["methods"]["fcr_random_attribute"]["draws"]
+    assert len(draws) == 3 and results["methods"]["fcr_random_attribute"]["worst_group"] == pytest.approx(
+        sum(d["worst_group"] for d in draws) / 3
+    )
+    assert results["methods"]["dfr_class_balanced"]["choice"]["method"] == "class_balanced"
+    assert set(results["methods"]["auto"]["candidates"]) == {"fcr", "dfr", "class_balanced"}
+    assert set(results["fcr_choice"]) == {"method", "policy", "num_weights", "r", "rule"}
+    diagnosis = results["diagnosis"]
+    assert isinstance(diagnosis["verdict"], str) and isinstance(diagnosis["one_weight"], bool)
+    assert ("removes this cue" in diagnosis["verdict"]) is diagnosis["one_weight"]
+    assert (demo / "diagnosis.png").stat().st_size > 0 and (demo / "fcr-model" / "diagnosis.png").is_file()
+    assert diagnosis["verdict"] in (demo / "fcr-model" / "README.md").read_text()
     assert (demo / "sweep_validation.png").stat().st_size > 0
     assert (demo / "sweep_test.png").stat().st_size > 0
     edited = timm.create_model("local-dir:" + str(demo / "fcr-model"), pretrained=True)
@@ -77,6 +91,24 @@ def test_cli_inspect_neutralize_sweep_remove(demo, tmp_path):
     )["choice"]
     assert (out / "fcr_config.json").is_file()
     assert choice["rule"] == "min_gap"
+    assert json.loads((out / "fcr_config.json").read_text())["diagnosis"]["verdict"] in (out / "README.md").read_text()
+    head_dir = tmp_path / "class_balanced"
+    head = json.loads(
+        _cli(
+            "neutralize", "--model_name_or_path", erm, *common, "--attribute_column", "place", "--method",
+            "class_balanced", "--no_diagnosis", "--edits_only", "--output_dir", str(head_dir),
+        ).stdout
+    )  # fmt: skip
+    assert head["choice"]["method"] == "class_balanced" and "diagnosis" not in head
+    assert sorted(p.name for p in head_dir.iterdir()) == ["README.md", "fcr_config.json", "fcr_head.safetensors"]
+    from hf_fcr import FictitiousClassRemover
+
+    applied = FictitiousClassRemover.from_pretrained(str(head_dir))
+    assert applied.edits[0].method == "class_balanced"
+    base = FictitiousClassRemover.from_pretrained(erm)
+    assert not torch.equal(applied.head.weight, base.head.weight)
+    applied.revert()
+    assert torch.equal(applied.head.weight, base.head.weight) and torch.equal(applied.head.bias, base.head.bias)
     sweep = json.loads(_cli("sweep", "--model_name_or_path", str(out), *common, "--group_columns", "place").stdout)
     assert len(sweep["table"]) > 200
     assert sweep["table"][0]["r"] == 0.0

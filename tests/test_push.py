@@ -57,6 +57,20 @@ CLIENT = textwrap.dedent(
         "hf-hub:tester/base", token="hf_pull_token_456", cache_dir=sys.argv[1] if len(sys.argv) > 1 else "pull-cache"
     )
     out["token_pull_identical"] = same(again.model, base.model)
+    # 4. a head-level edit (class-balanced retraining of the head), full and edits only
+    fixed = FictitiousClassRemover.from_pretrained("hf-hub:tester/base")
+    fixed.base_model_name_or_path = "tester/base"
+    x = torch.rand(30, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    val = fixed.extract_features([{"image": x, "label": torch.arange(30) % 3}])
+    fixed.neutralize_spurious(val, val, attribute_column=None, method="class_balanced", val_attribute_column=None)
+    fixed.push_to_hub("tester/head-full")
+    fixed.push_to_hub("tester/head-edits", edits_only=True)
+    pulled = FictitiousClassRemover.from_pretrained("tester/head-full")
+    out["head_full_identical"] = same(pulled.model, fixed.model)
+    pulled.revert()
+    out["head_revert_gives_base"] = same(pulled.model, base.model)
+    tiny = FictitiousClassRemover.from_pretrained("tester/head-edits")
+    out["head_edits_only_identical"] = same(tiny.model, fixed.model)
     print(json.dumps(out))
     """
 )
@@ -77,9 +91,15 @@ def test_push_then_pull_through_a_local_hub(tmp_path):
             "revert_gives_base": True,
             "edits_only_identical": True,
             "token_pull_identical": True,
+            "head_full_identical": True,
+            "head_revert_gives_base": True,
+            "head_edits_only_identical": True,
         }
-        assert set(hub.state.repos) == {"tester/base", "tester/edited", "tester/edits-only"}
+        assert set(hub.state.repos) == {
+            "tester/base", "tester/edited", "tester/edits-only", "tester/head-full", "tester/head-edits"
+        }  # fmt: skip
         assert sorted(hub.state.repos["tester/edits-only"]) == ["README.md", "fcr_config.json"]
+        assert sorted(hub.state.repos["tester/head-edits"]) == ["README.md", "fcr_config.json", "fcr_head.safetensors"]
         assert {"README.md", "fcr_config.json", "model.safetensors", "config.json"} <= set(
             hub.state.repos["tester/edited"]
         )
