@@ -63,10 +63,15 @@ def run(benchmark: str, seeds: list[int], out: Path) -> None:
 
 def table(benchmark: str, out: Path) -> str:
     runs = [json.loads(p.read_text()) for p in sorted((out / benchmark).glob("seed*/results.json"))]
-    if not runs:
-        return ""
+    return method_table(runs, TITLES[benchmark]) if runs else ""
+
+
+def method_table(runs: list[dict], title: str) -> str:
+    """Every method's test worst-group and average accuracy (mean +- std over ``runs``, the seeds' results.json),
+    the paired per-seed difference FCR - method, the diagnosis, auto's choices and the inferred attribute's
+    agreement with the truth."""
     lines = [
-        f"### {TITLES[benchmark]} ({len(runs)} seeds: {', '.join(str(r['seed']) for r in runs)})\n",
+        f"### {title} ({len(runs)} seeds: {', '.join(str(r['seed']) for r in runs)})\n",
         "| method | worst-group % | average % | FCR - method, worst group (paired, points) |",
         "|---|---|---|---|",
     ]

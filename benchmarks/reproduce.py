@@ -13,11 +13,13 @@ import json
 import os
 import runpy
 import statistics
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _ms(values: list[float], scale: float = 100.0) -> str:
@@ -27,6 +29,8 @@ def _ms(values: list[float], scale: float = 100.0) -> str:
 
 
 def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_resnet") -> str:
+    from evidence import method_table
+
     from hf_fcr.experiments.demo import run_demo
 
     runs = [
@@ -40,22 +44,7 @@ def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_
         )
         for s in seeds
     ]
-    lines = [
-        f"| method (SpuriousDigits, {arch}, correlation {correlation}, {len(seeds)} seeds) | worst-group % | "
-        "average % | "
-        "gap (points) | train-weighted average % |",
-        "|---|---|---|---|---|",
-    ]
-    for method in runs[0]["methods"]:
-        m = [r["methods"][method] for r in runs]
-        lines.append(
-            f"| {method} | {_ms([x['worst_group'] for x in m])} | {_ms([x['average'] for x in m])} | "
-            f"{_ms([x['gap'] for x in m])} | {_ms([x['weighted_average'] for x in m])} |"
-        )
-    choices = ", ".join(
-        f"seed {r['seed']}: {c['policy']}/{c['num_weights']}w/r={c['r']:.3g}" for r in runs for c in [r["fcr_choice"]]
-    )
-    return "\n".join(lines) + f"\n\nFCR's choices on validation: {choices}.\n"
+    return method_table(runs, f"SpuriousDigits, {arch}, correlation {correlation}")
 
 
 def class_removal(out: Path, seeds: list[int]) -> str:
@@ -142,8 +131,15 @@ def main() -> None:
         "--pretrained_seeds",
         type=int,
         nargs="*",
-        default=[0, 1, 2],
-        help="seeds for the frozen ImageNet EfficientNet-Lite0 variant (about 30 s each)",
+        default=[0, 1, 2, 3, 4],
+        help="seeds for the frozen ImageNet EfficientNet-Lite0 variant (about 1 min each)",
+    )
+    p.add_argument(
+        "--finetuned_seeds",
+        type=int,
+        nargs="*",
+        default=[],
+        help="seeds for the fine-tuned ImageNet EfficientNet-Lite0 variant (about 3 min each; none by default)",
     )
     p.add_argument(
         "--real_mnist", action="store_true", help="also run benchmarks/real_mnist.py (Figures 6-8, SpuCo-style)"
@@ -160,6 +156,8 @@ def main() -> None:
         sections[f"spurious_{c}"] = spurious(out, args.seeds, c)
     if args.pretrained_seeds:
         sections["spurious_pretrained"] = spurious(out, args.pretrained_seeds, 0.95, "efficientnet_lite0_pretrained")
+    if args.finetuned_seeds:
+        sections["spurious_finetuned"] = spurious(out, args.finetuned_seeds, 0.95, "efficientnet_lite0_finetuned")
     text = "\n".join(f"### {name}\n\n{table}" for name, table in sections.items())
     print(text)
     (out / "tables.md").write_text(text)

@@ -14,10 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["GAIN_MARGIN", "MAX_AVERAGE_LOSS", "Diagnosis", "logit_share", "random_attribute", "verdict"]
+__all__ = [
+    "GAIN_MARGIN",
+    "LOCALIZED_SHARE",
+    "MAX_AVERAGE_LOSS",
+    "Diagnosis",
+    "logit_share",
+    "random_attribute",
+    "verdict",
+]
 
 GAIN_MARGIN = 0.01  # FCR's worst-group gain must beat the best random-attribute draw by a point
 MAX_AVERAGE_LOSS = 0.05  # and may not buy it with more than 5 points of average accuracy
+LOCALIZED_SHARE = 0.5  # M's top feature alone reaches half of M's above-chance attribute accuracy
 
 
 def random_attribute(labels: torch.Tensor, attribute: torch.Tensor, seed: int) -> torch.Tensor:
@@ -46,33 +55,49 @@ def logit_share(weight: torch.Tensor, features: torch.Tensor, targets: torch.Ten
 def verdict(
     fcr_gain: float, random_gains: list[float], average_change: float, top1_accuracy: float, chance: float, full: float
 ) -> tuple[bool, str]:
-    """``(one_weight, text)``: one-weight (FCR) edits are trusted here when their validation worst-group gain is at
-    least a point, beats every random-attribute draw by ``GAIN_MARGIN``, and costs at most ``MAX_AVERAGE_LOSS`` of
-    average accuracy."""
+    """``(one_weight, text)``. One weight carries the cue when all three hold:
+
+    - localized: M''s top feature alone reaches at least half of M''s accuracy above the majority value's rate
+      (``LOCALIZED_SHARE``);
+    - attribute-specific: FCR's validation worst-group gain is at least ``GAIN_MARGIN`` and beats every
+      random-attribute draw by ``GAIN_MARGIN``;
+    - cheap: it costs at most ``MAX_AVERAGE_LOSS`` of average accuracy.
+
+    When the gain is attribute-specific but the cue is spread, the edit only partly suppresses it: the text says so
+    and points to the head-level fixes."""
     best_random = max(random_gains) if random_gains else 0.0
+    localized = top1_accuracy - chance >= LOCALIZED_SHARE * (full - chance) and full > chance
+    specific = fcr_gain >= GAIN_MARGIN and fcr_gain >= best_random + GAIN_MARGIN
     reasons = []
     if fcr_gain < GAIN_MARGIN:
         reasons.append(f"the best FCR edit gains {100 * fcr_gain:+.1f} points of worst-group accuracy on validation")
-    elif fcr_gain < best_random + GAIN_MARGIN:
+    elif not specific:
         reasons.append(
             f"FCR's validation gain ({100 * fcr_gain:+.1f} points) does not beat the same search on random attributes "
             f"({100 * best_random:+.1f} points at best): it is chance, not the cue"
         )
     if average_change < -MAX_AVERAGE_LOSS:
         reasons.append(f"it costs {100 * -average_change:.1f} points of average accuracy")
-    where = (
-        f"M's top feature alone predicts the attribute at {100 * top1_accuracy:.1f}% (all features: "
-        f"{100 * full:.1f}%, majority value: {100 * chance:.1f}%)"
-    )
+    if not localized:
+        reasons.append(
+            f"the cue is spread over many features (M's top feature alone predicts the attribute at "
+            f"{100 * top1_accuracy:.1f}%; all features {100 * full:.1f}%; majority value {100 * chance:.1f}%)"
+        )
+    fixes = "method='dfr' with group labels on validation, method='class_balanced' without (or method='auto')"
     if not reasons:
         return True, (
-            f"A one-weight edit removes this cue here: FCR gains {100 * fcr_gain:+.1f} worst-group points on "
-            f"validation against {100 * best_random:+.1f} for random attributes; {where}. Use method='fcr'."
+            f"A one-weight edit removes this cue here: M's top feature alone predicts the attribute at "
+            f"{100 * top1_accuracy:.1f}% (all features {100 * full:.1f}%, majority value {100 * chance:.1f}%), and "
+            f"FCR gains {100 * fcr_gain:+.1f} worst-group points on validation against {100 * best_random:+.1f} for "
+            "random attributes. Use method='fcr'."
         )
-    return False, (
-        "A one-weight edit does not remove this cue here: " + "; ".join(reasons) + f"; {where}. Use a head-level fix: "
-        "method='dfr' with group labels on validation, method='class_balanced' without (or method='auto')."
-    )
+    if specific:
+        return False, (
+            f"A one-weight edit only partly removes this cue here: FCR's validation gain ({100 * fcr_gain:+.1f} "
+            f"points) beats random attributes ({100 * best_random:+.1f}), but " + "; ".join(reasons) + ". Compare "
+            f"with a head-level fix: {fixes}."
+        )
+    return False, "A one-weight edit does not remove this cue here: " + "; ".join(reasons) + f". Use {fixes}."
 
 
 @dataclass

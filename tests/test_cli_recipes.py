@@ -53,7 +53,7 @@ def test_demo_writes_results_plots_and_edited_model(demo):
     assert set(results["fcr_choice"]) == {"method", "policy", "num_weights", "r", "rule"}
     diagnosis = results["diagnosis"]
     assert isinstance(diagnosis["verdict"], str) and isinstance(diagnosis["one_weight"], bool)
-    assert ("removes this cue" in diagnosis["verdict"]) is diagnosis["one_weight"]
+    assert diagnosis["verdict"].startswith("A one-weight edit removes this cue") is diagnosis["one_weight"]
     assert (demo / "diagnosis.png").stat().st_size > 0 and (demo / "fcr-model" / "diagnosis.png").is_file()
     assert diagnosis["verdict"] in (demo / "fcr-model" / "README.md").read_text()
     assert (demo / "sweep_validation.png").stat().st_size > 0
