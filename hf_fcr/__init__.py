@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _NAMES = {
+    "Diagnosis": "diagnosis",
     "EdgeStatistics": "stats",
     "FeatureSet": "feature_set",
     "FictitiousClassRemover": "remover",
     "FictitiousHead": "probe",
+    "HeadEdit": "head_edit",
     "HeadEditor": "editor",
     "WeightEdit": "edit",
     "ZeroWeightError": "edit",
     "ca_score": "scores",
     "edge_statistics": "stats",
+    "infer_attribute": "infer",
     "neutralized_weight": "edit",
     "orthogonal_weight": "edit",
     "sca_score": "scores",
@@ -28,16 +31,19 @@ _NAMES = {
 }
 
 __all__ = [
+    "Diagnosis",
     "EdgeStatistics",
     "FeatureSet",
     "FictitiousClassRemover",
     "FictitiousHead",
+    "HeadEdit",
     "HeadEditor",
     "WeightEdit",
     "ZeroWeightError",
     "__version__",
     "ca_score",
     "edge_statistics",
+    "infer_attribute",
     "neutralized_weight",
     "orthogonal_weight",
     "sca_score",
@@ -45,9 +51,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .diagnosis import Diagnosis
     from .edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
     from .editor import HeadEditor
     from .feature_set import FeatureSet
+    from .head_edit import HeadEdit
+    from .infer import infer_attribute
     from .probe import FictitiousHead
     from .remover import FictitiousClassRemover
     from .scores import ca_score, sca_score, top_edges
