@@ -16,7 +16,7 @@ from .config import FCRConfig
 from .constants import TAGS
 from .edit import WeightEdit
 
-__all__ = ["hub_id", "model_card", "python_command"]
+__all__ = ["base_license", "figure_files", "hub_id", "model_card", "python_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,41 @@ def hub_id(name: str | None) -> str | None:
         return None
     name = name.split(":", 1)[1] if name.startswith(("hf-hub:", "hf_hub:")) else name
     return name if name.count("/") == 1 else None
+
+
+def base_license(model: Any, base: str | None) -> str | None:
+    """The base checkpoint's license, carried over to the card: timm's ``pretrained_cfg``, else the base's card."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and isinstance(cfg.get("license"), str):
+        return cfg["license"]
+    card = os.path.join(base, "README.md") if base and os.path.isdir(base) else None
+    if card and os.path.isfile(card):
+        from huggingface_hub import ModelCard
+
+        try:
+            value = ModelCard.load(card).data.license
+        except Exception:  # a broken card only loses the license
+            return None
+        return value if isinstance(value, str) else None
+    return None
+
+
+def figure_files(figures: dict[str, Any]) -> dict[str, bytes]:
+    """Matplotlib figures as PNG bytes by file name, for the folder the card links them from.
+
+    Raises:
+        ValueError: a name that is not a plain ``.png`` file name.
+    """
+    import io
+
+    files = {}
+    for name, fig in figures.items():
+        if os.path.basename(name) != name or not name.endswith(".png") or name.startswith("."):
+            raise ValueError(f"figure name {name!r} must be a plain file name ending in .png.")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120)
+        files[name] = buffer.getvalue()
+    return files
 
 
 def python_command(base: str | None, calls: list[dict[str, Any]]) -> str:

@@ -320,43 +320,19 @@ class HeadEditor:
             FileExistsError: the target is a file, or a non-empty folder without ``overwrite=True``.
             ValueError: a figure name that is not a plain ``.png`` file name.
         """
-        import io
-
+        from .card import base_license, figure_files
         from .hub import save_checkpoint
 
-        files = {}
-        for name, fig in (card_info.pop("figures", None) or {}).items():
-            if os.path.basename(name) != name or not name.endswith(".png") or name.startswith("."):
-                raise ValueError(f"figure name {name!r} must be a plain file name ending in .png.")
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=120)
-            files[name] = buffer.getvalue()
+        files = figure_files(card_info.pop("figures", None) or {})
         if "diagnosis.png" in files:
             card_info.setdefault("diagnosis_figure", "diagnosis.png")
 
         record = self.edit_record(**{k: v for k, v in card_info.items() if k in ("metrics", "command")})
-        card_info.setdefault("license", self._base_license())
+        card_info.setdefault("license", base_license(self.model, self.base_model_name_or_path))
         processor = getattr(self.transform, "processor", None)
         return save_checkpoint(
             self.model, save_directory, record, self.class_names, edits_only, overwrite, processor, files, **card_info
         )
-
-    def _base_license(self) -> str | None:
-        """The base checkpoint's license, carried over to the card: timm's ``pretrained_cfg``, else the base's card."""
-        cfg = getattr(self.model, "pretrained_cfg", None)
-        if isinstance(cfg, dict) and isinstance(cfg.get("license"), str):
-            return cfg["license"]
-        base = self.base_model_name_or_path
-        card = os.path.join(base, "README.md") if base and os.path.isdir(base) else None
-        if card and os.path.isfile(card):
-            from huggingface_hub import ModelCard
-
-            try:
-                value = ModelCard.load(card).data.license
-            except Exception:  # a broken card only loses the license
-                return None
-            return value if isinstance(value, str) else None
-        return None
 
     def push_to_hub(
         self,
@@ -409,10 +385,6 @@ class HeadEditor:
         for edit in reversed(self.edits):
             edit.revert_to(copies)
         return copies[self.param_name], copies.get(self.bias_name) if self.bias_name else None
-
-    def base_weight(self) -> torch.Tensor:
-        """The head's weight with every recorded edit undone (a copy; the model is not changed)."""
-        return self.base_head()[0]
 
     def base_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Logits of the model without any of the recorded edits."""
