@@ -176,7 +176,6 @@ class SpuriousFixes:
                 seed=seed,
                 r_values=r_values,
             )
-            self.fcr_config_extra["diagnosis"] = diagnosis.to_dict()
         call = {
             "label_column": label_column,
             "attribute_column": attribute_column,
@@ -194,6 +193,7 @@ class SpuriousFixes:
             selection_by = "worst_group" if method == "dfr" else "worst_class"
             applied = self._apply([self._head_edit(head, method, selection_by)])
             self._record("neutralize_spurious", **call, chosen={"method": method, "C": head.C})
+            self._keep(diagnosis)
             labels, ids, names = self._selection_groups(val_feats, label_column, group_column)
             validation = group_metrics(self.logits(val_feats.features).argmax(1), labels, ids, names)
             return NeutralizationSearch(
@@ -204,14 +204,20 @@ class SpuriousFixes:
         applied = self._apply([edit.with_rate(r, self.head.weight.dtype) for edit in plan])
         chosen = {"method": "fcr", "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
         self._record("neutralize_spurious", **call, chosen=chosen)
+        self._keep(diagnosis)
         policy, n = choice["policy"], choice["num_weights"]
         return NeutralizationSearch(applied, fict, policy, n, r, rule, choice, tried, "fcr", candidates, diagnosis)
+
+    def _keep(self, diagnosis: Diagnosis | None) -> None:
+        """The diagnosis goes into the record (and the card), once the edit it concerns is applied."""
+        if diagnosis is not None:
+            self.fcr_config_extra["diagnosis"] = diagnosis.to_dict()
 
     def _auto(
         self, train: FeatureSet, val: FeatureSet, fcr_args: tuple, seed: int
     ) -> tuple[str, dict[str, dict[str, Any]]]:
-        """Fit each available method on half of ``val``, score it by the rule on the other half; the chosen method
-        and every candidate's held-out metrics (and ``score``)."""
+        """Fit each available method on half of ``val`` and score it on the other half by worst-group (or
+        worst-class) accuracy; returns the chosen method and every candidate's held-out metrics (and ``score``)."""
         label_column, attribute_column, group_column, rule = fcr_args[:4]
         order = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed))
         fit, held = val.select(order[: len(val) // 2]), val.select(order[len(val) // 2 :])
