@@ -139,7 +139,10 @@ def _neutralize(args: argparse.Namespace) -> int:
         method=args.method,
         diagnose=not args.no_diagnosis,
     )
-    figures = {"diagnosis.png": search.diagnosis.plot()} if search.diagnosis is not None else {}
+    import importlib.util
+
+    plots = search.diagnosis is not None and importlib.util.find_spec("matplotlib") is not None  # the [demo] extra
+    figures = {"diagnosis.png": search.diagnosis.plot()} if plots else {}
     saved = _save(remover, args, "hf-fcr " + " ".join(sys.argv[1:]), figures=figures)
     payload = {"choice": search.choice, "validation": {k: v for k, v in search.validation.items() if k != "sweep"}}
     if search.candidates:
