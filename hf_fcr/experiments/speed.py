@@ -221,7 +221,7 @@ def scaling() -> list[dict[str, Any]]:
 
 def edit_cost(seed: int = 0) -> dict[str, Any]:
     """FCR's full neutralize_spurious search (probe + scores + all sweeps) against DFR's fits, same features."""
-    from .baselines import dfr
+    from ..retrain import retrain_head
     from .erm import spurious_digits_erm
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,11 +230,11 @@ def edit_cost(seed: int = 0) -> dict[str, Any]:
         train, val = (remover.extract_features(data[s], columns=cols, device=None) for s in ("train", "validation"))
 
         def fcr() -> None:
-            remover.neutralize_spurious(train, val)
+            remover.neutralize_spurious(train, val, diagnose=False)  # the search alone
             remover.revert()
 
         t_fcr = _best_of(fcr, repeats=2)
-        t_dfr = _best_of(lambda: dfr(val.features, val["label"], val["group"], 2, seed=seed), repeats=2)
+        t_dfr = _best_of(lambda: retrain_head(val.features, val["label"], val["group"], 2, seed=seed), repeats=2)
         probe = _best_of(lambda: remover.fit_fictitious(train, "place"), repeats=2)
     return {"fcr_search_s": t_fcr, "fcr_probe_only_s": probe, "dfr_s": t_dfr, "fcr_over_dfr": t_fcr / t_dfr}
 
