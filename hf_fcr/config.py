@@ -59,7 +59,8 @@ class FCRConfig:
             "revision": self.revision,
             "library_name": self.library_name,
             "fcr_version": self.fcr_version,
-            "schema_version": self.schema_version,
+            # the oldest format that holds these edits, so readers without head-level edits still read the rest
+            "schema_version": SCHEMA_VERSION if self.head_edits else 1,
             "edits": [e.to_dict() for e in self.edits],
         }
 

@@ -156,6 +156,7 @@ def test_head_level_edit_saves_reloads_applies_edits_only_and_reverts(tmp_path, 
 
     full = remover.save_pretrained(tmp_path / "full")
     assert (full / HEAD_EDITS_NAME).is_file()
+    assert json.loads((full / CONFIG_NAME).read_text())["schema_version"] == 2  # readers of 1 refuse head edits
     reloaded = FictitiousClassRemover.from_pretrained(str(full))
     assert state_equal(snapshot(reloaded.model), edited_state)
     reloaded.revert()  # bit for bit, from the base head kept in the full checkpoint
@@ -172,6 +173,8 @@ def test_head_level_edit_saves_reloads_applies_edits_only_and_reverts(tmp_path, 
 
     remover.revert()
     assert state_equal(snapshot(remover.model), base_state)
+    remover.remove_class(0, feats)  # single-weight edits alone stay readable by schema-1 readers
+    assert remover.edit_record().to_dict()["schema_version"] == 1
 
 
 def test_head_level_edit_refuses_another_base_and_tampered_tensors(tmp_path):
