@@ -118,7 +118,7 @@ class SpuriousFixes:
             train, val: ``FeatureSet``s or datasets with ``label_column`` and the attribute columns.
             attribute_column: the attribute M' is fit on (``train``), for FCR.
             rule: ``"min_gap"``, the smallest gap between average and worst-group accuracy (the paper's), among
-                points whose validation worst group is at least the current model's; or ``"max_worst"``, the best
+                points whose validation worst group is above the current model's; or ``"max_worst"``, the best
                 worst-group accuracy. Ties go to the first candidate in the order (policy, weights, smallest r).
             policies, num_weights, r_values: FCR's grid (``r_values`` default: ``default_r_grid()``).
             probe, selection, seed: as in ``fit_fictitious`` and ``neutralize``; ``seed`` also seeds the head fits.

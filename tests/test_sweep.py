@@ -48,9 +48,11 @@ def test_default_grid_and_rules():
         {"r": 0.1, "average": 0.85, "worst_group": 0.8, "gap": 0.05},
         {"r": 0.2, "average": 0.88, "worst_group": 0.83, "gap": 0.05},
         {"r": 0.9, "average": 0.05, "worst_group": 0.02, "gap": 0.03},  # a flipped classifier: small gap
+        {"r": 0.95, "average": 0.61, "worst_group": 0.6, "gap": 0.01},  # only the average lost: small gap too
     ]
     result = SweepResult(table)
-    assert result.best("min_gap")["r"] == 0.1  # ties go to the smaller r; the flipped point is excluded
+    assert result.best("min_gap")["r"] == 0.1  # ties go to the smaller r; the last two points are excluded
+    assert SweepResult([table[0], table[4]]).best("min_gap")["r"] == 0.0  # no worst-group gain: no edit
     assert result.best("max_worst")["r"] == 0.2
     with pytest.raises(ValueError, match="rule"):
         result.best("best")
