@@ -154,9 +154,7 @@ class HeadEditor:
     @property
     def bias_name(self) -> str | None:
         """Name of the head's bias in ``model.state_dict()`` (None without a bias)."""
-        if self.head.bias is None:
-            return None
-        return f"{self.head_name}.bias" if self.head_name else "bias"
+        return None if self.head.bias is None else f"{self.head_name}.bias" if self.head_name else "bias"
 
     def _check_record(self, edits: Sequence[Edit], expect: str) -> None:
         """An edit record may only touch this head: single weights of its weight, or (head-level edits) its weight
@@ -265,8 +263,9 @@ class HeadEditor:
         return remover
 
     def apply_edits(self, edits: FCRConfig | Sequence[Edit]) -> list[Edit]:
-        """Apply recorded edits (an ``FCRConfig`` or ``WeightEdit`` list), after checking that each targets this
-        head's weight, holds its old value and writes a finite value; nothing changes if one does not.
+        """Apply recorded edits (an ``FCRConfig``, or a list of ``WeightEdit`` / ``HeadEdit``), after checking that
+        each targets this head, finds its old value (the base head's checksum for a ``HeadEdit``) and writes a finite
+        value; nothing changes if one does not.
 
         Returns:
             The edits applied.
@@ -397,3 +396,4 @@ class HeadEditor:
             edit.revert(self.model)
         self.edits.clear()
         self.fcr_config_extra.pop("calls", None)
+        self.fcr_config_extra.pop("diagnosis", None)  # it concerned the edits just undone
