@@ -20,6 +20,7 @@ from . import __version__
 from .constants import CONFIG_NAME, HEAD_EDITS_NAME, LIBRARIES
 from .edit import WeightEdit
 from .head_edit import HEAD_METHODS, HeadEdit
+from .head_edit import RECORD_KEYS as HEAD_RECORD_KEYS
 
 __all__ = ["SCHEMA_VERSION", "EditRecordError", "FCRConfig", "check_edits_match", "parse_edit"]
 
@@ -237,8 +238,7 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
             raise EditRecordError(f"edit {index}: {key!r} must be a non-negative integer or null, got {value!r}.")
     if raw.get("selection") is not None and not isinstance(raw["selection"], str):
         raise EditRecordError(f"edit {index}: 'selection' must be a string or null.")
-    keys = ("weight_param", "bias_param", "method", "base_sha256", "new_sha256", "C", "num_samples")
-    return HeadEdit(**{k: raw.get(k) for k in (*keys, "samples_per_fit", "num_fits", "selection")})
+    return HeadEdit(**{k: raw.get(k) for k in HEAD_RECORD_KEYS})
 
 
 def parse_edit(index: int, raw: Any) -> Edit:

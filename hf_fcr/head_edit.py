@@ -17,9 +17,22 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HEAD_METHODS", "HeadEdit", "head_digest"]
+__all__ = ["HEAD_METHODS", "RECORD_KEYS", "HeadEdit", "head_digest"]
 
 HEAD_METHODS = ("dfr", "class_balanced")
+# the fields a record keeps (the tensors live in fcr_head.safetensors)
+RECORD_KEYS = (
+    "weight_param",
+    "bias_param",
+    "method",
+    "base_sha256",
+    "new_sha256",
+    "C",
+    "num_samples",
+    "samples_per_fit",
+    "num_fits",
+    "selection",
+)
 
 
 def head_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
@@ -146,9 +159,7 @@ class HeadEdit:
         return (self.weight_param,) if self.bias_param is None else (self.weight_param, self.bias_param)
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("weight_param", "bias_param", "method", "base_sha256", "new_sha256", "C")
-        keys += ("num_samples", "samples_per_fit", "num_fits", "selection")
-        return {"type": "head", **{k: getattr(self, k) for k in keys}}
+        return {"type": "head", **{k: getattr(self, k) for k in RECORD_KEYS}}
 
     def tensors(self, prefix: str, include_base: bool) -> dict[str, torch.Tensor]:
         """The tensors to save under ``prefix`` (``new.weight``, ``new.bias``, and ``old.*`` with ``include_base``)."""
