@@ -40,7 +40,8 @@ TITLES = {
 SPUCO_MAGNITUDE = {"spuco": 14, "spuco_patch": 4}
 
 
-def _ms(values: list[float], scale: float = 100.0) -> str:
+def mean_std(values: list[float], scale: float = 100.0) -> str:
+    """``mean ± std`` of ``values`` times ``scale`` (percent by default), one decimal."""
     values = [scale * v for v in values]
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.1f} ± {spread:.1f}"
@@ -84,10 +85,9 @@ def method_table(runs: list[dict], title: str) -> str:
     for method in METHOD_ORDER:
         m = [r["methods"][method] for r in runs]
         diff = [r["methods"]["fcr"]["worst_group"] - x["worst_group"] for r, x in zip(runs, m)]
-        paired = "-" if method == "fcr" else _ms(diff)
-        lines.append(
-            f"| {method} | {_ms([x['worst_group'] for x in m])} | {_ms([x['average'] for x in m])} | {paired} |"
-        )
+        paired = "-" if method == "fcr" else mean_std(diff)
+        worst, average = mean_std([x["worst_group"] for x in m]), mean_std([x["average"] for x in m])
+        lines.append(f"| {method} | {worst} | {average} | {paired} |")
     d = [r["diagnosis"] for r in runs]
     autos = ", ".join(f"seed {r['seed']}: {r['methods']['auto']['choice']['method']}" for r in runs)
     ari = [r["methods"]["fcr_inferred_attribute"]["agreement_ari"] for r in runs]
@@ -99,14 +99,16 @@ def method_table(runs: list[dict], title: str) -> str:
     lines += [
         "",
         f"- Diagnosis (validation): one weight carries the cue on {carried} of {len(d)} seeds; FCR gain "
-        f"{_ms([x['fcr_gain'] for x in d])} points vs random attributes {_ms([max(x['random_gains']) for x in d])} "
-        f"(best draw); M' accuracy {_ms([x['fictitious_accuracy'] for x in d])} %, from its top feature alone "
-        f"{_ms([x['top_accuracy']['top1'] for x in d])} %; top-10 logit share "
-        f"{_ms([x['logit_share']['top10'] for x in d])} %.",
+        f"{mean_std([x['fcr_gain'] for x in d])} points vs random attributes "
+        f"{mean_std([max(x['random_gains']) for x in d])} "
+        f"(best draw); M' accuracy {mean_std([x['fictitious_accuracy'] for x in d])} %, from its top feature alone "
+        f"{mean_std([x['top_accuracy']['top1'] for x in d])} %; top-10 logit share "
+        f"{mean_std([x['logit_share']['top10'] for x in d])} %.",
         f"- Verdict (seed {runs[0]['seed']}): {d[0]['verdict']}",
         f"- auto chose: {autos}.",
-        f"- Inferred attribute (per-class KMeans): agreement with the truth (adjusted Rand index) {_ms(ari, 1.0)}; "
-        f"FCR with it minus FCR with random attributes, worst group (paired): {_ms(inferred)} points.",
+        "- Inferred attribute (per-class KMeans): agreement with the truth (adjusted Rand index) "
+        f"{mean_std(ari, 1.0)}; "
+        f"FCR with it minus FCR with random attributes, worst group (paired): {mean_std(inferred)} points.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -26,17 +26,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # evidence.py's tables
+from evidence import mean_std  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 R_VALUES = (0.0, 0.03, 0.1, 0.2, 0.5, 1.0)
 PAPER_FIG8 = "paper (Fig. 8, SCA): removed sub-classes fall to near 0% while the retained stay close to their accuracy"
-
-
-def _ms(values):
-    values = [100 * v for v in values]
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
 
 
 def figure8(mnist, seeds, epochs, log):
@@ -120,13 +116,13 @@ def tables(results):
         cells = []
         for sel in ("sca", "grad_x_act"):
             cells += [
-                _ms([run["curves"][sel][i]["forget"] for run in fig8]),
-                _ms([run["curves"][sel][i]["retain"] for run in fig8]),
+                mean_std([run["curves"][sel][i]["forget"] for run in fig8]),
+                mean_std([run["curves"][sel][i]["retain"] for run in fig8]),
             ]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     lines.append(
-        f"\nParity test accuracy {_ms([run['parity_test_accuracy'] for run in fig8])}; M' (digit head) "
-        f"{_ms([run['fictitious_head_accuracy'] for run in fig8])}; "
+        f"\nParity test accuracy {mean_std([run['parity_test_accuracy'] for run in fig8])}; M' (digit head) "
+        f"{mean_std([run['fictitious_head_accuracy'] for run in fig8])}; "
         f"{statistics.mean(run['wall_s'] for run in fig8):.0f} s per seed.\n"
     )
     cc = results["ccexam"]
@@ -141,14 +137,15 @@ def tables(results):
         for n in (1, 2, 3):
             sel = [row for row in rows if row["num_weights"] == n]
             lines.append(
-                f"| one digit, {n} weight(s) | {mode} | {_ms([s['forget'] for s in sel])} | "
-                f"{100 * max(s['forget'] for s in sel):.1f} | {_ms([s['retain_change'] for s in sel])} |"
+                f"| one digit, {n} weight(s) | {mode} | {mean_std([s['forget'] for s in sel])} | "
+                f"{100 * max(s['forget'] for s in sel):.1f} | {mean_std([s['retain_change'] for s in sel])} |"
             )
     for m in range(1, 9):
         rows = [row for run in cc["runs"] for row in run["multi"] if row["num_removed"] == m]
         lines.append(
             f"| {m} digits at once ({len(rows)} random sets), 1 weight each | supporting | "
-            f"{_ms([r['removed_accuracy'] for r in rows])} | - | {_ms([r['retained_change'] for r in rows])} |"
+            f"{mean_std([r['removed_accuracy'] for r in rows])} | - | "
+            f"{mean_std([r['retained_change'] for r in rows])} |"
         )
     from evidence import method_table
 

@@ -20,12 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
-
-def _ms(values: list[float], scale: float = 100.0) -> str:
-    values = [scale * v for v in values]
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {spread:.1f}"
+from evidence import mean_std  # noqa: E402  (the tables' one formatter)
 
 
 def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_resnet") -> str:
@@ -73,15 +68,15 @@ def class_removal(out: Path, seeds: list[int]) -> str:
             per_seed = [[x for x in r["single"][mode] if x["num_weights"] == n] for r in runs]
             forget = [statistics.mean(x["forget"] for x in p) for p in per_seed]
             lines.append(
-                f"| one class, {n} weight(s) | {mode} | {_ms(forget)} | "
-                f"{_ms([max(x['forget'] for x in p) for p in per_seed])} | "
-                f"{_ms([statistics.mean(x['retain_change'] for x in p) for p in per_seed])} |"
+                f"| one class, {n} weight(s) | {mode} | {mean_std(forget)} | "
+                f"{mean_std([max(x['forget'] for x in p) for p in per_seed])} | "
+                f"{mean_std([statistics.mean(x['retain_change'] for x in p) for p in per_seed])} |"
             )
     for k in (1, 2, 4, 8):
         rows = [next(x for x in r["multi"] if x["num_removed"] == k) for r in runs]
         lines.append(
-            f"| {k} classes at once, 1 weight each | supporting | {_ms([x['removed_accuracy'] for x in rows])} | "
-            f"- | {_ms([x['retained_change'] for x in rows])} |"
+            f"| {k} classes at once, 1 weight each | supporting | {mean_std([x['removed_accuracy'] for x in rows])} | "
+            f"- | {mean_std([x['retained_change'] for x in rows])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -114,11 +109,11 @@ def parity(out: Path, seeds: list[int]) -> str:
         cells = []
         for sel in ("sca", "grad_x_act"):
             cells += [
-                _ms([x["curves"][sel][i]["forget"] for x in runs]),
-                _ms([x["curves"][sel][i]["retain"] for x in runs]),
+                mean_std([x["curves"][sel][i]["forget"] for x in runs]),
+                mean_std([x["curves"][sel][i]["retain"] for x in runs]),
             ]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    acc = _ms([x["fictitious_head_accuracy"] for x in runs])
+    acc = mean_std([x["fictitious_head_accuracy"] for x in runs])
     return "\n".join(lines) + f"\n\nM' (digit head on the parity model's features) train accuracy: {acc} %.\n"
 
 
