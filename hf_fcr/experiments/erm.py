@@ -15,13 +15,20 @@ from torch import nn
 __all__ = ["digits_cnn", "finetuned_backbone_erm", "frozen_backbone_erm", "spurious_digits_erm", "train_classifier"]
 
 
-def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> nn.Module:
-    """Two conv layers, ReLU, global average pooling and a linear head (the paper's Conv-2Net scale)."""
+def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32, max_pool: bool = False) -> nn.Module:
+    """Two conv layers, ReLU, global average pooling and a linear head (the paper's Conv-2Net scale); with
+    ``max_pool`` a 2x2 max-pool after each conv layer (for 28x28 inputs)."""
+
+    def pool() -> list[nn.Module]:
+        return [nn.MaxPool2d(2)] if max_pool else []
+
     return nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1),
         nn.ReLU(),
+        *pool(),
         nn.Conv2d(width, 2 * width, 3, padding=1),
         nn.ReLU(),
+        *pool(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(2 * width, num_classes),
