@@ -132,9 +132,9 @@ def finetuned_backbone_erm(
     with torch.no_grad():
         cached = torch.cat([frozen(b["image"]) for b in train.iter(batch_size=256)])
     labels = torch.as_tensor(train["label"])
-    share = sum(p.numel() for p in (*trained.parameters(), *model.classifier.parameters()))
-    torch.manual_seed(seed)
     params = [*trained.parameters(), *model.classifier.parameters()]
+    share = sum(p.numel() for p in params)
+    torch.manual_seed(seed)
     opt = torch.optim.Adam(params, lr=1e-3)
     trained.train()
     for _ in range(epochs):
