@@ -5,16 +5,38 @@ without it, accelerate reports one process on a CPU machine), and its ``gather_o
 results. Every sample is seen by exactly one process and carries its global position, so gathered features come
 back in the order one process would produce them (no padding duplicates, unlike ``even_batches=True``); statistics
 are sums, reduced with a plain sum. Without a launcher (one process) nothing here imports Accelerate.
+
+A clean exit: when hf_fcr is what created the default process group (the first ``state()`` call found none), it
+registers an ``atexit`` handler that destroys that group before interpreter shutdown. Without it a gloo group still
+alive at shutdown makes one rank abort now and then (``terminate called without an active exception``, SIGABRT)
+after all the work is done, and the launcher reports the job as failed. The handler uses no collective (no barrier:
+a rank that exits early must not wait for the others), and does nothing when the group is already gone or is no
+longer the one hf_fcr created. A group the user created (``torch.distributed.init_process_group``, an
+``Accelerator`` or ``PartialState`` built before hf_fcr's first call) is the user's to destroy: end the script with
+``torch.distributed.destroy_process_group()``.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
 import torch
 
-__all__ = ["all_gather_object", "device", "gather_rows", "is_main_process", "process_info", "reduce_sum", "state"]
+__all__ = [
+    "all_gather_object",
+    "device",
+    "gather_rows",
+    "is_main_process",
+    "owns_process_group",
+    "process_info",
+    "reduce_sum",
+    "run_on_main",
+    "state",
+]
+
+_owned_group: Any = None  # the default process group hf_fcr created, destroyed at exit
 
 
 def _launched() -> bool:
@@ -25,7 +47,35 @@ def state() -> Any:
     """Accelerate's ``PartialState`` for this process (created on first use: gloo on CPU, nccl on GPU)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    created_here = _launched() and not _group_initialized()
+    s = PartialState(cpu=not torch.cuda.is_available())
+    if created_here and _group_initialized():
+        _own_default_group()
+    return s
+
+
+def _group_initialized() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _own_default_group() -> None:
+    """Remember the default group as hf_fcr's and destroy it at exit (registered once per group)."""
+    global _owned_group
+    _owned_group = torch.distributed.group.WORLD
+    atexit.register(_destroy_owned_group)
+
+
+def _destroy_owned_group() -> None:
+    """The ``atexit`` handler: destroy hf_fcr's default group if it is still the live one (no collective call)."""
+    global _owned_group
+    group, _owned_group = _owned_group, None
+    if group is not None and _group_initialized() and torch.distributed.group.WORLD is group:
+        torch.distributed.destroy_process_group()
+
+
+def owns_process_group() -> bool:
+    """True when hf_fcr created the live default process group and will destroy it at exit."""
+    return _owned_group is not None and _group_initialized() and torch.distributed.group.WORLD is _owned_group
 
 
 def process_info() -> tuple[int, int]:
@@ -89,3 +139,23 @@ def reduce_sum(tensors: dict[str, torch.Tensor]) -> None:
     for t in tensors.values():
         moved = t.to(s.device) if s.device.type == "cuda" else t
         t.copy_(reduce(moved, reduction="sum").to(t.device))
+
+
+def run_on_main(fn: Any) -> Any:
+    """``fn()`` on the main process only; every process returns once it is done (the others get None), and if it
+    failed the others raise too (RuntimeError with its message) instead of going on without its result. Without
+    a launcher, simply ``fn()``."""
+    if not _launched():
+        return fn()
+    result, error = None, None
+    if is_main_process():
+        try:
+            result = fn()
+        except Exception as err:  # shared with the other processes below, then raised here
+            error = err
+    message = all_gather_object(None if error is None else f"{type(error).__name__}: {error}")[0]
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(f"the main process failed: {message}")
+    return result

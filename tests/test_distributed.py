@@ -1,7 +1,10 @@
 """One process against two: extract_features, collect and the sharded M' probe under `torchrun` and under
 `accelerate launch` with 2 processes on the CPU (gloo, process group created by Accelerate's PartialState(cpu=True))
-return on every process exactly what one process returns, including an odd number of samples."""
+return on every process exactly what one process returns, including an odd number of samples. And every such run
+exits 0: the process group hf_fcr created is destroyed before interpreter shutdown (one run in a few aborted with
+SIGABRT before)."""
 
+import json
 import os
 import pickle
 import subprocess
@@ -36,6 +39,13 @@ LAUNCHERS = {
 }
 
 
+def _launch(launcher: str, script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    cmd = [*LAUNCHERS[launcher], str(Path(__file__).parent / script), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def one(tmp_path_factory):
     single = tmp_path_factory.mktemp("single")
@@ -46,10 +56,7 @@ def one(tmp_path_factory):
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_two_processes_equal_one(tmp_path, one, launcher):
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
-    cmd = [*LAUNCHERS[launcher], str(Path(__file__).parent / "dist_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = _launch(launcher, "dist_worker.py", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert one["world_size"] == 1
     assert one["local"] == 101
@@ -73,6 +80,40 @@ def test_two_processes_equal_one(tmp_path, one, launcher):
     torch.testing.assert_close(probes[0][0], probes[1][0], rtol=0, atol=0)
     torch.testing.assert_close(probes[0][0], one["probe"][0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(probes[0][1], one["probe"][1], rtol=1e-4, atol=1e-4)
+
+
+RUNS = 10
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_users_script_exits_cleanly_every_time(tmp_path, launcher):
+    """The README's script (collect under a launcher, save on rank 0, no teardown) run RUNS times in a row: every run
+    exits 0 with the one-process statistics, and hf_fcr's group is gone before the last atexit handler runs."""
+    from dist_collect import collect
+
+    expected = collect()
+    for run_index in range(RUNS):
+        out = tmp_path / str(run_index)
+        out.mkdir()
+        proc = _launch(launcher, "dist_collect.py", str(out))
+        assert proc.returncode == 0, f"run {run_index} of {RUNS}: {proc.stderr[-3000:]}"
+        got = torch.load(out / "stats.pt", weights_only=True)
+        for name, tensor in expected.items():
+            torch.testing.assert_close(got[name], tensor)
+        for rank in (0, 1):
+            report = json.loads((out / f"exit{rank}.json").read_text())
+            assert report == {"mode": "library", "owned": True, "alive_at_exit": False}
+
+
+@pytest.mark.parametrize("mode", ["user", "user_destroys"])
+def test_a_group_the_user_owns_or_destroys_is_left_to_the_user(tmp_path, mode):
+    """A group created by the user before hf_fcr's first call is not hf_fcr's (not destroyed by it, the user's own
+    destroy_process_group() ends it); a group hf_fcr created but the user destroyed makes the exit handler a no-op."""
+    proc = _launch("torchrun", "dist_collect.py", str(tmp_path), mode)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"exit{rank}.json").read_text())
+        assert report == {"mode": mode, "owned": mode == "user_destroys", "alive_at_exit": False}
 
 
 def _objective(features, targets, weight, bias):
