@@ -179,23 +179,22 @@ def _sweep(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     """Upload a folder saved by hf-fcr as it is (its card keeps its evaluation table, model-index, title and
     reproduce command); a Hub id is loaded and saved first."""
-    from .constants import CARD_NAME, CONFIG_NAME
-    from .hub import read_record, upload_folder
+    from .constants import CARD_NAME
+    from .hub import check_artifact, upload_folder
 
     source = args.model_name_or_path
     with tempfile.TemporaryDirectory() as tmp:
         if os.path.isdir(source):
-            if read_record(source) is None:  # validated before anything is uploaded
-                raise FileNotFoundError(f"{source} has no {CONFIG_NAME}: push folders saved by hf-fcr.")
+            record = check_artifact(source)  # validated before anything is uploaded
             folder = source
-            if args.edits_only:
+            if args.edits_only:  # the record, the new heads of head-level edits (not the base's) and the card
                 folder = os.path.join(tmp, "edits")
-                os.makedirs(folder)
-                for name in (CONFIG_NAME, CARD_NAME):
-                    if os.path.isfile(os.path.join(source, name)):
-                        shutil.copy(os.path.join(source, name), folder)
+                record.save_pretrained(folder, include_base=False)
+                if os.path.isfile(os.path.join(source, CARD_NAME)):
+                    shutil.copy(os.path.join(source, CARD_NAME), folder)
         else:
             folder = str(_remover(args).save_pretrained(os.path.join(tmp, "upload"), edits_only=args.edits_only))
+        check_artifact(folder)  # what would be uploaded loads: the record and every file it needs
         files = sorted(os.listdir(folder))
         if args.dry_run:
             _emit(args, {"dry_run": True, "files": files}, f"dry run: would upload {files} to {args.hub_model_id}")

@@ -66,7 +66,17 @@ class FCRConfig:
         }
 
     def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """The record as written: refuses (ValueError) what its own reader ``from_dict`` would refuse, e.g. a NaN
+        metric or a value JSON cannot hold, so nothing is ever written that cannot be loaded back."""
+        try:
+            text = json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"the edit record cannot be written as JSON: {err} (pass finite numbers).") from None
+        try:
+            type(self).from_dict(json.loads(text))
+        except EditRecordError as err:
+            raise ValueError(f"the edit record would not load back: {err}") from None
+        return text
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> FCRConfig:
@@ -226,8 +236,10 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
         raise EditRecordError(f"edit {index}: 'weight_param' must be a string and 'bias_param' a string or null.")
     if raw.get("method") not in HEAD_METHODS:
         raise EditRecordError(f"edit {index}: 'method' must be one of {HEAD_METHODS}, got {raw.get('method')!r}.")
-    for key in ("base_sha256", "new_sha256"):
+    for key in ("base_sha256", "new_sha256", "backbone_sha256"):
         value = raw.get(key)
+        if key == "backbone_sha256" and value is None:  # records of hf-fcr 0.4 do not identify the backbone
+            continue
         if not isinstance(value, str) or len(value) != 64 or not set(value) <= _SHA:
             raise EditRecordError(f"edit {index}: {key!r} must be a SHA-256 hex digest, got {value!r}.")
     if raw.get("C") is not None and not (_is_number(raw["C"]) and raw["C"] > 0):

@@ -15,7 +15,7 @@ from .checks import check_choice, check_num_weights
 from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
 from .edit import check_rate
 from .feature_set import FeatureSet
-from .head_edit import HeadEdit
+from .head_edit import HeadEdit, backbone_digest
 from .metrics import group_metrics
 from .probe import POLICIES, SELECTIONS, encode_values, fit_linear_probe
 from .retrain import retrain_head
@@ -77,7 +77,13 @@ class SpuriousFixes:
             )
         labels, ids, _ = self._selection_groups(val, label_column, group_column if method == "dfr" else None)
         return retrain_head(
-            val.features, labels, ids, self.num_classes, seed=seed, intercept=self.head.bias is not None
+            val.features,
+            labels,
+            ids,
+            self.num_classes,
+            seed=seed,
+            intercept=self.head.bias is not None,
+            class_names=self.class_names,
         )
 
     def _head_edit(self, head: Any, method: str, selection: str) -> HeadEdit:
@@ -88,6 +94,7 @@ class SpuriousFixes:
             (self.head.weight, self.head.bias),
             (head.weight, bias),
             method,
+            backbone_sha256=backbone_digest(self.model, self.head),
             C=head.C,
             num_samples=head.num_samples,
             samples_per_fit=head.samples_per_fit,

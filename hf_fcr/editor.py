@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Edit, EditRecordError, FCRConfig, check_edits_match
+from .constants import HEAD_EDITS_NAME
 from .edit import WeightEdit, round_to, row_edits
 from .features import FeatureSet
-from .head_edit import HeadEdit
+from .head_edit import HeadEdit, backbone_digest
 from .heads import class_names_of, find_head
 from .preprocess import resolve_transform
 
@@ -160,12 +161,24 @@ class HeadEditor:
         """An edit record may only touch this head: single weights of its weight, or (head-level edits) its weight
         and bias, with values that are finite in its dtype."""
         dtype = self.head.weight.dtype
+        backbone = None
         for i, e in enumerate(edits):
             if isinstance(e, HeadEdit):
                 if (e.weight_param, e.bias_param) != (self.param_name, self.bias_name):
                     raise EditRecordError(
                         f"edit {i} replaces {e.weight_param!r} / {e.bias_param!r}; an hf-fcr head-level edit may only "
                         f"replace the classifier head {self.param_name!r} / {self.bias_name!r}."
+                    )
+                try:
+                    e.check_tensors(self.head.weight, self.head.bias)
+                except ValueError as err:
+                    raise EditRecordError(f"edit {i} ({HEAD_EDITS_NAME}): {err}") from None
+                backbone = backbone or backbone_digest(self.model, self.head)
+                if e.backbone_sha256 is not None and e.backbone_sha256 != backbone:
+                    raise EditRecordError(
+                        f"edit {i}: the backbone (every weight below the head) is not the one this {e.method} head "
+                        "was fitted on (its SHA-256 differs). A retrained head only fits the features of that "
+                        "backbone: load the base model the record names, at its revision."
                     )
                 continue
             if e.param != self.param_name:
@@ -312,20 +325,31 @@ class HeadEditor:
                 ``figures`` (``{"diagnosis.png": matplotlib figure}``: saved in the folder; ``diagnosis.png`` is linked
                 from the card's diagnosis).
 
+        Under ``torchrun`` / ``accelerate launch`` only the main process writes, and every process returns once
+        the folder is complete (the others raise if the main process failed).
+
         Returns:
             The folder written.
 
         Raises:
             FileExistsError: the target is a file, or a non-empty folder without ``overwrite=True``.
-            ValueError: a figure name that is not a plain ``.png`` file name.
+            ValueError: a figure name that is not a plain ``.png`` file name; a metric the record cannot hold
+                (NaN, inf, not a number): nothing is written.
         """
+        from .distributed import run_on_main
+
+        run_on_main(lambda: self._save(save_directory, edits_only, overwrite, card_info))
+        return Path(save_directory)
+
+    def _save(self, save_directory: str | os.PathLike, edits_only: bool, overwrite: bool, card_info: dict) -> Path:
+        """``save_pretrained`` on this process alone."""
         from .card import base_license, figure_files
         from .hub import save_checkpoint
 
+        card_info = dict(card_info)
         files = figure_files(card_info.pop("figures", None) or {})
         if "diagnosis.png" in files:
             card_info.setdefault("diagnosis_figure", "diagnosis.png")
-
         record = self.edit_record(**{k: v for k, v in card_info.items() if k in ("metrics", "command")})
         card_info.setdefault("license", base_license(self.model, self.base_model_name_or_path))
         processor = getattr(self.transform, "processor", None)
@@ -358,36 +382,41 @@ class HeadEditor:
         Returns:
             The commit info on the main process; None on the others (only the main process uploads).
         """
-        from .distributed import is_main_process
-        from .hub import upload_folder
+        from .distributed import run_on_main
 
-        if not is_main_process():
-            return None
+        upload_args = {
+            "private": private,
+            "revision": revision,
+            "commit_message": commit_message,
+            "commit_description": commit_description,
+            "create_pr": create_pr,
+            "token": token,
+        }
+        return run_on_main(lambda: self._push(repo_id, edits_only, {**card_info, "tags": tags}, upload_args))
+
+    def _push(self, repo_id: str, edits_only: bool, card_info: dict, upload_args: dict) -> Any:
+        """``push_to_hub`` on this process alone: save to a temporary folder, read it back (what the Hub would serve
+        must load, with every file it needs), then upload."""
+        from .hub import check_artifact, upload_folder
+
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / "upload", edits_only=edits_only, tags=tags, **card_info)
-            return upload_folder(
-                folder,
-                repo_id,
-                private=private,
-                revision=revision,
-                commit_message=commit_message,
-                commit_description=commit_description,
-                create_pr=create_pr,
-                token=token,
-            )
+            folder = self._save(Path(tmp) / "upload", edits_only, False, card_info)
+            check_artifact(folder, self.edit_record())
+            return upload_folder(folder, repo_id, **upload_args)
 
-    def base_head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The head's ``(weight, bias)`` with every recorded edit undone (copies; the model is not changed)."""
+    def base_head(self, edits: Sequence[Edit] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The head's ``(weight, bias)`` with ``edits`` (default: every recorded edit) undone, newest first (copies;
+        the model is not changed)."""
         copies = {self.param_name: self.head.weight.detach().clone()}
         if self.bias_name is not None:
             copies[self.bias_name] = self.head.bias.detach().clone()
-        for edit in reversed(self.edits):
+        for edit in reversed(self.edits if edits is None else edits):
             edit.revert_to(copies)
         return copies[self.param_name], copies.get(self.bias_name) if self.bias_name else None
 
-    def base_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits of the model without any of the recorded edits."""
-        weight, bias = self.base_head()
+    def logits_without(self, features: torch.Tensor, edits: Sequence[Edit] | None = None) -> torch.Tensor:
+        """Logits of the model with ``edits`` undone (default: all of them, the base model's logits)."""
+        weight, bias = self.base_head(edits)
         return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
 
     def revert(self) -> None:

@@ -1,23 +1,28 @@
 """A head-level edit: the classifier head's weight (and bias) replaced by a retrained one (DFR, class-balanced
 last-layer retraining), recorded like a single-weight edit.
 
-The record (``fcr_config.json``) holds what was done (method, data sizes, C) and SHA-256 checksums of the base head
-and of the new one; the tensors live in ``fcr_head.safetensors`` beside it: the new head always, the base head too
-in a full checkpoint (so that ``revert()`` restores it bit for bit after a reload). An edits-only artifact holds the
-new head only and applies to the one base whose head has the recorded checksum.
+The record (``fcr_config.json``) holds what was done (method, data sizes, C) and SHA-256 checksums of the base head,
+of the new one and of the backbone (every saved tensor below the head: the new head was fit to that backbone's
+features and means nothing on another); the tensors live in ``fcr_head.safetensors`` beside it: the new head always,
+the base head too in a full checkpoint (so that ``revert()`` restores it bit for bit after a reload). An edits-only
+artifact holds the new head only and applies to the one base whose head and backbone have the recorded checksums.
+
+Checksums are of the VALUES (every float as float64, with names and shapes), not of the bytes, so they do not
+depend on dtype or device: a model edited in bfloat16 and saved reloads with its edits into a float32 model. Records
+written before that (hf-fcr 0.4: a byte checksum of the head, no backbone checksum) are still read.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["HEAD_METHODS", "RECORD_KEYS", "HeadEdit", "head_digest"]
+__all__ = ["HEAD_METHODS", "RECORD_KEYS", "HeadEdit", "backbone_digest", "head_digest", "values_digest"]
 
 HEAD_METHODS = ("dfr", "class_balanced")
 # the fields a record keeps (the tensors live in fcr_head.safetensors)
@@ -27,6 +32,7 @@ RECORD_KEYS = (
     "method",
     "base_sha256",
     "new_sha256",
+    "backbone_sha256",
     "C",
     "num_samples",
     "samples_per_fit",
@@ -35,8 +41,28 @@ RECORD_KEYS = (
 )
 
 
+def values_digest(named: Iterable[tuple[str, torch.Tensor | None]]) -> str:
+    """SHA-256 over names, shapes and values (floats as float64, integers as int64): equal digests mean equal
+    values, whatever the dtype (bfloat16, float16 and float32 values are exact in float64) or the device."""
+    h = hashlib.sha256()
+    for name, t in named:
+        if t is None:
+            h.update(f"{name};none;".encode())
+            continue
+        t = t.detach().to("cpu")
+        t = t.to(torch.float64 if t.is_floating_point() else torch.int64).contiguous()
+        h.update(f"{name};{t.dtype};{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def head_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
-    """SHA-256 over the head's dtype, shapes and bytes (weight, then bias): equal digests mean bit-equal heads."""
+    """The head's checksum (``values_digest`` of weight and bias): equal digests mean equal heads."""
+    return values_digest((("weight", weight), ("bias", bias)))
+
+
+def _bytes_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
+    """The head checksum of hf-fcr 0.4 records (dtype, shapes and bytes): read, never written."""
     h = hashlib.sha256()
     for t in (weight, bias):
         if t is None:
@@ -48,6 +74,17 @@ def head_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
     return h.hexdigest()
 
 
+def _head_matches(weight: torch.Tensor, bias: torch.Tensor | None, digest: str) -> bool:
+    return digest in (head_digest(weight, bias), _bytes_digest(weight, bias))
+
+
+def backbone_digest(model: nn.Module, head: nn.Module) -> str:
+    """The backbone's checksum: ``values_digest`` of every saved tensor (``state_dict``) except the head's."""
+    head_tensors = {id(t) for t in (*head.parameters(), *head.buffers())}
+    state = model.state_dict(keep_vars=True)
+    return values_digest(sorted((k, v) for k, v in state.items() if id(v) not in head_tensors))
+
+
 @dataclass
 class HeadEdit:
     """The head ``weight_param`` (and ``bias_param``) replaced by a retrained head.
@@ -55,6 +92,7 @@ class HeadEdit:
     Attributes:
         method: ``"dfr"`` (group-balanced retraining, needs group labels) or ``"class_balanced"`` (no group labels).
         base_sha256, new_sha256: ``head_digest`` of the head before and after.
+        backbone_sha256: ``backbone_digest`` of the model the head was fit on (None in records of hf-fcr 0.4).
         C, num_samples, samples_per_fit, num_fits, selection: how it was fit (inverse L2/L1 strength, validation
             rows used, rows per balanced subset, subsets averaged, what C was chosen by).
         new_weight, new_bias, old_weight, old_bias: the tensors (saved in ``fcr_head.safetensors``, not in JSON).
@@ -65,6 +103,7 @@ class HeadEdit:
     method: str
     base_sha256: str
     new_sha256: str
+    backbone_sha256: str | None = None
     C: float | None = None
     num_samples: int | None = None
     samples_per_fit: int | None = None
@@ -90,11 +129,11 @@ class HeadEdit:
         new_w = new[0].detach().to("cpu", old_w.dtype).clone()
         new_b = None if old_b is None else new[1].detach().to("cpu", old_b.dtype).clone()
         return cls(
-            weight_param,
-            bias_param,
-            method,
-            head_digest(old_w, old_b),
-            head_digest(new_w, new_b),
+            weight_param=weight_param,
+            bias_param=bias_param,
+            method=method,
+            base_sha256=head_digest(old_w, old_b),
+            new_sha256=head_digest(new_w, new_b),
             new_weight=new_w,
             new_bias=new_b,
             old_weight=old_w,
@@ -108,7 +147,7 @@ class HeadEdit:
         return params[self.weight_param], None if self.bias_param is None else params[self.bias_param]
 
     def _check(self, weight: torch.Tensor, bias: torch.Tensor | None, digest: str, what: str) -> None:
-        if head_digest(weight, bias) != digest:
+        if not _head_matches(weight, bias, digest):
             raise ValueError(
                 f"the head {self.weight_param} is not the {what} head this {self.method} edit was made for (its "
                 "SHA-256 differs): the model is not the one this edit was made for."
@@ -122,20 +161,13 @@ class HeadEdit:
         self._check(weight, bias, self.base_sha256, "base")
         if self.new_weight is None:
             raise ValueError(f"this {self.method} edit holds no new head tensors (fcr_head.safetensors).")
-        for new, old in ((self.new_weight, weight), (self.new_bias, bias)):
-            if old is not None and (new.shape != old.shape or new.dtype != old.dtype):
-                raise ValueError(
-                    f"the new head has shape {tuple(new.shape)} ({new.dtype}); the model's is "
-                    f"{tuple(old.shape)} ({old.dtype})."
-                )
-            if old is not None and not torch.isfinite(new).all():
-                raise ValueError("the new head holds NaN or inf.")
+        self.check_tensors(weight, bias)
         if self.old_weight is None:
             self.old_weight = weight.detach().to("cpu").clone()
             self.old_bias = None if bias is None else bias.detach().to("cpu").clone()
-        weight.copy_(self.new_weight)
+        weight.copy_(self.new_weight.to(weight.dtype))
         if bias is not None:
-            bias.copy_(self.new_bias)
+            bias.copy_(self.new_bias.to(bias.dtype))
 
     @torch.no_grad()
     def revert_to(self, params: Mapping[str, torch.Tensor]) -> None:
@@ -144,9 +176,28 @@ class HeadEdit:
         self._check(weight, bias, self.new_sha256, "edited")
         if self.old_weight is None:
             raise ValueError(f"this {self.method} edit holds no base head to restore.")
-        weight.copy_(self.old_weight)
+        self.check_tensors(weight, bias)
+        weight.copy_(self.old_weight.to(weight.dtype))
         if bias is not None:
-            bias.copy_(self.old_bias)
+            bias.copy_(self.old_bias.to(bias.dtype))
+
+    def check_tensors(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        """Every tensor this edit holds (new head, base head) has exactly the shape of the head's ``weight`` /
+        ``bias`` and is finite in its dtype; ValueError naming the tensor otherwise."""
+        for kind, (w, b) in (("new", (self.new_weight, self.new_bias)), ("old", (self.old_weight, self.old_bias))):
+            for name, stored, target in (("weight", w, weight), ("bias", b, bias)):
+                if stored is None:
+                    continue
+                label = f"the {'new' if kind == 'new' else 'base'} head's {name} ({kind}.{name})"
+                if target is None:
+                    raise ValueError(f"{label} is stored but the model's head has no {name}.")
+                if not stored.is_floating_point() or tuple(stored.shape) != tuple(target.shape):
+                    raise ValueError(
+                        f"{label} has shape {tuple(stored.shape)} ({stored.dtype}); the model's head {name} is "
+                        f"{tuple(target.shape)} ({target.dtype})."
+                    )
+                if not torch.isfinite(stored.to(target.dtype)).all():
+                    raise ValueError(f"{label} holds values that are not finite in the head's dtype {target.dtype}.")
 
     def apply(self, model: nn.Module) -> None:
         self.apply_to(dict(model.named_parameters()))
@@ -178,9 +229,9 @@ class HeadEdit:
         new_w, new_b = tensors.get(f"{prefix}new.weight"), tensors.get(f"{prefix}new.bias")
         if new_w is None or (self.bias_param is not None) != (new_b is not None):
             raise ValueError("the file lacks this edit's new head (weight and, with a bias, bias).")
-        if head_digest(new_w, new_b) != self.new_sha256:
+        if not _head_matches(new_w, new_b, self.new_sha256):
             raise ValueError("the new head's tensors do not match the record's new_sha256.")
         old_w, old_b = tensors.get(f"{prefix}old.weight"), tensors.get(f"{prefix}old.bias")
-        if old_w is not None and head_digest(old_w, old_b) != self.base_sha256:
+        if old_w is not None and not _head_matches(old_w, old_b, self.base_sha256):
             raise ValueError("the base head's tensors do not match the record's base_sha256.")
         self.new_weight, self.new_bias, self.old_weight, self.old_bias = new_w, new_b, old_w, old_b

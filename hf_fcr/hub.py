@@ -120,6 +120,22 @@ def read_record(name_or_path: str, hub: HubOptions = HubOptions()) -> FCRConfig 
     return record
 
 
+def check_artifact(folder: str | os.PathLike, expected: FCRConfig | None = None) -> FCRConfig:
+    """Read a folder about to be uploaded as a loader would: its record (validated), the head-level edits' tensors
+    (present and matching their checksums) and, given ``expected``, the same edits as those.
+
+    Raises:
+        FileNotFoundError: the folder has no ``fcr_config.json``.
+        EditRecordError: a malformed record, missing or tampered tensors, or edits other than ``expected``'s.
+    """
+    record = read_record(os.fspath(folder))
+    if record is None:
+        raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}: push folders saved by hf-fcr.")
+    if expected is not None and [e.to_dict() for e in record.edits] != [e.to_dict() for e in expected.edits]:
+        raise EditRecordError(f"the {CONFIG_NAME} about to be uploaded does not hold the edits of the model.")
+    return record
+
+
 def _load_timm(name: str, hub: HubOptions) -> tuple[nn.Module, Any, list[str] | None]:
     import timm
     from safetensors import SafetensorError
@@ -292,6 +308,12 @@ def save_checkpoint(
     Raises:
         FileExistsError: ``save_directory`` is a file, or a non-empty folder without ``overwrite=True``.
     """
+    config.to_json_string()  # a record its own reader would refuse (a NaN metric...) is refused before any write
+    if edits_only and not config.base_model_name_or_path:
+        raise ValueError(
+            "an edits-only artifact names the base model its edits apply to, and this model names none (a plain "
+            "module): pass base_model_name_or_path= when wrapping it, or save the full checkpoint."
+        )
     target = Path(save_directory)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} is a file; pass a folder path to save into.")

@@ -312,8 +312,12 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
         group_columns: Sequence[str] = (),
         edits: Sequence[WeightEdit] | None = None,
     ) -> SweepResult:
-        """Evaluate the current edits (or ``edits``) re-applied from the base weights at every rate in ``r_values``
-        (default ``default_r_grid()``), in closed form on cached features. Groups are ``(label, *group_columns)``.
+        """Evaluate the current edits (or ``edits``) re-applied at every rate in ``r_values`` (default
+        ``default_r_grid()``), in closed form on cached features. Groups are ``(label, *group_columns)``.
+
+        The rates are applied to the head the model has now with the swept edits undone (those of them it holds),
+        so any other edit stays in place: after a head-level fix, ``edits=`` made on the retrained head sweep from
+        the retrained head, not from the original one.
 
         Raises:
             ValueError: no edits, bad rates or data.
@@ -327,4 +331,5 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
             raise ValueError("there are no edits to sweep: call remove_class / neutralize first, or pass edits=.")
         labels, ids, names = self._groups(feats, label_column, group_columns)
         r_values = default_r_grid() if r_values is None else r_values
-        return sweep_edits(self.base_logits(feats.features), feats.features, edits, r_values, labels, ids, names)
+        base = self.logits_without(feats.features, [h for h in self.edits if any(h is e for e in edits)])
+        return sweep_edits(base, feats.features, edits, r_values, labels, ids, names)

@@ -1,6 +1,6 @@
 """A user's script as the README shows it, run by tests/test_distributed.py under `torchrun` and `accelerate launch`
-with 2 processes: build a remover, `collect(...)`, save the statistics on the main process, end. The process must
-exit 0.
+with 2 processes: build a remover, `collect(...)`, save the statistics on the main process, `save_pretrained` the
+model from every process (hf-fcr writes it once, on the main process), end. The process must exit 0.
 
 `python dist_collect.py OUT_DIR [MODE]`, MODE one of
 - `library` (default): hf_fcr creates the process group (through Accelerate) and the script does no teardown;
@@ -8,7 +8,8 @@ exit 0.
   the README asks of users who own their group);
 - `user_destroys`: hf_fcr creates the group and the script destroys it anyway before the end.
 Each rank writes `exit{rank}.json` from an atexit handler registered first (so it runs last, after hf_fcr's):
-whether hf_fcr owned the group after `collect`, and whether a group was still alive at that point of the exit.
+whether hf_fcr owned the group after `collect`, the files of the saved folder as this process saw them when
+`save_pretrained` returned, and whether a group was still alive at that point of the exit.
 """
 
 import atexit
@@ -24,14 +25,14 @@ from hf_fcr.distributed import is_main_process, owns_process_group
 from hf_fcr.experiments.erm import digits_cnn
 
 
-def collect(out_dir: str | None = None) -> dict[str, torch.Tensor]:
+def collect(out_dir: str | None = None) -> tuple[FictitiousClassRemover, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     remover = FictitiousClassRemover(digits_cnn().eval())
     data = digits_dataset(seed=0)["test"].select(range(101))
     tensors = remover.collect(data, rows=[2, 5], batch_size=16).tensors()
     if out_dir is not None and is_main_process():
         torch.save(tensors, os.path.join(out_dir, "stats.pt"))
-    return tensors
+    return remover, tensors
 
 
 def main(out_dir: str, mode: str = "library") -> None:
@@ -46,8 +47,10 @@ def main(out_dir: str, mode: str = "library") -> None:
     atexit.register(write_report)
     if mode == "user":
         torch.distributed.init_process_group("gloo")
-    collect(out_dir)
+    remover, _ = collect(out_dir)
     report["owned"] = owns_process_group()
+    saved = remover.save_pretrained(os.path.join(out_dir, "model"))
+    report["saved"] = sorted(os.listdir(saved))
     if mode in ("user", "user_destroys"):
         torch.distributed.destroy_process_group()
 

@@ -83,15 +83,17 @@ def test_two_processes_equal_one(tmp_path, one, launcher):
 
 
 RUNS = 10
+SAVED = ["README.md", "fcr_config.json", "model.safetensors"]
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_a_users_script_exits_cleanly_every_time(tmp_path, launcher):
     """The README's script (collect under a launcher, save on rank 0, no teardown) run RUNS times in a row: every run
-    exits 0 with the one-process statistics, and hf_fcr's group is gone before the last atexit handler runs."""
+    exits 0 with the one-process statistics, `save_pretrained` called on every process wrote the folder once and
+    returned on each when it was complete, and hf_fcr's group is gone before the last atexit handler runs."""
     from dist_collect import collect
 
-    expected = collect()
+    _, expected = collect()
     for run_index in range(RUNS):
         out = tmp_path / str(run_index)
         out.mkdir()
@@ -102,7 +104,7 @@ def test_a_users_script_exits_cleanly_every_time(tmp_path, launcher):
             torch.testing.assert_close(got[name], tensor)
         for rank in (0, 1):
             report = json.loads((out / f"exit{rank}.json").read_text())
-            assert report == {"mode": "library", "owned": True, "alive_at_exit": False}
+            assert report == {"mode": "library", "owned": True, "saved": SAVED, "alive_at_exit": False}
 
 
 @pytest.mark.parametrize("mode", ["user", "user_destroys"])
@@ -113,7 +115,7 @@ def test_a_group_the_user_owns_or_destroys_is_left_to_the_user(tmp_path, mode):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         report = json.loads((tmp_path / f"exit{rank}.json").read_text())
-        assert report == {"mode": mode, "owned": mode == "user_destroys", "alive_at_exit": False}
+        assert report == {"mode": mode, "owned": mode == "user_destroys", "saved": SAVED, "alive_at_exit": False}
 
 
 def _objective(features, targets, weight, bias):
