@@ -254,7 +254,11 @@ def _output_dir(p: argparse.ArgumentParser, required: bool, help: str) -> None:
 
 def _output(p: argparse.ArgumentParser) -> None:
     _output_dir(p, True, "folder for the edited model (its format, fcr_config.json and README.md card)")
-    p.add_argument("--edits_only", action="store_true", help="save only fcr_config.json and the card")
+    p.add_argument(
+        "--edits_only",
+        action="store_true",
+        help="save only fcr_config.json, the card and the new heads of head-level edits",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
     p.add_argument("--dry_run", action="store_true", help="compute and print the edits, write nothing")
 
@@ -353,7 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub_model_id", required=True, help="the Hub repo to upload to (org/name)")
     p.add_argument("--hub_revision", default=None, help="upload to this branch (created if needed)")
     p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--edits_only", action="store_true", help="upload only fcr_config.json and the card")
+    p.add_argument(
+        "--edits_only",
+        action="store_true",
+        help="upload only fcr_config.json, the card and the new heads of head-level edits",
+    )
     p.add_argument("--create_pr", action="store_true", help="open a pull request instead of committing")
     p.add_argument("--commit_message", default="Upload model edited with hf-fcr", help="the commit message")
     p.add_argument("--dry_run", action="store_true", help="list the files that would be uploaded, upload nothing")

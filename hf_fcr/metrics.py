@@ -47,9 +47,32 @@ def group_metrics(
     worst = min(per_group.values())
     out: dict[str, Any] = {"average": average, "worst_group": worst, "gap": average - worst, "per_group": per_group}
     if train_proportions is not None:
-        total = sum(train_proportions.get(k, 0.0) for k in per_group)
-        out["weighted_average"] = sum(acc * train_proportions.get(k, 0.0) for k, acc in per_group.items()) / total
+        weights = _check_proportions(train_proportions, per_group)
+        total = sum(weights.values())
+        out["weighted_average"] = sum(acc * weights[k] for k, acc in per_group.items()) / total
     return out
+
+
+def _check_proportions(proportions: Mapping[Any, Any], groups: Sequence[str]) -> dict[str, float]:
+    """Training frequencies by group name (keys compared as strings): every evaluated group has one, every one
+    names an evaluated group, each a finite number >= 0, not all zero; ValueError naming the problem otherwise."""
+    if not isinstance(proportions, Mapping):
+        raise ValueError(f"train group frequencies must be a dict of group name -> frequency, got {proportions!r}.")
+    weights: dict[str, float] = {}
+    for key, value in proportions.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            raise ValueError(f"the train frequency of group {key!r} must be a finite number >= 0, got {value!r}.")
+        weights[str(key)] = float(value)
+    missing = [g for g in groups if g not in weights]
+    unknown = [k for k in weights if k not in groups]
+    if missing or unknown:
+        raise ValueError(
+            f"train group frequencies must name exactly the evaluated groups {sorted(groups)}: missing {missing}, "
+            f"unknown {unknown}."
+        )
+    if sum(weights.values()) <= 0:
+        raise ValueError("the train group frequencies are all zero.")
+    return weights
 
 
 def format_table(methods: dict[str, dict[str, Any]]) -> str:
@@ -58,7 +81,9 @@ def format_table(methods: dict[str, dict[str, Any]]) -> str:
     for name, m in methods.items():
         note = ""
         c = m.get("choice")
-        if c and c.get("r") is not None:
+        if c and c.get("method") == "none":
+            note = "unchanged (auto: no fix beat the model on held-out validation data)"
+        elif c and c.get("r") is not None:
             note = f"policy={c['policy']} weights/class={c['num_weights']} r={c['r']:.4g}"
         elif c:
             note = f"head retrained ({c.get('method')}) C={c.get('C')}"

@@ -174,3 +174,57 @@ def test_an_edits_only_save_of_a_plain_module_needs_a_base(tmp_path):
     with pytest.raises(ValueError, match="names none"):
         remover.save_pretrained(tmp_path / "edits", edits_only=True)
     assert not (tmp_path / "edits").exists()
+
+
+def test_push_edits_only_of_a_head_level_folder_carries_the_new_head_and_loads(tmp_path, capsys):
+    from hf_fcr.cli import main
+
+    remover, _ = _timm(tmp_path)
+    feats = remover.extract_features([_batch()], columns=("label", "place"))
+    remover.neutralize_spurious(feats, feats, method="dfr", diagnose=False)
+    full = remover.save_pretrained(tmp_path / "full")
+    argv = ["push", "--model_name_or_path", str(full), "--hub_model_id", "me/x", "--dry_run", "--json"]
+    assert main([*argv, "--edits_only"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == ["README.md", CONFIG_NAME, HEAD_EDITS_NAME]
+    (full / HEAD_EDITS_NAME).unlink()  # a folder that would not load is refused before anything is uploaded
+    assert main(argv) != 0
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["type"] == "EditRecordError" and "fcr_head.safetensors is missing" in error["message"]
+
+
+def _separable(n, seed):
+    """Two classes a linear head separates perfectly, with an attribute unrelated to them."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 6, generator=g)
+    x[:, 0] = 4.0 * (2 * y - 1) + 0.1 * x[:, 0]
+    return FeatureSet(x, {"label": y, "place": (torch.arange(n) // 2) % 2})
+
+
+def test_auto_changes_nothing_when_no_fix_beats_the_model(caplog):
+    train, val = _separable(200, 0), _separable(80, 1)
+    head = torch.nn.Linear(6, 2)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[1, 0], head.weight[0, 0] = 1.0, -1.0  # already perfect on every group
+    remover = FictitiousClassRemover(torch.nn.Sequential(head))
+    before = snapshot(remover.model)
+    search = remover.neutralize_spurious(train, val, method="auto", diagnose=False)
+    assert search.method == "none" and search.edits == [] and not remover.edits
+    assert set(search.candidates) == {"none", "fcr", "dfr", "class_balanced"}
+    assert search.candidates["none"]["worst_group"] == 1.0 and search.validation["worst_group"] == 1.0
+    assert state_equal(snapshot(remover.model), before)
+    assert "nothing changed" in caplog.text
+
+
+def test_auto_on_a_tiny_group_says_which_and_chooses_on_the_whole_split(caplog):
+    train, val = _separable(200, 0), _separable(80, 1)
+    keep = torch.ones(80, dtype=torch.bool)
+    in_group = torch.nonzero((val.labels("label") == 1) & (val.labels("place") == 0)).flatten()
+    keep[in_group[3:]] = False  # label=1, place=0 keeps 3 rows: half of it cannot be held out
+    val = val.select(keep)
+    remover = FictitiousClassRemover(torch.nn.Sequential(torch.nn.Linear(6, 2)))
+    search = remover.neutralize_spurious(train, val, method="auto", diagnose=False)
+    assert "group label=1,place=0 has 3 row(s)" in caplog.text and "needs 4" in caplog.text
+    assert search.method in {"fcr", "dfr", "class_balanced", "none"}

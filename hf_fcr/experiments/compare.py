@@ -66,6 +66,7 @@ def compare_methods(
     counts = torch.bincount(train_ids, minlength=len(train_names)).double()
     train_props = {name: float(c / counts.sum()) for name, c in zip(train_names, counts)}
     test_ids, test_names = _groups(test, label_column, attribute_column)
+    train_props = {name: train_props.get(name, 0.0) for name in test_names}  # a group absent from train weighs 0
     test_labels = test.labels(label_column)
 
     def evaluate(logits: torch.Tensor) -> dict[str, Any]:

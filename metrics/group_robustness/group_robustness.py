@@ -16,9 +16,10 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of int): predicted class per sample.
     references (list of int): true class per sample.
-    groups (list of str): the group of each sample (e.g. "label=1,place=0").
-    train_group_frequencies (dict of str to float, optional): each group's share of the training data; with it the
-        result has `weighted_accuracy`.
+    groups (list of str, or list of int): the group of each sample (e.g. "label=1,place=0", or a 0/1 attribute).
+    train_group_frequencies (dict of group to float, optional): each group's share of the training data, for exactly
+        the groups in `groups` (integer groups may be keyed by int or by their string); with it the result has
+        `weighted_accuracy`. A missing or unknown group, a NaN, inf or negative frequency is a ValueError.
 Returns:
     accuracy, worst_group_accuracy, gap (accuracy - worst group), per_group_accuracy (dict), worst_group (its name),
     and weighted_accuracy when train_group_frequencies is given.
@@ -44,18 +45,23 @@ class GroupRobustness(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("int64"),
-                    "references": datasets.Value("int64"),
-                    "groups": datasets.Value("string"),
-                }
-            ),
+            features=[  # string group names, or integer group ids (a 0/1 attribute column)
+                datasets.Features(
+                    {
+                        "predictions": datasets.Value("int64"),
+                        "references": datasets.Value("int64"),
+                        "groups": datasets.Value(kind),
+                    }
+                )
+                for kind in ("string", "int64")
+            ],
         )
 
     def _compute(self, predictions, references, groups, train_group_frequencies=None):
-        names = sorted(set(groups))
-        ids = torch.tensor([names.index(g) for g in groups])
+        values = sorted(set(groups))
+        index = {g: i for i, g in enumerate(values)}
+        ids = torch.tensor([index[g] for g in groups])
+        names = [str(g) for g in values]
         out = group_metrics(torch.tensor(predictions), torch.tensor(references), ids, names, train_group_frequencies)
         result = {
             "accuracy": out["average"],

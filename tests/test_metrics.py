@@ -1,0 +1,44 @@
+"""The group-robustness metrics, in the library and as the `evaluate` module users load: integer group ids as well
+as strings, and training frequencies that must describe exactly the evaluated groups (checked against hand counts)."""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def metric():
+    import evaluate
+
+    return evaluate.load(str(ROOT / "metrics" / "group_robustness"))
+
+
+def test_integer_group_ids_work_like_their_strings(metric):
+    args = {"predictions": [0, 1, 1, 0, 1], "references": [0, 1, 0, 0, 0]}
+    by_int = metric.compute(**args, groups=[0, 0, 1, 1, 1], train_group_frequencies={0: 0.9, 1: 0.1})
+    by_str = metric.compute(**args, groups=["0", "0", "1", "1", "1"], train_group_frequencies={"0": 0.9, "1": 0.1})
+    assert by_int == by_str
+    assert by_int["per_group_accuracy"] == {"0": 1.0, "1": pytest.approx(1 / 3)}  # hand counts
+    assert by_int["weighted_accuracy"] == pytest.approx(0.9 * 1.0 + 0.1 / 3)
+
+
+@pytest.mark.parametrize(
+    "frequencies, message",
+    [
+        ({"a": 1.0}, r"missing \['b'\]"),  # the group at 0% would be weighted 0: a weighted accuracy of 1.0
+        ({"a": 0.5, "b": 0.5, "label=1": 0.1}, r"unknown \['label=1'\]"),
+        ({"a": 0.5, "b": float("nan")}, "group 'b' must be a finite number"),
+        ({"a": 0.5, "b": -0.5}, "group 'b' must be a finite number"),
+        ({"a": 0.0, "b": 0.0}, "all zero"),
+    ],
+)
+def test_training_frequencies_that_do_not_describe_the_groups_are_refused(metric, frequencies, message):
+    with pytest.raises(ValueError, match=message):
+        metric.compute(
+            predictions=[0, 1, 1, 1],
+            references=[0, 1, 0, 0],
+            groups=["a", "a", "b", "b"],
+            train_group_frequencies=frequencies,
+        )
