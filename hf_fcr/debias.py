@@ -6,6 +6,7 @@ between them, and ``diagnose``: whether one weight carries the cue, against a ra
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -321,13 +322,32 @@ class SpuriousFixes:
         each class). ``verdict`` says it in words and names the fix to use.
 
         Raises:
-            ValueError: bad data, an attribute with one value.
-            KeyError: a missing column.
+            ValueError: bad data, an attribute with one value on either split, ``num_draws < 1``.
+            KeyError: a missing column (the attribute on train included).
         """
         check_rule(rule)
+        if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:
+            raise ValueError(
+                f"num_draws must be an integer >= 1, got {num_draws!r}: the verdict compares FCR with random-attribute "
+                "draws, and claims no control that was not run."
+            )
         group_column = val_attribute_column or attribute_column
-        train = self._features(train, [label_column, attribute_column])
+        train = self._features(train, [label_column])
+        if attribute_column not in train.columns:
+            raise KeyError(
+                f"the diagnosis fits M' on the training split's attribute, and train has no column "
+                f"{attribute_column!r}. With group labels on validation only, FCR cannot be diagnosed: use "
+                "method='dfr' (or 'auto') with diagnose=False."
+            )
         val = self._features(val, [label_column, group_column])
+        for split, feats, column in (("train", train, attribute_column), ("validation", val, group_column)):
+            raw = feats[column]
+            distinct = set(raw.tolist() if torch.is_tensor(raw) else raw)
+            if len(distinct) < 2:
+                raise ValueError(
+                    f"the {split} column {column!r} has a single value {sorted(distinct, key=str)}: the diagnosis "
+                    "compares worst-group accuracy across the attribute's values and needs rows of at least two."
+                )
         r_values = default_r_grid() if r_values is None else list(r_values)
         args = (label_column, attribute_column, group_column, rule, POLICIES, (1, 2, 3), r_values, None, "sca")
         fict, choice, _, tried = self._fcr_search(train, val, *args, seed)

@@ -10,16 +10,22 @@ import torch
 __all__ = ["format_table", "group_ids", "group_metrics"]
 
 
-def group_ids(columns: Mapping[str, Any], names: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+def group_ids(
+    columns: Mapping[str, Any], names: Sequence[str], values: Mapping[str, Sequence[Any]] | None = None
+) -> tuple[torch.Tensor, list[str]]:
     """Combine integer columns into one group id per sample; returns ``(ids [N], group names)``.
 
-    Group names read ``"label=1,place=0"``; only combinations that occur get an id, in sorted order.
+    Group names read ``"label=1,place=0"`` (with ``values[name]``, the value each index of that column stands for:
+    ``"place=water"``); only combinations that occur get an id, in sorted order.
     """
     if not names:
         raise ValueError("need at least one column to form groups.")
+    values = values or {}
     stacked = torch.stack([torch.as_tensor(columns[n]).long() for n in names], dim=1)
     keys, ids = torch.unique(stacked, dim=0, return_inverse=True)
-    labels = [",".join(f"{n}={int(v)}" for n, v in zip(names, key)) for key in keys]
+    labels = [
+        ",".join(f"{n}={values[n][int(v)] if n in values else int(v)}" for n, v in zip(names, key)) for key in keys
+    ]
     return ids, labels
 
 

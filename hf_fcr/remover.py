@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .checks import check_choice, check_fictitious, check_num_weights
@@ -17,7 +18,7 @@ from .edit import WeightEdit, check_rate
 from .editor import HeadEditor
 from .features import FeatureSet, PassOptions, collect_statistics, extract_features
 from .metrics import group_ids
-from .probe import POLICIES, SELECTIONS, FictitiousHead, fit_fictitious_head, plan_neutralization
+from .probe import POLICIES, SELECTIONS, FictitiousHead, encode_values, fit_fictitious_head, plan_neutralization
 from .scores import CANDIDATES, top_edges
 from .stats import EdgeStatistics, edge_statistics
 from .sweep import NeutralizationSearch, SweepResult, default_r_grid, sweep_edits
@@ -42,9 +43,16 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
         return self.extract_features(data, columns=tuple(columns))
 
     def _groups(self, feats: FeatureSet, label_column: str, group_columns: Sequence[str]) -> tuple:
+        """``(labels, group ids, group names)``; group columns may hold integers or strings (``"place=water"``)."""
         labels = self._labels(feats, label_column)
-        columns = {c: feats.labels(c) for c in (label_column, *group_columns)}
-        return (labels, *group_ids(columns, [label_column, *group_columns]))
+        columns, values = {label_column: labels}, {}
+        for c in group_columns:
+            raw = feats[c]
+            if torch.is_tensor(raw) or np.asarray(raw).dtype.kind in "biuf":
+                columns[c] = feats.labels(c)
+            else:
+                columns[c], values[c] = encode_values(raw)
+        return (labels, *group_ids(columns, [label_column, *group_columns], values))
 
     # ----------------------------------------------------------------------------------------------- the passes
 
