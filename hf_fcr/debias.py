@@ -328,8 +328,8 @@ class SpuriousFixes:
         check_rule(rule)
         if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:
             raise ValueError(
-                f"num_draws must be an integer >= 1, got {num_draws!r}: the verdict compares FCR with random-attribute "
-                "draws, and claims no control that was not run."
+                f"num_draws must be an integer >= 1, got {num_draws!r}: the verdict compares FCR with "
+                "random-attribute draws, and claims no control that was not run."
             )
         group_column = val_attribute_column or attribute_column
         train = self._features(train, [label_column])
