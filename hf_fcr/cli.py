@@ -126,7 +126,7 @@ def _neutralize(args: argparse.Namespace) -> int:
 
     remover = _remover(args)
     data = _dataset(args)
-    columns = [args.label_column, args.attribute_column]
+    columns = [args.label_column, *([args.attribute_column] if args.attribute_column else [])]
     train = _features(remover, data, args.train_split, args, columns)
     val = _features(remover, data, args.validation_split, args, columns)
     search = remover.neutralize_spurious(
@@ -137,7 +137,7 @@ def _neutralize(args: argparse.Namespace) -> int:
         rule=args.rule,
         seed=args.seed,
         method=args.method,
-        diagnose=not args.no_diagnosis,
+        diagnose=not args.no_diagnosis and args.attribute_column is not None,
     )
     import importlib.util
 
@@ -163,7 +163,7 @@ def _sweep(args: argparse.Namespace) -> int:
     feats = _features(remover, _dataset(args), args.split, args, [args.label_column, *args.group_columns])
     result = remover.sweep(feats, label_column=args.label_column, group_columns=args.group_columns)
     best = result.best(args.rule)
-    if args.output_dir and not args.dry_run:
+    if args.output_dir and not args.dry_run:  # existing sweep files were refused (without --overwrite) by main()
         os.makedirs(args.output_dir, exist_ok=True)
         result.plot(os.path.join(args.output_dir, "sweep.png"), rule=args.rule)
         with open(os.path.join(args.output_dir, "sweep.json"), "w") as f:
@@ -321,7 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model(p)
     _data(p)
     _output(p)
-    p.add_argument("--attribute_column", required=True, help="the spurious attribute (fictitious classes)")
+    p.add_argument(
+        "--attribute_column",
+        default=None,
+        help="the spurious attribute (fictitious classes, and the groups on validation); required by --method fcr "
+        "and dfr, optional for class_balanced and auto (without it: worst-class accuracy, no diagnosis)",
+    )
     p.add_argument("--train_split", default="train", help="the split M' is fit on (default train)")
     p.add_argument("--validation_split", default="validation", help="the split r is chosen on (default validation)")
     p.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap", help="how r is chosen")
@@ -347,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group_columns", nargs="*", default=[], help="groups are (label, *group_columns)")
     p.add_argument("--rule", choices=("min_gap", "max_worst"), default="min_gap", help="how the best r is marked")
     _output_dir(p, False, "write sweep.png and sweep.json here")
+    p.add_argument("--overwrite", action="store_true", help="replace sweep.png / sweep.json in --output_dir")
     p.add_argument("--dry_run", action="store_true", help="print the sweep, write nothing")
+    p.set_defaults(output_files=SWEEP_FILES)
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser(
@@ -369,18 +376,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SWEEP_FILES = ("sweep.png", "sweep.json")
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+def _check_arguments(args: argparse.Namespace) -> str | None:
+    """What the parser cannot check, before anything is computed: an --output_dir that would be overwritten
+    without --overwrite (a non-empty folder; for sweep, its own files), an attribute the method needs."""
+    out = getattr(args, "output_dir", None)
+    if out and not getattr(args, "dry_run", False) and not getattr(args, "overwrite", False):
+        if os.path.exists(out) and not os.path.isdir(out):
+            return f"--output_dir {out} is a file: pass a folder"
+        names = getattr(args, "output_files", None)
+        fix = "pass --overwrite to replace it, or choose another folder"
+        if names:  # sweep writes two files into a folder that may hold others
+            clash = sorted(n for n in names if os.path.exists(os.path.join(out, n)))
+            if clash:
+                return f"--output_dir {out} already holds {', '.join(clash)}: {fix}"
+        elif args.command != "demo" and os.path.isdir(out) and os.listdir(out):  # demo checks its own outputs
+            return f"--output_dir {out} is not empty: {fix}"
+    if getattr(args, "method", None) in ("fcr", "dfr") and not getattr(args, "attribute_column", None):
+        return f"--method {args.method} needs --attribute_column (class_balanced and auto work without it)"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     wants_json = "--json" in (sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
         if getattr(args, "output_dir_required", False) and args.output_dir is None:
-            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-            sub.error("the following arguments are required: --output_dir")
+            _subparser(parser, args.command).error("the following arguments are required: --output_dir")
     except SystemExit as exit_:
         if wants_json and exit_.code not in (0, None):  # a usage error: scripts reading stdout still get JSON
             print(json.dumps({"error": {"type": "UsageError", "message": "invalid arguments (see stderr)"}}))
         raise
+    if (problem := _check_arguments(args)) is not None:  # refused before any computation
+        try:
+            _subparser(parser, args.command).error(problem)
+        except SystemExit:
+            if wants_json:
+                print(json.dumps({"error": {"type": "UsageError", "message": problem}}))
+            raise
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(args.verbosity.upper())
     if args.command == "demo" or getattr(args, "dataset_name", None) in BUILTIN_DATASETS:

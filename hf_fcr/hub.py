@@ -253,6 +253,9 @@ def load_checkpoint(
         base_name = record.base_model_name_or_path
         if not base_name:
             raise EditRecordError(f"{CONFIG_NAME} in {name} names no base_model_name_or_path to apply its edits to.")
+        beside = os.path.join(name, base_name)
+        if os.path.isdir(name) and not os.path.isabs(base_name) and os.path.isdir(beside):
+            base_name = os.path.normpath(beside)  # a relative base path is relative to the artifact first
         if base_name in (name, *_seen) or any(_same_place(base_name, n) for n in (name, *_seen)):
             raise EditRecordError(
                 f"{CONFIG_NAME} in {name} names {base_name!r} as its base, which leads back to itself: an edits-only "
@@ -282,7 +285,9 @@ def load_checkpoint(
             raise ValueError("backend='pytorch' needs model= (an instance of the architecture to load weights into).")
         loaded, default_transform = _load_pytorch(name, model), None
     transform = transform if transform is not None else default_transform
-    return Checkpoint(loaded, transform, names, name, hub.revision, record)
+    # a local folder is recorded by its absolute path: records name a base that resolves from any working directory
+    where = os.path.abspath(name) if os.path.isdir(name) else name
+    return Checkpoint(loaded, transform, names, where, hub.revision, record)
 
 
 def save_checkpoint(

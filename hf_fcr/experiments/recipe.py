@@ -4,9 +4,12 @@ Hub (or local) dataset, or, without ``--model_name_or_path``, the offline Spurio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -111,9 +114,54 @@ def parse_recipe(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, .
                 import yaml
 
                 config = yaml.safe_load(f)
+        if not isinstance(config, dict):
+            raise ValueError(f"{argv[0]} must hold a mapping of flag names to values, got {type(config).__name__}.")
+        for dataclass_type in parser.dataclass_types:
+            check_config_types(dataclass_type, config, argv[0])
         defaults = {a.dest: a.default for a in parser._actions if a.dest != "help" and a.default is not None}
         return parser.parse_dict({**defaults, **config})
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _accepts(kind: Any, value: Any) -> bool:
+    """Whether a config file's ``value`` has the field type ``kind`` (no coercion: ``"false"`` is not a bool)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list) and all(_accepts(args[0], v) for v in value)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def check_config_types(dataclass_type: type, config: dict[str, Any], source: str) -> None:
+    """Every key of a recipe config file that names a field of ``dataclass_type`` holds a value of its type, as JSON
+    or YAML writes it: ``"overwrite": "false"`` is a string, never a truthy bool (ValueError naming the key)."""
+    hints = typing.get_type_hints(dataclass_type)
+    for f in dataclasses.fields(dataclass_type):
+        kind, value = hints[f.name], config.get(f.name)
+        if f.name in config and not _accepts(kind, value):
+            hint = " (write it unquoted)" if kind is bool and isinstance(value, str) else ""
+            raise ValueError(
+                f"{source}: {f.name!r} must be {_describe(kind)}, got {value!r} ({type(value).__name__}){hint}."
+            )
+
+
+def _describe(kind: Any) -> str:
+    if kind is bool:
+        return "true or false (a boolean)"
+    if typing.get_origin(kind) is Literal:
+        return f"one of {list(typing.get_args(kind))}"
+    return f"of type {getattr(kind, '__name__', None) or str(kind)}"
 
 
 def spurious_parser(description: str, dataset_name: str, label_column: str, attribute_column: str) -> Any:
