@@ -117,9 +117,8 @@ class FeatureSet:
             raise ValueError(f"{os.path.join(path, FEATURES_FILE)} holds no 'features' tensor: {fix}")
         columns: dict[str, Any] = {k[len("column.") :]: v for k, v in tensors.items() if k.startswith("column.")}
         columns_file = os.path.join(path, COLUMNS_FILE)
-        label_names = {}
-        if os.path.isfile(columns_file):
-            extra = read_json(columns_file, "the saved columns", fix)
-            columns.update(extra.get("columns", {}))
-            label_names = extra.get("label_names", {})
-        return cls(tensors["features"], columns, label_names)
+        if not os.path.isfile(columns_file):  # ``save`` always writes it: without it the folder is incomplete
+            raise ValueError(f"{path} lacks {COLUMNS_FILE} (the non-tensor columns and class names): {fix}")
+        extra = read_json(columns_file, "the saved columns", fix)
+        columns.update(extra.get("columns", {}))
+        return cls(tensors["features"], columns, extra.get("label_names", {}))

