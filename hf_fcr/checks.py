@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_choice", "check_fictitious", "check_num_weights"]
+__all__ = ["check_choice", "check_fictitious", "check_num_weights", "check_seed"]
+
+
+def check_seed(seed: Any) -> int:
+    """A seed as a plain ``int`` (Python, numpy or 0-d torch integers are accepted; they are recorded as JSON)."""
+    if hasattr(seed, "item") and getattr(seed, "ndim", 1) == 0:
+        seed = seed.item()
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {seed!r} ({type(seed).__name__}).")
+    return int(seed)
 
 
 def check_num_weights(num_weights: int) -> int:

@@ -49,6 +49,13 @@ class FCRConfig:
     )
     fcr_version: str = field(default=__version__, metadata={"help": "The hf-fcr version that wrote the record."})
     schema_version: int = field(default=SCHEMA_VERSION, metadata={"help": "The record's format version."})
+    weights_sha256: str | None = field(
+        default=None,
+        metadata={
+            "help": "A full checkpoint's checksum of the weights saved beside the record (head_edit.weights_digest): "
+            "a loader refuses weights that are not those, e.g. read while another process replaced the folder."
+        },
+    )
     extra: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "Other keys kept as they are (calls that made the edits, metrics)."}
     )
@@ -63,6 +70,7 @@ class FCRConfig:
             # the oldest format that holds these edits, so readers without head-level edits still read the rest
             "schema_version": SCHEMA_VERSION if self.head_edits else 1,
             "edits": [e.to_dict() for e in self.edits],
+            **({"weights_sha256": self.weights_sha256} if self.weights_sha256 else {}),
         }
 
     def to_json_string(self) -> str:
@@ -153,11 +161,15 @@ class FCRConfig:
             raise EditRecordError(
                 f"'schema_version' {schema!r} is not one this hf-fcr reads (1..{SCHEMA_VERSION}): upgrade hf-fcr."
             )
+        weights = data.get("weights_sha256")
+        if weights is not None and not _is_sha256(weights):
+            raise EditRecordError(f"'weights_sha256' must be a SHA-256 hex digest or absent, got {weights!r}.")
         edits = [parse_edit(i, e) for i, e in enumerate(edits_raw)]
         _check_calls(data.get("calls", []))
         _check_metrics(data.get("metrics", []))
         _check_diagnosis(data.get("diagnosis"))
         known = {"base_model_name_or_path", "revision", "library_name", "fcr_version", "schema_version", "edits"}
+        known.add("weights_sha256")
         return cls(
             base_model_name_or_path=data.get("base_model_name_or_path"),
             revision=data.get("revision"),
@@ -165,6 +177,7 @@ class FCRConfig:
             edits=edits,
             fcr_version=str(data.get("fcr_version", "unknown")),
             schema_version=schema,
+            weights_sha256=weights,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -229,6 +242,10 @@ def _is_number(value: Any) -> bool:
 _SHA = set("0123456789abcdef")
 
 
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _SHA
+
+
 def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
     if not isinstance(raw.get("weight_param"), str) or not (
         raw.get("bias_param") is None or isinstance(raw["bias_param"], str)
@@ -240,7 +257,7 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
         value = raw.get(key)
         if key == "backbone_sha256" and value is None:  # records of hf-fcr 0.4 do not identify the backbone
             continue
-        if not isinstance(value, str) or len(value) != 64 or not set(value) <= _SHA:
+        if not _is_sha256(value):
             raise EditRecordError(f"edit {index}: {key!r} must be a SHA-256 hex digest, got {value!r}.")
     if raw.get("C") is not None and not (_is_number(raw["C"]) and raw["C"] > 0):
         raise EditRecordError(f"edit {index}: 'C' must be a positive number or null, got {raw['C']!r}.")

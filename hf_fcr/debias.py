@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .checks import check_choice, check_num_weights
+from .checks import check_choice, check_num_weights, check_seed
 from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
 from .edit import check_rate
 from .feature_set import FeatureSet
@@ -183,6 +183,7 @@ class SpuriousFixes:
             KeyError: a missing column.
         """
         check_rule(rule)
+        seed = check_seed(seed)
         check_choice("method", method, METHODS)
         check_choice("selection", selection, SELECTIONS)
         for p in policies:
@@ -326,6 +327,7 @@ class SpuriousFixes:
             KeyError: a missing column (the attribute on train included).
         """
         check_rule(rule)
+        seed = check_seed(seed)
         if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:
             raise ValueError(
                 f"num_draws must be an integer >= 1, got {num_draws!r}: the verdict compares FCR with "

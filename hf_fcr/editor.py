@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Edit, EditRecordError, FCRConfig, check_edits_match
-from .constants import HEAD_EDITS_NAME
+from .constants import CONFIG_NAME, HEAD_EDITS_NAME
 from .edit import WeightEdit, round_to, row_edits
 from .features import FeatureSet
-from .head_edit import HeadEdit, backbone_digest
+from .head_edit import HeadEdit, backbone_digest, weights_digest
 from .heads import class_names_of, find_head
 from .preprocess import resolve_transform
 
@@ -92,6 +92,12 @@ class HeadEditor:
         self.edits: list[Edit] = []
         self.fcr_config_extra: dict[str, Any] = {}
         if record is not None:
+            if record.weights_sha256 is not None and record.weights_sha256 != weights_digest(model):
+                raise EditRecordError(
+                    f"the weights are not the ones {CONFIG_NAME} was saved with (their checksum differs): the folder "
+                    "changed while it was read (another process re-saved it) or was assembled from two saves. Load "
+                    "it again, or save the model again."
+                )
             self._check_record(record.edits, "new")
             self.edits = list(record.edits)
             if record.edits:  # with no edits, the checkpoint itself is the base of any later edit
@@ -351,6 +357,8 @@ class HeadEditor:
         if "diagnosis.png" in files:
             card_info.setdefault("diagnosis_figure", "diagnosis.png")
         record = self.edit_record(**{k: v for k, v in card_info.items() if k in ("metrics", "command")})
+        if not edits_only:  # what the record describes, so that a reader refuses weights of another save
+            record.weights_sha256 = weights_digest(self.model)
         card_info.setdefault("license", base_license(self.model, self.base_model_name_or_path))
         processor = getattr(self.transform, "processor", None)
         return save_checkpoint(

@@ -22,7 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HEAD_METHODS", "RECORD_KEYS", "HeadEdit", "backbone_digest", "head_digest", "values_digest"]
+__all__ = [
+    "HEAD_METHODS",
+    "RECORD_KEYS",
+    "HeadEdit",
+    "backbone_digest",
+    "head_digest",
+    "values_digest",
+    "weights_digest",
+]
 
 HEAD_METHODS = ("dfr", "class_balanced")
 # the fields a record keeps (the tensors live in fcr_head.safetensors)
@@ -76,6 +84,11 @@ def _bytes_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
 
 def _head_matches(weight: torch.Tensor, bias: torch.Tensor | None, digest: str) -> bool:
     return digest in (head_digest(weight, bias), _bytes_digest(weight, bias))
+
+
+def weights_digest(model: nn.Module) -> str:
+    """The checksum of every saved tensor of ``model`` (``values_digest`` of its ``state_dict``)."""
+    return values_digest(sorted(model.state_dict(keep_vars=True).items()))
 
 
 def backbone_digest(model: nn.Module, head: nn.Module) -> str:

@@ -319,7 +319,8 @@ def save_checkpoint(
             "an edits-only artifact names the base model its edits apply to, and this model names none (a plain "
             "module): pass base_model_name_or_path= when wrapping it, or save the full checkpoint."
         )
-    target = Path(save_directory)
+    # through a symbolic link: the folder it points to is replaced (the link stays, and still resolves)
+    target = Path(os.path.realpath(save_directory)) if os.path.islink(save_directory) else Path(save_directory)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} is a file; pass a folder path to save into.")
     if target.is_dir() and any(target.iterdir()) and not overwrite:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .checks import check_seed
+
 __all__ = ["INFER_METHODS", "agreement", "infer_attribute"]
 
 INFER_METHODS = ("cluster", "margin")
@@ -36,13 +38,37 @@ def infer_attribute(
         An int64 tensor ``[N]``, to pass as the attribute column of ``neutralize_spurious``.
 
     Raises:
-        ValueError: an unknown method, ``"margin"`` without logits, or a class with fewer than two samples.
+        ValueError: an unknown method, ``"margin"`` without logits (or with logits of the wrong shape, or a
+            ``minority_fraction`` outside (0, 1)), mismatched or non-finite inputs, a class with fewer than two
+            samples.
+        TypeError: a seed that is not an integer.
     """
     if method not in INFER_METHODS:
         raise ValueError(f"method must be one of {INFER_METHODS}, got {method!r}.")
     if method == "margin" and logits is None:
         raise ValueError("method='margin' needs the model's logits (remover.logits(features)).")
-    labels = torch.as_tensor(labels).long()
+    seed = check_seed(seed)
+    features, labels = torch.as_tensor(features), torch.as_tensor(labels)
+    if features.ndim != 2 or labels.ndim != 1 or len(features) != len(labels):
+        raise ValueError(
+            f"features must be [N, D] and labels [N]; got {tuple(features.shape)} and {tuple(labels.shape)}."
+        )
+    if not torch.isfinite(features).all():
+        raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
+    if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+        raise ValueError("labels must be integer class indices.")
+    labels = labels.long()
+    if isinstance(minority_fraction, bool) or not (
+        isinstance(minority_fraction, (int, float)) and 0 < minority_fraction < 1
+    ):
+        raise ValueError(f"minority_fraction must be in (0, 1), got {minority_fraction!r}.")
+    if method == "margin":
+        logits = torch.as_tensor(logits)
+        if logits.ndim != 2 or len(logits) != len(labels) or int(labels.max()) >= logits.shape[1]:
+            raise ValueError(
+                f"logits must be [N, K] with a column for every label; got {tuple(logits.shape)} for "
+                f"{len(labels)} labels up to {int(labels.max())}."
+            )
     out = torch.zeros(len(labels), dtype=torch.long)
     for c in torch.unique(labels):
         idx = (labels == c).nonzero().flatten()

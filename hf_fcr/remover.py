@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import check_choice, check_fictitious, check_num_weights
+from .checks import check_choice, check_fictitious, check_num_weights, check_seed
 from .debias import SpuriousFixes
 from .edit import WeightEdit, check_rate
 from .editor import HeadEditor
@@ -294,6 +294,7 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
         """
         r = check_rate(r)
         num_weights = check_num_weights(num_weights)
+        seed = check_seed(seed)
         check_choice("policy", policy, POLICIES)
         check_fictitious(fictitious, self.head.in_features)
         check_choice("selection", selection, SELECTIONS)

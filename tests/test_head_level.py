@@ -228,3 +228,49 @@ def test_auto_on_a_tiny_group_says_which_and_chooses_on_the_whole_split(caplog):
     search = remover.neutralize_spurious(train, val, method="auto", diagnose=False)
     assert "group label=1,place=0 has 3 row(s)" in caplog.text and "needs 4" in caplog.text
     assert search.method in {"fcr", "dfr", "class_balanced", "none"}
+
+
+# ------------------------------------------------------------------------------ folders replaced while read
+
+
+def test_a_record_refuses_weights_of_another_save(tmp_path):
+    """A folder assembled from two saves (what a reader could see if it read the record before another process
+    replaced the folder and the weights after): the same edit on two backbones, refused by the weights' checksum."""
+    remover, base = _timm(tmp_path)
+    feats = remover.extract_features([_batch()], columns=("label", "place"))
+    remover.remove_class(1, feats)
+    first = remover.save_pretrained(tmp_path / "first")
+    with torch.no_grad():
+        remover.model.conv1[0].weight.mul_(1.01)  # the backbone moves; the head and its edit do not
+    second = remover.save_pretrained(tmp_path / "second")
+    (second / CONFIG_NAME).write_bytes((first / CONFIG_NAME).read_bytes())
+    with pytest.raises(EditRecordError, match="weights are not the ones fcr_config.json was saved with"):
+        FictitiousClassRemover.from_pretrained(str(second))
+    assert FictitiousClassRemover.from_pretrained(str(first)).edits  # each save alone loads
+
+
+def test_overwrite_through_a_symlink_replaces_the_folder_it_points_to(tmp_path):
+    remover, _ = _timm(tmp_path)
+    real = remover.save_pretrained(tmp_path / "real")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    feats = remover.extract_features([_batch()], columns=("label", "place"))
+    remover.remove_class(2, feats)
+    edited = snapshot(remover.model)
+    remover.save_pretrained(link, overwrite=True)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert state_equal(snapshot(FictitiousClassRemover.from_pretrained(str(link)).model), edited)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left behind
+
+
+@pytest.mark.parametrize("method", ["fcr", "dfr", "auto"])
+def test_a_numpy_seed_is_recorded_as_an_int_and_saves(tmp_path, method):
+    import numpy as np
+
+    remover, _ = _timm(tmp_path, num_classes=2)
+    feats = remover.extract_features([_batch(num_classes=2)], columns=("label", "place"))
+    remover.neutralize_spurious(feats, feats, method=method, seed=np.int64(3), diagnose=False)
+    folder = remover.save_pretrained(tmp_path / "out")
+    assert json.loads((folder / CONFIG_NAME).read_text())["calls"][-1]["seed"] == 3
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        remover.neutralize_spurious(feats, feats, method=method, seed="3", diagnose=False)

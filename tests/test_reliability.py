@@ -153,3 +153,47 @@ def test_same_inputs_same_edits(digits, digits_model):
         remover.revert()
     assert runs[0] == runs[1]
     assert runs[0]
+
+
+RESAVE = """
+import sys, torch, timm
+from hf_fcr import FictitiousClassRemover
+removers = []
+for seed in (0, 1):  # two different models, saved alternately over one folder
+    torch.manual_seed(seed)
+    removers.append(FictitiousClassRemover(timm.create_model("test_resnet", num_classes=3)))
+print("saving", flush=True)
+for i in range(int(sys.argv[2])):
+    removers[i % 2].save_pretrained(sys.argv[1], overwrite=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_reader_never_sees_a_half_replaced_folder(tmp_path):
+    """While another process re-saves two different models over one folder with overwrite=True, every load returns
+    one of them, complete, or a clear error (the folder is missing for an instant, or the weights are not those
+    the record was saved with); never the weights of one with the record of the other."""
+    import timm
+
+    from hf_fcr.config import EditRecordError
+    from hf_fcr.head_edit import weights_digest
+
+    expected, models = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(timm.create_model("test_resnet", num_classes=3))
+        expected.append(weights_digest(models[-1]))
+    target = tmp_path / "model"
+    FictitiousClassRemover(models[1]).save_pretrained(target)
+    proc = spawn(RESAVE, target, 60)
+    wait_for(proc, "saving")
+    outcomes = {"model 0": 0, "model 1": 0, "error": 0}
+    while proc.poll() is None:
+        try:
+            loaded = FictitiousClassRemover.from_pretrained(str(target), backend="timm")
+        except (OSError, EditRecordError):
+            outcomes["error"] += 1
+            continue
+        outcomes[f"model {expected.index(weights_digest(loaded.model))}"] += 1  # ValueError: a third model
+    assert proc.returncode == 0
+    assert outcomes["model 0"] + outcomes["model 1"] > 0, outcomes
