@@ -23,9 +23,11 @@ _NAMES = {
     "ZeroWeightError": "edit",
     "ca_score": "scores",
     "edge_statistics": "stats",
+    "head_method_names": "head_methods",
     "infer_attribute": "infer",
     "neutralized_weight": "edit",
     "orthogonal_weight": "edit",
+    "register_head_method": "head_methods",
     "sca_score": "scores",
     "top_edges": "scores",
 }
@@ -43,9 +45,11 @@ __all__ = [
     "__version__",
     "ca_score",
     "edge_statistics",
+    "head_method_names",
     "infer_attribute",
     "neutralized_weight",
     "orthogonal_weight",
+    "register_head_method",
     "sca_score",
     "top_edges",
 ]
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     from .editor import HeadEditor
     from .feature_set import FeatureSet
     from .head_edit import HeadEdit
+    from .head_methods import head_method_names, register_head_method
     from .infer import infer_attribute
     from .probe import FictitiousHead
     from .remover import FictitiousClassRemover

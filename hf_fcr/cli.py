@@ -333,10 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the controls, the head fits and auto's split")
     p.add_argument(
         "--method",
-        choices=("fcr", "dfr", "class_balanced", "auto"),
         default="fcr",
         help="fcr (one weight per class), dfr / class_balanced (retrain the head on group- / class-balanced "
-        "validation data) or auto (the best on held-out validation, fcr when within a point); default fcr",
+        "validation data), a head-level method registered by a module in HF_FCR_PLUGINS, or auto (the best on "
+        "held-out validation, fcr when within a point); default fcr",
     )
     p.add_argument(
         "--no_diagnosis",
@@ -398,9 +398,33 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
                 return f"--output_dir {out} already holds {', '.join(clash)}: {fix}"
         elif args.command != "demo" and os.path.isdir(out) and os.listdir(out):  # demo checks its own outputs
             return f"--output_dir {out} is not empty: {fix}"
-    if getattr(args, "method", None) in ("fcr", "dfr") and not getattr(args, "attribute_column", None):
-        return f"--method {args.method} needs --attribute_column (class_balanced and auto work without it)"
+    method = getattr(args, "method", None)
+    if method is not None and method not in ("fcr", "auto"):
+        from .head_methods import get_head_method
+
+        try:
+            needs_groups = get_head_method(method).needs_groups
+        except ValueError as err:
+            return f"--method: {err}"
+    else:
+        needs_groups = method == "fcr"
+    if needs_groups and not getattr(args, "attribute_column", None):
+        return f"--method {method} needs --attribute_column (class_balanced and auto work without it)"
     return None
+
+
+PLUGINS_VARIABLE = "HF_FCR_PLUGINS"
+
+
+def _import_plugins() -> None:
+    """Import the modules named in ``HF_FCR_PLUGINS`` (comma-separated), which register head-level methods."""
+    import importlib
+
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ImportError(f"{PLUGINS_VARIABLE} names {name!r}, which cannot be imported: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -414,7 +438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wants_json and exit_.code not in (0, None):  # a usage error: scripts reading stdout still get JSON
             print(json.dumps({"error": {"type": "UsageError", "message": "invalid arguments (see stderr)"}}))
         raise
-    if (problem := _check_arguments(args)) is not None:  # refused before any computation
+    try:
+        _import_plugins()
+    except ImportError as err:
+        problem = str(err)
+    else:
+        problem = _check_arguments(args)
+    if problem is not None:  # refused before any computation
         try:
             _subparser(parser, args.command).error(problem)
         except SystemExit:

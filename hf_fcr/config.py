@@ -19,8 +19,8 @@ from torch import nn
 from . import __version__
 from .constants import CONFIG_NAME, HEAD_EDITS_NAME, LIBRARIES
 from .edit import WeightEdit
-from .head_edit import HEAD_METHODS, HeadEdit
 from .head_edit import RECORD_KEYS as HEAD_RECORD_KEYS
+from .head_edit import HeadEdit
 
 __all__ = ["SCHEMA_VERSION", "EditRecordError", "FCRConfig", "check_edits_match", "parse_edit"]
 
@@ -251,8 +251,13 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
         raw.get("bias_param") is None or isinstance(raw["bias_param"], str)
     ):
         raise EditRecordError(f"edit {index}: 'weight_param' must be a string and 'bias_param' a string or null.")
-    if raw.get("method") not in HEAD_METHODS:
-        raise EditRecordError(f"edit {index}: 'method' must be one of {HEAD_METHODS}, got {raw.get('method')!r}.")
+    from .head_methods import NAME_PATTERN
+
+    if not isinstance(raw.get("method"), str) or not NAME_PATTERN.fullmatch(raw["method"]):
+        raise EditRecordError(f"edit {index}: 'method' must be a head-level method's name, got {raw.get('method')!r}.")
+    extra = raw.get("hyperparameters")
+    if extra is not None and not (isinstance(extra, dict) and _is_plain(extra, 2)):
+        raise EditRecordError(f"edit {index}: 'hyperparameters' must be an object of plain values (numbers, strings).")
     for key in ("base_sha256", "new_sha256", "backbone_sha256"):
         value = raw.get(key)
         if key == "backbone_sha256" and value is None:  # records of hf-fcr 0.4 do not identify the backbone
@@ -267,7 +272,8 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
             raise EditRecordError(f"edit {index}: {key!r} must be a non-negative integer or null, got {value!r}.")
     if raw.get("selection") is not None and not isinstance(raw["selection"], str):
         raise EditRecordError(f"edit {index}: 'selection' must be a string or null.")
-    return HeadEdit(**{k: raw.get(k) for k in HEAD_RECORD_KEYS})
+    fields = {k: raw.get(k) for k in HEAD_RECORD_KEYS if k != "hyperparameters"}
+    return HeadEdit(**fields, hyperparameters=dict(extra or {}))
 
 
 def parse_edit(index: int, raw: Any) -> Edit:

@@ -17,16 +17,15 @@ from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
 from .edit import check_rate
 from .feature_set import FeatureSet
 from .head_edit import HeadEdit, backbone_digest
+from .head_methods import FittedHead, fit_head, get_head_method, head_method_names
 from .metrics import group_metrics
 from .probe import POLICIES, SELECTIONS, encode_values, fit_linear_probe
-from .retrain import retrain_head
 from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
 
-__all__ = ["AUTO_MARGIN", "AUTO_MIN_GROUP", "METHODS", "SpuriousFixes"]
+__all__ = ["AUTO_MARGIN", "AUTO_MIN_GROUP", "SpuriousFixes"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("fcr", "dfr", "class_balanced", "auto")
 AUTO_MARGIN = 0.01  # "auto" keeps the single-weight edit when it is within a point of the best candidate
 AUTO_MIN_GROUP = 4  # rows of a group "auto" needs to hold half of it out (each half of it must hold two)
 _SAME = "same"
@@ -97,36 +96,33 @@ class SpuriousFixes:
         return fict, choice, plan, tried
 
     def _retrained(self, val: FeatureSet, label_column: str, group_column: str | None, method: str, seed: int) -> Any:
-        """DFR (balanced by label x ``group_column``) or class-balanced retraining (by label) on ``val``."""
-        if method == "dfr" and not group_column:
-            raise ValueError(
-                "method='dfr' balances groups: it needs group labels on validation (val_attribute_column)."
-            )
-        labels, ids, _ = self._selection_groups(val, label_column, group_column if method == "dfr" else None)
-        return retrain_head(
+        """The registered head-level ``method`` fit on ``val`` (groups: label x ``group_column``, when given)."""
+        labels, ids, _ = self._selection_groups(val, label_column, group_column)
+        return fit_head(
+            method,
             val.features,
             labels,
-            ids,
-            self.num_classes,
+            ids if group_column else None,
+            num_classes=self.num_classes,
             seed=seed,
-            intercept=self.head.bias is not None,
+            bias=self.head.bias is not None,
             class_names=self.class_names,
         )
 
-    def _head_edit(self, head: Any, method: str, selection: str) -> HeadEdit:
-        bias = None if self.head.bias is None else head.bias
+    def _head_edit(self, head: FittedHead) -> HeadEdit:
+        params = dict(head.params)
+        typed = {
+            k: params.pop(k) for k in ("C", "num_samples", "samples_per_fit", "num_fits", "selection") if k in params
+        }
         return HeadEdit.from_heads(
             self.param_name,
             self.bias_name,
             (self.head.weight, self.head.bias),
-            (head.weight, bias),
-            method,
+            (head.weight, head.bias),
+            head.method,
             backbone_sha256=backbone_digest(self.model, self.head),
-            C=head.C,
-            num_samples=head.num_samples,
-            samples_per_fit=head.samples_per_fit,
-            num_fits=head.num_fits,
-            selection=selection,
+            hyperparameters=params,
+            **typed,
         )
 
     def neutralize_spurious(
@@ -156,9 +152,10 @@ class SpuriousFixes:
                 worst-group accuracy. Ties go to the first candidate in the order (policy, weights, smallest r).
             policies, num_weights, r_values: FCR's grid (``r_values`` default: ``default_r_grid()``).
             probe, selection, seed: as in ``fit_fictitious`` and ``neutralize``; ``seed`` also seeds the head fits.
-            method: ``"fcr"`` (Algorithm 2: one weight per class and fictitious class, Eq. 8), ``"dfr"``
-                (retrain the head on group-balanced validation data), ``"class_balanced"`` (retrain it on
-                class-balanced validation data: no group labels needed) or ``"auto"``: every available method is fit
+            method: ``"fcr"`` (Algorithm 2: one weight per class and fictitious class, Eq. 8), a registered
+                head-level method (``head_methods``: ``"dfr"`` retrains the head on group-balanced validation data,
+                ``"class_balanced"`` on class-balanced validation data, with no group labels needed; yours through
+                ``hf_fcr.register_head_method``) or ``"auto"``: every available method is fit
                 on one half of ``val`` (FCR's own choices by ``rule``) and scored on the other half by worst-group
                 accuracy (worst-class without group labels), beside the model unchanged (``"none"``); FCR is kept
                 when it is within ``AUTO_MARGIN`` of the best (fewer weights changed), the choice is refit on all of
@@ -169,7 +166,8 @@ class SpuriousFixes:
                 accuracy (measured: on the fine-tuned EfficientNet-Lite0 it preferred FCR at 51% worst-group over
                 DFR at 91%).
             val_attribute_column: the group column on ``val`` (default: ``attribute_column``). None: validation
-                has no group labels; choices use worst-CLASS accuracy and ``dfr`` is unavailable.
+                has no group labels; choices use worst-CLASS accuracy and methods that need groups (``dfr``) are
+                unavailable.
             diagnose: also run ``diagnose`` (FCR against the random-attribute control; needs the attribute on
                 both splits) and keep it in the result (``diagnosis``), the record and the card.
 
@@ -184,7 +182,8 @@ class SpuriousFixes:
         """
         check_rule(rule)
         seed = check_seed(seed)
-        check_choice("method", method, METHODS)
+        if method not in ("fcr", "auto"):
+            get_head_method(method)  # ValueError listing the registered methods
         check_choice("selection", selection, SELECTIONS)
         for p in policies:
             check_choice("policies", p, POLICIES)
@@ -244,9 +243,9 @@ class SpuriousFixes:
             )
         if method != "fcr":
             head = self._retrained(val_feats, label_column, group_column, method, seed)
-            selection_by = "worst_group" if method == "dfr" else "worst_class"
-            applied = self._apply([self._head_edit(head, method, selection_by)])
-            self._record("neutralize_spurious", **call, chosen={"method": method, "C": head.C})
+            applied = self._apply([self._head_edit(head)])
+            chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
+            self._record("neutralize_spurious", **call, chosen=chosen)
             self._keep(diagnosis)
             labels, ids, names = self._selection_groups(val_feats, label_column, group_column)
             validation = group_metrics(self.logits(val_feats.features).argmax(1), labels, ids, names)
@@ -288,9 +287,10 @@ class SpuriousFixes:
         if attribute_column:
             _, choice, plan, _ = self._fcr_search(train, fit, *fcr_args, seed)
             candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
-        for method in ("dfr", "class_balanced") if group_column else ("class_balanced",):
-            head = self._retrained(fit, label_column, group_column, method, seed)
-            candidates[method] = metrics(head.logits(held.features))
+        for method in head_method_names():  # each registered head-level method whose group needs are met
+            if group_column or not get_head_method(method).needs_groups:
+                head = self._retrained(fit, label_column, group_column, method, seed)
+                candidates[method] = metrics(head.logits(held.features))
         for row in candidates.values():  # across methods, the worst group decides (see neutralize_spurious)
             row["score"] = row["worst_group"]
         fixes = [m for m in candidates if m != "none"]

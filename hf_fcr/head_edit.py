@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 __all__ = [
-    "HEAD_METHODS",
     "RECORD_KEYS",
     "HeadEdit",
     "backbone_digest",
@@ -32,7 +31,6 @@ __all__ = [
     "weights_digest",
 ]
 
-HEAD_METHODS = ("dfr", "class_balanced")
 # the fields a record keeps (the tensors live in fcr_head.safetensors)
 RECORD_KEYS = (
     "weight_param",
@@ -46,6 +44,7 @@ RECORD_KEYS = (
     "samples_per_fit",
     "num_fits",
     "selection",
+    "hyperparameters",
 )
 
 
@@ -103,7 +102,8 @@ class HeadEdit:
     """The head ``weight_param`` (and ``bias_param``) replaced by a retrained head.
 
     Attributes:
-        method: ``"dfr"`` (group-balanced retraining, needs group labels) or ``"class_balanced"`` (no group labels).
+        method: the head-level method's registered name (``"dfr"``, ``"class_balanced"`` or a user's, see
+            ``head_methods``); applying and reverting never need it registered (the tensors are in the artifact).
         base_sha256, new_sha256: ``head_digest`` of the head before and after.
         backbone_sha256: ``backbone_digest`` of the model the head was fit on (None in records of hf-fcr 0.4).
         C, num_samples, samples_per_fit, num_fits, selection: how it was fit (inverse L2/L1 strength, validation
@@ -122,6 +122,7 @@ class HeadEdit:
     samples_per_fit: int | None = None
     num_fits: int | None = None
     selection: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
     new_weight: torch.Tensor | None = field(default=None, repr=False, compare=False)
     new_bias: torch.Tensor | None = field(default=None, repr=False, compare=False)
     old_weight: torch.Tensor | None = field(default=None, repr=False, compare=False)

@@ -81,7 +81,6 @@ def retrain_head(
     num_fits: int = 20,
     c_grid: Sequence[float] = DFR_C_GRID,
     intercept: bool = True,
-    class_names: Sequence[str] | None = None,
 ) -> RetrainedHead:
     """Retrain a head on validation ``features`` with class ``labels``, balanced by ``groups``: label x attribute
     ids for DFR, the labels themselves for class-balanced retraining. ``C`` is chosen by the worst accuracy over
@@ -92,17 +91,16 @@ def retrain_head(
     giving that class an arbitrary row would silently delete it from the model (refused instead).
 
     Raises:
-        ValueError: a class without rows (named, with ``class_names``), or a group with fewer than two rows.
+        ValueError: a class without rows, or a group with fewer than two rows.
     """
     from sklearn.preprocessing import StandardScaler
 
     present = set(torch.unique(labels).tolist())
     missing = [c for c in range(num_classes) if c not in present]
     if missing:
-        names = [f"{c} ({class_names[c]!r})" if class_names else str(c) for c in missing]
         raise ValueError(
-            f"class {', '.join(names)} has no rows in the data the head is retrained on: the new head would never "
-            "predict it. Retrain on data with rows of every class (or remove the class with remove_class)."
+            f"class {', '.join(map(str, missing))} has no rows in the data the head is retrained on: the new head "
+            "would never predict it. Retrain on data with rows of every class."
         )
     if int(torch.bincount(torch.unique(groups, return_inverse=True)[1]).min()) < 2:
         raise ValueError("every group needs at least two validation rows to balance and tune on.")

@@ -206,9 +206,10 @@ class NeutralizationSearch:
     ``num_weights`` and ``r`` under ``rule``, M' (``fictitious``), the chosen candidate's ``validation`` metrics, and
     one entry per (policy, num_weights) in ``tried``, each with its ``sweep`` over r.
 
-    With a head-level ``method`` (``"dfr"``, ``"class_balanced"``) ``edits`` holds one ``HeadEdit``, ``head`` the
-    retrained head, and ``policy`` / ``r`` are None. ``candidates``: with ``method="auto"``, each method's held-out
-    validation metrics; ``diagnosis``: the ``Diagnosis`` when it was asked for."""
+    With a head-level ``method`` (``"dfr"``, ``"class_balanced"`` or a registered one) ``edits`` holds one
+    ``HeadEdit``, ``head`` the retrained head (``head_methods.FittedHead``), and ``policy`` / ``r`` are None;
+    with ``"none"`` (``auto`` found no fix better than the model) nothing. ``candidates``: with ``method="auto"``,
+    each method's held-out validation metrics; ``diagnosis``: the ``Diagnosis`` when it was asked for."""
 
     edits: list[Any]
     fictitious: Any
@@ -226,8 +227,8 @@ class NeutralizationSearch:
     @property
     def choice(self) -> dict[str, Any]:
         choice = {"method": self.method, "policy": self.policy, "num_weights": self.num_weights, "r": self.r}
-        if self.head is not None:
-            choice["C"] = self.head.C
+        if self.head is not None and "C" in self.head.params:
+            choice["C"] = self.head.params["C"]
         return {**choice, "rule": self.rule}
 
 

@@ -1,0 +1,217 @@
+"""The registry of head-level methods: a method retrains the classifier head on cached validation features.
+
+A method is one function, registered by name (as peft's ``register_peft_method`` and timm's ``@register_model``)::
+
+    fit(features, labels, groups, *, num_classes, seed) -> (weight, bias, params)
+
+``features`` float ``[N, D]``, ``labels`` int64 ``[N]``, ``groups`` int64 ``[N]`` (label x attribute group ids; None
+when the method does not need groups and no attribute was given); it returns the new head's ``weight
+[num_classes, D]``, its ``bias [num_classes]`` (or None) and a JSON-able dict of what to record (hyper-parameters,
+data sizes). A function whose signature also names ``intercept`` is told whether the head has a bias (built-ins use
+it to fit without an intercept). DFR and class-balanced retraining are registered here like any user method;
+``neutralize_spurious(method=name)``, ``method="auto"`` (when the method's group needs are met), the record, the
+card and ``hf-fcr neutralize --method name`` (with the module in ``HF_FCR_PLUGINS``) all go through this registry.
+An edited artifact holds the new head's tensors, so it reloads where the method was never registered.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "RESERVED_NAMES",
+    "FittedHead",
+    "HeadMethod",
+    "fit_head",
+    "get_head_method",
+    "head_method_names",
+    "register_head_method",
+]
+
+RESERVED_NAMES = ("fcr", "auto", "none")  # the other values of neutralize_spurious(method=...)
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class HeadMethod:
+    """A registered head-level method: its ``name``, its ``fit`` function and whether it needs group labels."""
+
+    name: str
+    fit: Callable[..., tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]]
+    needs_groups: bool
+    takes_intercept: bool = False
+
+
+@dataclass
+class FittedHead:
+    """A new head ``weight [K, D]``, ``bias [K]`` or None, fit by ``method``, with what it records (``params``)."""
+
+    method: str
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        logits = features.to(torch.float64) @ self.weight.to(torch.float64).T
+        return logits if self.bias is None else logits + self.bias.to(torch.float64)
+
+
+_REGISTRY: dict[str, HeadMethod] = {}
+
+
+def register_head_method(
+    name: str, fit: Callable[..., Any], *, needs_groups: bool, overwrite: bool = False
+) -> HeadMethod:
+    """Register ``fit`` as the head-level method ``name`` (see the module docstring for its signature).
+
+    Raises:
+        ValueError: a name that is reserved, not a plain name, or already registered (without ``overwrite=True``).
+        TypeError: ``fit`` is not callable, or ``needs_groups`` not a bool.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"a head-level method's name is a letter then letters, digits, '_', '.' or '-', got {name!r}."
+        )
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} is reserved (the method= values {RESERVED_NAMES} are not head-level methods).")
+    if not callable(fit):
+        raise TypeError(f"fit must be a function, got {type(fit).__name__}.")
+    if not isinstance(needs_groups, bool):
+        raise TypeError(f"needs_groups must be True or False, got {needs_groups!r}.")
+    if name in _REGISTRY and _REGISTRY[name].fit is not fit and not overwrite:
+        raise ValueError(f"a head-level method {name!r} is already registered; pass overwrite=True to replace it.")
+    takes_intercept = "intercept" in inspect.signature(fit).parameters
+    method = HeadMethod(name, fit, needs_groups, takes_intercept)
+    _REGISTRY[name] = method
+    return method
+
+
+def head_method_names() -> tuple[str, ...]:
+    """The registered head-level methods, in registration order (the built-ins first)."""
+    return tuple(_REGISTRY)
+
+
+def get_head_method(name: str) -> HeadMethod:
+    """The registered method ``name`` (ValueError listing the registered ones otherwise)."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown method {name!r}: use 'fcr', 'auto' or a head-level method ({', '.join(_REGISTRY)}); register "
+            "your own with hf_fcr.register_head_method (for the CLI: its module in HF_FCR_PLUGINS)."
+        )
+    return _REGISTRY[name]
+
+
+def fit_head(
+    name: str,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor | None,
+    *,
+    num_classes: int,
+    seed: int,
+    bias: bool = True,
+    class_names: Sequence[str] | None = None,
+) -> FittedHead:
+    """Fit the registered method ``name`` and check what it returns: ``weight [num_classes, D]``, ``bias
+    [num_classes]`` (None for a head without a bias), finite, and JSON-able ``params``.
+
+    Raises:
+        ValueError: a method that needs groups given none, a class without rows (named with ``class_names``: a
+            head retrained without it would never predict it), or a fit that returns the wrong shapes or values.
+    """
+    method = get_head_method(name)
+    if method.needs_groups and groups is None:
+        raise ValueError(
+            f"method={name!r} balances groups: it needs group labels on validation (val_attribute_column)."
+        )
+    present = set(torch.unique(labels).tolist())
+    missing = [c for c in range(num_classes) if c not in present]
+    if missing:
+        names = [f"{c} ({class_names[c]!r})" if class_names else str(c) for c in missing]
+        raise ValueError(
+            f"class {', '.join(names)} has no rows in the data the head is retrained on: the new head would never "
+            "predict it. Retrain on data with rows of every class (or remove the class with remove_class)."
+        )
+    extra = {"intercept": bias} if method.takes_intercept else {}
+    weight, new_bias, params = method.fit(features, labels, groups, num_classes=num_classes, seed=seed, **extra)
+    return FittedHead(name, *_checked(name, weight, new_bias, params, num_classes, features.shape[1], bias))
+
+
+def _checked(
+    name: str, weight: Any, bias: Any, params: Any, num_classes: int, dim: int, has_bias: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    weight = torch.as_tensor(weight)
+    if tuple(weight.shape) != (num_classes, dim) or not weight.is_floating_point() or not weight.isfinite().all():
+        raise ValueError(
+            f"method {name!r} returned a weight of shape {tuple(weight.shape)} ({weight.dtype}); the head needs "
+            f"finite floats of shape ({num_classes}, {dim})."
+        )
+    if bias is not None:
+        bias = torch.as_tensor(bias)
+        if not has_bias:
+            raise ValueError(f"method {name!r} returned a bias, but the head has none (fit without an intercept).")
+        if tuple(bias.shape) != (num_classes,) or not bias.is_floating_point() or not bias.isfinite().all():
+            raise ValueError(
+                f"method {name!r} returned a bias of shape {tuple(bias.shape)}; the head needs finite floats of shape "
+                f"({num_classes},)."
+            )
+    elif has_bias:
+        bias = torch.zeros(num_classes, dtype=weight.dtype)  # no intercept fit: the head's bias becomes zero
+    if not isinstance(params, dict) or not all(isinstance(k, str) and _plain(v) for k, v in params.items()):
+        raise ValueError(f"method {name!r} must return a dict of JSON values (numbers, strings, lists) to record.")
+    return weight, bias, dict(params)
+
+
+def _plain(value: Any, depth: int = 2) -> bool:
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)) and depth > 0:
+        return all(_plain(v, depth - 1) for v in value)
+    if isinstance(value, dict) and depth > 0:
+        return all(isinstance(k, str) and _plain(v, depth - 1) for k, v in value.items())
+    return False
+
+
+# ------------------------------------------------------------------------------------------- the built-in methods
+
+
+def _retrained(
+    features: torch.Tensor, labels: torch.Tensor, balance_by: torch.Tensor, num_classes: int, seed: int, **how: Any
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """``retrain_head`` balanced by ``balance_by``, as a registered method returns it."""
+    from .retrain import retrain_head
+
+    intercept, selection = how["intercept"], how["selection"]
+    head = retrain_head(features, labels, balance_by, num_classes, seed=seed, intercept=intercept)
+    params = {
+        "C": head.C,
+        "num_samples": head.num_samples,
+        "samples_per_fit": head.samples_per_fit,
+        "num_fits": head.num_fits,
+        "selection": selection,
+    }
+    return head.weight, head.bias if intercept else None, params
+
+
+def dfr(features, labels, groups, *, num_classes, seed, intercept=True):
+    """DFR (``retrain.retrain_head``): the head retrained on group-balanced validation data, C chosen by held-out
+    worst-group accuracy."""
+    return _retrained(features, labels, groups, num_classes, seed, intercept=intercept, selection="worst_group")
+
+
+def class_balanced(features, labels, groups, *, num_classes, seed, intercept=True):
+    """Class-balanced last-layer retraining: DFR's recipe balanced by class (no group labels needed)."""
+    return _retrained(features, labels, labels, num_classes, seed, intercept=intercept, selection="worst_class")
+
+
+register_head_method("dfr", dfr, needs_groups=True)
+register_head_method("class_balanced", class_balanced, needs_groups=False)

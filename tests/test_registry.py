@@ -1,0 +1,142 @@
+"""Head-level methods are a registry users extend: a ridge-regression head registered from outside the package
+(tests/plugin_ridge.py) works everywhere DFR does: neutralize_spurious, auto, the record and the card, save and a
+reload in a process that never registered it, edits only, revert(), and the CLI through HF_FCR_PLUGINS."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_evidence import _cue_data, _erm_remover
+from utils import TESTS, snapshot, state_equal
+
+import hf_fcr
+from hf_fcr.constants import CONFIG_NAME
+from hf_fcr.head_methods import get_head_method
+
+
+@pytest.fixture(autouse=True)
+def registry():
+    """Each test sees the built-ins plus the plugin's ridge, and leaves the registry as it found it (other test
+    files' ``auto`` must not meet these methods)."""
+    import plugin_ridge  # registers ridge when first imported (not at collection: other files' auto runs first)
+
+    from hf_fcr import head_methods
+
+    before = {k: v for k, v in head_methods._REGISTRY.items() if k != "ridge"}
+    hf_fcr.register_head_method("ridge", plugin_ridge.ridge, needs_groups=False)
+    yield plugin_ridge
+    head_methods._REGISTRY.clear()
+    head_methods._REGISTRY.update(before)
+
+
+def test_a_registered_method_is_applied_recorded_and_reverted(registry):
+    train, val = _cue_data(600, 0.95, 0, True), _cue_data(300, 0.5, 1, True)
+    remover = _erm_remover(train)
+    base = snapshot(remover.model)
+    search = remover.neutralize_spurious(train, val, method="ridge", diagnose=False)
+    # independently: the plugin's own function on the same rows and (label, place) groups gives the head it has now
+    groups = val.labels("label") * 2 + val.labels("place")
+    weight, bias, _ = registry.ridge(val.features, val.labels("label"), groups, num_classes=2, seed=0)
+    torch.testing.assert_close(remover.head.weight.detach(), weight.float(), rtol=0, atol=0)
+    torch.testing.assert_close(remover.head.bias.detach(), bias.float(), rtol=0, atol=0)
+    (edit,) = search.edits
+    record = remover.edit_record().to_dict()["edits"][0]
+    assert record["method"] == "ridge" and record["hyperparameters"] == {
+        "alpha": 1.0,
+        "rows": edit.hyperparameters["rows"],
+    }
+    assert record["C"] is None and search.choice["method"] == "ridge"
+    remover.revert()
+    assert state_equal(snapshot(remover.model), base)
+
+
+def test_auto_considers_registered_methods_whose_group_needs_are_met():
+    train, val = _cue_data(600, 0.95, 0, True), _cue_data(300, 0.5, 1, True)
+    remover = _erm_remover(train)
+    search = remover.neutralize_spurious(train, val, method="auto", diagnose=False)
+    assert {"ridge", "dfr", "class_balanced", "fcr", "none"} <= set(search.candidates)
+    remover.revert()
+    search = remover.neutralize_spurious(train, val, method="auto", val_attribute_column=None, diagnose=False)
+    assert "ridge" in search.candidates and "dfr" not in search.candidates  # dfr needs groups
+
+
+RELOAD = """
+import sys, torch, hf_fcr
+assert "ridge" not in hf_fcr.head_method_names()  # this process never registered it
+remover = hf_fcr.FictitiousClassRemover.from_pretrained(sys.argv[1], model=torch.nn.Sequential(torch.nn.Linear(40, 2)))
+torch.save({"edited": remover.model.state_dict(), "method": remover.edits[0].method}, sys.argv[2])
+remover.revert()
+torch.save(remover.model.state_dict(), sys.argv[3])
+"""
+
+
+@pytest.mark.slow  # a fresh process per case
+@pytest.mark.parametrize("edits_only", [False, True])
+def test_a_folder_edited_by_a_user_method_reloads_where_it_was_never_registered(tmp_path, edits_only):
+    train, val = _cue_data(600, 0.95, 0, True), _cue_data(300, 0.5, 1, True)
+    remover = _erm_remover(train)
+    base = snapshot(remover.model)
+    base_dir = tmp_path / "base"
+    remover.save_pretrained(base_dir)  # a plain module's folder: the base of the edits-only artifact
+    remover = hf_fcr.FictitiousClassRemover.from_pretrained(str(base_dir), model=type(remover.model)(*remover.model))
+    remover.neutralize_spurious(train, val, method="ridge", diagnose=False)
+    edited = snapshot(remover.model)
+    folder = remover.save_pretrained(tmp_path / "edited", edits_only=edits_only)
+    assert "| ridge | - |" in (folder / "README.md").read_text()  # the card's head-level table
+    assert json.loads((folder / CONFIG_NAME).read_text())["edits"][0]["method"] == "ridge"
+    out = [tmp_path / "edited.pt", tmp_path / "reverted.pt"]
+    subprocess.run([sys.executable, "-c", RELOAD, str(folder), *map(str, out)], check=True, cwd=TESTS.parent)
+    loaded = torch.load(out[0], weights_only=True)
+    assert loaded["method"] == "ridge" and state_equal(loaded["edited"], edited)
+    assert state_equal(torch.load(out[1], weights_only=True), base)
+
+
+@pytest.mark.slow  # a backbone pass over the built-in dataset
+def test_the_cli_takes_a_method_from_a_plugin_module(tmp_path, monkeypatch, capsys):
+    import timm
+
+    from hf_fcr.cli import main
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    timm.models.save_for_hf(timm.create_model("test_resnet", num_classes=2), str(model_dir), safe_serialization=True)
+    common = ["neutralize", "--model_name_or_path", str(model_dir), "--dataset_name", "spurious_digits"]
+    monkeypatch.setenv("HF_FCR_PLUGINS", "plugin_ridge")
+    out = tmp_path / "out"
+    assert main([*common, "--method", "ridge", "--output_dir", str(out), "--json"]) == 0
+    assert json.loads((out / CONFIG_NAME).read_text())["edits"][0]["method"] == "ridge"
+    with pytest.raises(SystemExit):
+        main([*common, "--method", "lasso", "--output_dir", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert "unknown method 'lasso'" in err and "dfr, class_balanced, ridge" in err
+    monkeypatch.setenv("HF_FCR_PLUGINS", "no_such_plugin")
+    with pytest.raises(SystemExit):
+        main([*common, "--method", "ridge", "--output_dir", str(tmp_path / "y")])
+    assert "HF_FCR_PLUGINS names 'no_such_plugin'" in capsys.readouterr().err
+
+
+def test_registering_checks_names_and_what_a_method_returns(registry):
+    with pytest.raises(ValueError, match="reserved"):
+        hf_fcr.register_head_method("auto", registry.ridge, needs_groups=False)
+    with pytest.raises(ValueError, match="a letter"):
+        hf_fcr.register_head_method("my method", registry.ridge, needs_groups=False)
+    with pytest.raises(ValueError, match="already registered"):
+        hf_fcr.register_head_method("ridge", lambda *a, **k: None, needs_groups=False)
+    with pytest.raises(TypeError, match="needs_groups"):
+        hf_fcr.register_head_method("ridge2", registry.ridge, needs_groups="no")
+    assert get_head_method("ridge").fit is registry.ridge  # re-registering the same function is fine
+
+    def wrong(features, labels, groups, *, num_classes, seed):
+        return torch.zeros(num_classes + 1, features.shape[1]), None, {}
+
+    hf_fcr.register_head_method("wrong_shape", wrong, needs_groups=False)
+    train, val = _cue_data(200, 0.95, 0, True), _cue_data(100, 0.5, 1, True)
+    remover = _erm_remover(train)
+    before = snapshot(remover.model)
+    with pytest.raises(ValueError, match=r"method 'wrong_shape' returned a weight of shape \(3, 40\)"):
+        remover.neutralize_spurious(train, val, method="wrong_shape", diagnose=False)
+    with pytest.raises(ValueError, match="unknown method 'lasso'.*dfr, class_balanced"):
+        remover.neutralize_spurious(train, val, method="lasso", diagnose=False)
+    assert state_equal(snapshot(remover.model), before)
