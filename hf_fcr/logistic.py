@@ -10,10 +10,13 @@ same head, and no process ever holds another's features (160k x 2048 float32 Cel
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fit_logistic_probe"]
+__all__ = ["fit_logistic_probe", "two_rows"]
 
 
 def fit_logistic_probe(
@@ -53,6 +56,12 @@ def fit_logistic_probe(
 
     opt.step(closure)
     w, b = weight.detach(), bias.detach()
-    if num_values == 2:
-        return torch.cat([-w / 2, w / 2]), torch.cat([-b / 2, b / 2])
-    return w, b
+    return two_rows(w, b) if num_values == 2 else (w, b)
+
+
+def two_rows(w: Any, b: Any) -> tuple[Any, Any]:
+    """A binary logistic head (one coefficient row ``w``, intercept ``b``; torch or numpy) as the softmax-equivalent
+    rows ``-w/2, +w/2`` and intercepts ``-b/2, +b/2``: the same decisions and probabilities, one row per value."""
+    lib = torch if torch.is_tensor(w) else np
+    w, b = w.reshape(1, -1), b.reshape(1)
+    return lib.concatenate([-w / 2, w / 2]), lib.concatenate([-b / 2, b / 2])

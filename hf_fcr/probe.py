@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .logistic import fit_logistic_probe
+from .logistic import fit_logistic_probe, two_rows
 from .scores import sca_row
 from .stats import EdgeStatistics, edge_statistics
 
@@ -58,8 +58,7 @@ def fit_linear_probe(
         coef = np.asarray(probe.coef_, dtype=np.float64)
         intercept = np.broadcast_to(np.asarray(probe.intercept_, dtype=np.float64), (coef.shape[0],))
         if coef.shape[0] == 1 and num_values == 2:
-            coef = np.stack([-coef[0] / 2, coef[0] / 2])
-            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+            coef, intercept = two_rows(coef, intercept)
         weight, bias = torch.from_numpy(coef.copy()), torch.from_numpy(intercept.copy())
     if weight.shape != (num_values, features.shape[1]) or bias.shape != (num_values,):
         raise ValueError(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .logistic import two_rows
+
 __all__ = ["DFR_C_GRID", "RetrainedHead", "retrain_head"]
 
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
@@ -62,7 +64,7 @@ def _fit(
         )
     coef, intercept = model.coef_, np.broadcast_to(model.intercept_, (model.coef_.shape[0],))
     if coef.shape[0] == 1:  # binary: softmax-equivalent two rows
-        coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+        coef, intercept = two_rows(coef, intercept)
     full_w, full_b = np.zeros((num_classes, x.shape[1])), np.full(num_classes, -1e9)
     full_w[model.classes_], full_b[model.classes_] = coef, intercept
     return full_w, full_b
