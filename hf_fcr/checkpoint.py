@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .digest import values_digest
 from .files import open_safetensors, read_json, write_json
 from .stats import EdgeStatistics
 
@@ -39,24 +40,16 @@ __all__ = [
 
 
 def model_fingerprint(model: nn.Module, head: nn.Linear) -> str:
-    """SHA-256 of every parameter and buffer except the head's (edits to the head do not change the features)."""
+    """``values_digest`` of every parameter and buffer except the head's (edits to the head do not change the
+    features); the dtype is part of a pass's identity on its own."""
     head_tensors = {id(t) for t in (*head.parameters(), *head.buffers())}
-    digest = hashlib.sha256()
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        if id(tensor) in head_tensors:
-            continue
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    tensors = (*model.named_parameters(), *model.named_buffers())
+    return values_digest((name, t) for name, t in tensors if id(t) not in head_tensors)
 
 
 def head_fingerprint(head: nn.Linear) -> str:
-    """SHA-256 of the head's exact bytes (statistics depend on the head through the logits)."""
-    digest = hashlib.sha256()
-    for p in head.parameters():
-        digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    """``values_digest`` of the head (statistics depend on the head through the logits)."""
+    return values_digest(head.named_parameters())
 
 
 def data_fingerprint(data: Any) -> str | None:

@@ -261,6 +261,7 @@ def _first_batch_digest(data: Any, image_column: str, columns: list[str], transf
     of a source without a fingerprint (a stream, a DataLoader), so a checkpoint made on other data is refused."""
     import hashlib
 
+    from .digest import values_digest
     from .distributed import process_info
 
     rank, world_size = process_info()
@@ -276,10 +277,7 @@ def _first_batch_digest(data: Any, image_column: str, columns: list[str], transf
                 images_to_tensor(batch[name], transform) if name == image_column else to_tensor_column(batch[name])
             )
             if torch.is_tensor(values):
-                t = values.detach().cpu().contiguous()
-                digest.update(
-                    f"{name}:{t.dtype}:{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
-                )
+                digest.update(f"{name}:{values.dtype}:{values_digest([(name, values)])}".encode())
             else:
                 digest.update(f"{name}:{json.dumps([str(v) for v in values])}".encode())
     return digest.hexdigest()

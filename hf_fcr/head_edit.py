@@ -15,19 +15,20 @@ written before that (hf-fcr 0.4: a byte checksum of the head, no backbone checks
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from .digest import values_digest
+
 __all__ = [
     "RECORD_KEYS",
     "HeadEdit",
     "backbone_digest",
     "head_digest",
-    "values_digest",
     "weights_digest",
 ]
 
@@ -46,21 +47,6 @@ RECORD_KEYS = (
     "selection",
     "hyperparameters",
 )
-
-
-def values_digest(named: Iterable[tuple[str, torch.Tensor | None]]) -> str:
-    """SHA-256 over names, shapes and values (floats as float64, integers as int64): equal digests mean equal
-    values, whatever the dtype (bfloat16, float16 and float32 values are exact in float64) or the device."""
-    h = hashlib.sha256()
-    for name, t in named:
-        if t is None:
-            h.update(f"{name};none;".encode())
-            continue
-        t = t.detach().to("cpu")
-        t = t.to(torch.float64 if t.is_floating_point() else torch.int64).contiguous()
-        h.update(f"{name};{t.dtype};{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def head_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
