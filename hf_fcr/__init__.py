@@ -28,6 +28,7 @@ _NAMES = {
     "neutralized_weight": "edit",
     "orthogonal_weight": "edit",
     "register_head_method": "head_methods",
+    "register_score": "scores",
     "sca_score": "scores",
     "top_edges": "scores",
 }
@@ -50,6 +51,7 @@ __all__ = [
     "neutralized_weight",
     "orthogonal_weight",
     "register_head_method",
+    "register_score",
     "sca_score",
     "top_edges",
 ]
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
     from .infer import infer_attribute
     from .probe import FictitiousHead
     from .remover import FictitiousClassRemover
-    from .scores import ca_score, sca_score, top_edges
+    from .scores import ca_score, register_score, sca_score, top_edges
     from .stats import EdgeStatistics, edge_statistics
 
 

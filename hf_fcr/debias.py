@@ -19,7 +19,8 @@ from .feature_set import FeatureSet
 from .head_edit import HeadEdit, backbone_digest
 from .head_methods import FittedHead, fit_head, get_head_method, head_method_names
 from .metrics import group_metrics
-from .probe import POLICIES, SELECTIONS, encode_values, fit_linear_probe
+from .probe import POLICIES, encode_values, fit_linear_probe
+from .scores import score_names
 from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
 
 __all__ = ["AUTO_MARGIN", "AUTO_MIN_GROUP", "SpuriousFixes"]
@@ -184,7 +185,7 @@ class SpuriousFixes:
         seed = check_seed(seed)
         if method not in ("fcr", "auto"):
             get_head_method(method)  # ValueError listing the registered methods
-        check_choice("selection", selection, SELECTIONS)
+        check_choice("selection", selection, score_names())
         for p in policies:
             check_choice("policies", p, POLICIES)
         counts = [check_num_weights(n) for n in num_weights]

@@ -12,12 +12,11 @@ import numpy as np
 import torch
 
 from .logistic import fit_logistic_probe, two_rows
-from .scores import sca_row
+from .scores import edge_score
 from .stats import EdgeStatistics, edge_statistics
 
 __all__ = [
     "POLICIES",
-    "SELECTIONS",
     "FictitiousHead",
     "default_probe",
     "fit_fictitious_head",
@@ -28,7 +27,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 POLICIES = ("dominant", "other")
-SELECTIONS = ("sca", "grad_x_act", "random")
 
 
 def default_probe() -> Any:
@@ -115,15 +113,9 @@ class FictitiousHead:
         self, value_index: int, selection: str = "sca", generator: torch.Generator | None = None
     ) -> list[tuple[int, float]]:
         """Head inputs ``k`` ranked for M' row ``v``, best first, as ``(k, score)``: by SCA (Eq. 6, plain argmax
-        order as in Algorithm 2), by ``"grad_x_act"`` (``G[v, v, k] * A[v, k]``, no CA ratio) or ``"random"``."""
-        if selection == "sca":
-            scores = sca_row(self.stats, value_index)
-        elif selection == "grad_x_act":
-            scores = self.stats.gradient_row(value_index)[value_index] * self.stats.activation[value_index]
-        elif selection == "random":
-            scores = torch.rand(self.stats.num_features, generator=generator, dtype=torch.float64)
-        else:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+        order as in Algorithm 2), by ``"grad_x_act"`` (``G[v, v, k] * A[v, k]``, no CA ratio), ``"random"`` or any
+        registered score (``scores.register_score``)."""
+        scores = edge_score(selection, self.stats, value_index, generator)
         order = torch.argsort(scores, descending=True, stable=True)
         return [(int(k), float(scores[k])) for k in order]
 

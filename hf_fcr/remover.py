@@ -18,8 +18,8 @@ from .edit import WeightEdit, check_rate
 from .editor import HeadEditor
 from .features import FeatureSet, PassOptions, collect_statistics, extract_features
 from .metrics import group_ids
-from .probe import POLICIES, SELECTIONS, FictitiousHead, encode_values, fit_fictitious_head, plan_neutralization
-from .scores import CANDIDATES, top_edges
+from .probe import POLICIES, FictitiousHead, encode_values, fit_fictitious_head, plan_neutralization
+from .scores import CANDIDATES, score_names, top_edges
 from .stats import EdgeStatistics, edge_statistics
 from .sweep import NeutralizationSearch, SweepResult, default_r_grid, sweep_edits
 
@@ -157,9 +157,11 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
         r: float = 1.0,
         num_weights: int = 1,
         candidates: str = "supporting",
+        score: str = "sca",
+        seed: int = 0,
     ) -> list[WeightEdit]:
         """Algorithm 1: remove class ``cls`` by editing its ``num_weights`` best edges in row ``cls`` (Eq. 6 ranks
-        them; Eq. 8 with rate ``r`` edits them; ``r=1`` is Eq. 7).
+        them, or another registered ``score``; Eq. 8 with rate ``r`` edits them; ``r=1`` is Eq. 7).
 
         Args:
             cls: the class, by index or name.
@@ -167,17 +169,22 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
             candidates: ``"supporting"`` (default) ranks only edges that support the class (``W[c, k]`` and the
                 class's mean ``a_k`` of the same sign); ``"all"`` is the paper's literal argmax, which can pick an
                 edge that Eq. 7 turns into one that amplifies the class. Zero weights are skipped.
+            score: how edges are ranked: ``"sca"`` (Eq. 6, the method), ``"ca"``, ``"grad_x_act"``, ``"random"`` (a
+                control, drawn with ``seed``) or one registered with ``hf_fcr.register_score``.
 
         Returns:
             The edits applied.
 
         Raises:
-            ValueError: bad ``r`` / ``num_weights`` / ``candidates``, a class without samples or edges, bad data.
+            ValueError: bad ``r`` / ``num_weights`` / ``candidates`` / ``score``, a class without samples or edges,
+                bad data.
             KeyError: an unknown class name or column.
         """
         r = check_rate(r)
         num_weights = check_num_weights(num_weights)
         check_choice("candidates", candidates, CANDIDATES)
+        check_choice("score", score, score_names())
+        seed = check_seed(seed)
         c = self.class_index(cls)
         feats = self._features(data, [label_column])
         labels = self._labels(feats, label_column)
@@ -190,12 +197,22 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
         zeros = int((weight_row == 0).sum())
         if zeros:
             logger.info("row %d has %d zero weight(s): Eq. 7 is undefined there, they are skipped.", c, zeros)
-        edges = top_edges(stats, c, k=num_weights, weight_row=weight_row, candidates=candidates)
+        generator = torch.Generator().manual_seed(seed)
+        edges = top_edges(
+            stats, c, k=num_weights, weight_row=weight_row, candidates=candidates, score=score, generator=generator
+        )
         if not edges:
             raise ValueError(f"class {c} has no {candidates} edge with a non-zero weight to edit.")
-        applied = self._apply(self._row_edits(c, [(col, score, None) for _, col, score in edges], r))
+        applied = self._apply(self._row_edits(c, [(col, value, None) for _, col, value in edges], r))
+        ranking = {} if score == "sca" else {"score": score, "seed": seed}  # records of the default stay as they were
         self._record(
-            "remove_class", cls=c, label_column=label_column, r=r, num_weights=num_weights, candidates=candidates
+            "remove_class",
+            cls=c,
+            label_column=label_column,
+            r=r,
+            num_weights=num_weights,
+            candidates=candidates,
+            **ranking,
         )
         return applied
 
@@ -297,7 +314,7 @@ class FictitiousClassRemover(SpuriousFixes, HeadEditor):
         seed = check_seed(seed)
         check_choice("policy", policy, POLICIES)
         check_fictitious(fictitious, self.head.in_features)
-        check_choice("selection", selection, SELECTIONS)
+        check_choice("selection", selection, score_names())
         targets = None if classes is None else [self.class_index(c) for c in classes]
         fixed = None if values is None else [fictitious.value_index(v) for v in values]
         applied = self._apply(self._plan(fictitious, targets, r, num_weights, policy, fixed, selection, seed))

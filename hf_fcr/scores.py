@@ -7,12 +7,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from .stats import EdgeStatistics
 
-__all__ = ["EPS", "ca_score", "class_entropy", "sca_row", "sca_score", "supporting_mask", "top_edges"]
+__all__ = [
+    "EPS",
+    "ca_score",
+    "class_entropy",
+    "edge_score",
+    "register_score",
+    "sca_row",
+    "sca_score",
+    "score_names",
+    "supporting_mask",
+    "top_edges",
+]
 
 EPS = 1e-12
 CANDIDATES = ("supporting", "all")
@@ -71,6 +83,73 @@ def sca_row(stats: EdgeStatistics, cls: int, row: int | None = None) -> torch.Te
     return class_entropy(grad, dim=0) / (h_act + EPS) * grad[cls] * stats.activation[cls]
 
 
+# ------------------------------------------------------------------------------------ the registry of edge scores
+
+ScoreFn = Callable[..., torch.Tensor]
+_SCORES: dict[str, ScoreFn] = {}
+
+
+def register_score(name: str, fn: ScoreFn, *, overwrite: bool = False) -> None:
+    """Register ``fn(stats, cls, *, generator) -> Tensor[D]`` as the edge score ``name``: the score of each edge
+    ``(cls, k)`` for class ``cls`` (``generator``: a ``torch.Generator`` for scores that draw at random). Algorithm 1
+    (``remove_class(score=...)``, ``top_edges(score=...)``) and Algorithm 2 (``neutralize(selection=...)``) rank
+    edges by it; ``sca`` (Eq. 6, the method), ``ca`` (Eq. 5), ``grad_x_act`` and ``random`` are registered here.
+
+    Raises:
+        ValueError: a name that is not a plain identifier, or already registered (without ``overwrite=True``).
+        TypeError: ``fn`` is not callable.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a score's name is a plain identifier, got {name!r}.")
+    if not callable(fn):
+        raise TypeError(f"a score is a function, got {type(fn).__name__}.")
+    if name in _SCORES and _SCORES[name] is not fn and not overwrite:
+        raise ValueError(f"a score {name!r} is already registered; pass overwrite=True to replace it.")
+    _SCORES[name] = fn
+
+
+def score_names() -> tuple[str, ...]:
+    return tuple(_SCORES)
+
+
+def edge_score(name: str, stats: EdgeStatistics, cls: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The registered score ``name`` of the edges of row ``cls`` for class ``cls``, a float64 ``[D]`` vector.
+
+    Raises:
+        ValueError: an unknown score (the message lists the registered ones), or one of the wrong shape.
+    """
+    if name not in _SCORES:
+        raise ValueError(f"unknown score {name!r}: registered scores are {score_names()} (see register_score).")
+    scores = torch.as_tensor(_SCORES[name](stats, cls, generator=generator)).to(torch.float64)
+    if scores.shape != (stats.num_features,):
+        raise ValueError(f"score {name!r} returned shape {tuple(scores.shape)}; expected ({stats.num_features},).")
+    return scores
+
+
+def _sca(stats: EdgeStatistics, cls: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    return sca_row(stats, cls)
+
+
+def _ca(stats: EdgeStatistics, cls: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    grad = stats.gradient_row(_check_class(stats, cls))
+    return class_entropy(grad, dim=0) / (class_entropy(stats.activation, dim=0) + EPS)
+
+
+def _grad_x_act(stats: EdgeStatistics, cls: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``G[cls, cls, k] * A[cls, k]``: SCA without the CA entropy ratio (the paper's Figure 8 left)."""
+    cls = _check_class(stats, cls)
+    return stats.gradient_row(cls)[cls] * stats.activation[cls]
+
+
+def _random(stats: EdgeStatistics, cls: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random scores (a control), drawn from ``generator``."""
+    return torch.rand(stats.num_features, generator=generator, dtype=torch.float64)
+
+
+for _name, _fn in (("sca", _sca), ("ca", _ca), ("grad_x_act", _grad_x_act), ("random", _random)):
+    register_score(_name, _fn)
+
+
 def supporting_mask(stats: EdgeStatistics, cls: int, weight_row: torch.Tensor) -> torch.Tensor:
     """Edges of row ``cls`` that support the class: ``W[cls, k] * mean_{s in cls} a_k(s) > 0``."""
     return weight_row.detach().to(torch.float64).cpu() * stats.signed_activation[cls] > 0
@@ -83,8 +162,11 @@ def top_edges(
     *,
     weight_row: torch.Tensor | None = None,
     candidates: str = "all",
+    score: str = "sca",
+    generator: torch.Generator | None = None,
 ) -> list[tuple[int, int, float]]:
-    """The ``k`` best edges of row ``cls`` by SCA score (Eq. 6), best first, as ``(row, col, score)``.
+    """The ``k`` best edges of row ``cls`` by SCA score (Eq. 6; or another registered ``score``, see
+    ``register_score``), best first, as ``(row, col, score)``.
 
     Theorem 2 edits a weight of the class's own hyperplane, so the candidates are the edges of row ``cls``.
 
@@ -100,7 +182,7 @@ def top_edges(
         raise ValueError(f"candidates must be one of {CANDIDATES}, got {candidates!r}.")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}.")
-    scores = sca_row(stats, cls)  # KeyError with a clear message if row `cls` was not kept
+    scores = edge_score(score, stats, cls, generator)  # KeyError with a clear message if row `cls` was not kept
     allowed = torch.isfinite(scores)
     if weight_row is not None:
         if weight_row.shape != (stats.num_features,):

@@ -83,3 +83,49 @@ def test_top_edges_order_zero_weights_and_supporting():
         top_edges(stats, 1, candidates="supporting")
     with pytest.raises(ValueError, match="candidates"):
         top_edges(stats, 1, candidates="best")
+
+
+# ---------------------------------------------------------------------------------------- the registry of scores
+
+
+def test_the_registered_scores_are_the_papers_quantities():
+    from hf_fcr.scores import edge_score
+
+    stats = _stats()
+    for c in range(stats.num_classes):
+        torch.testing.assert_close(edge_score("sca", stats, c), sca_score(stats, c)[c])
+        torch.testing.assert_close(edge_score("ca", stats, c), ca_score(stats)[c])
+        torch.testing.assert_close(edge_score("grad_x_act", stats, c), stats.gradient[c, c] * stats.activation[c])
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        torch.testing.assert_close(edge_score("random", stats, c, g1), edge_score("random", stats, c, g2))
+
+
+def test_a_user_score_ranks_edges_for_both_algorithms(digits_model, digits):
+    import hf_fcr
+    from hf_fcr import FeatureSet, FictitiousClassRemover
+    from hf_fcr.scores import _SCORES
+
+    def activation(stats, cls, *, generator=None):  # rank edges by class cls's mean |a_k| alone
+        return stats.activation[cls]
+
+    hf_fcr.register_score("activation", activation)
+    try:
+        remover = FictitiousClassRemover(digits_model)
+        feats = remover.extract_features(digits["train"], device=None)
+        weight = remover.head.weight.detach().clone()
+        (edit,) = remover.remove_class(3, feats, score="activation")
+        # brute force: the supporting, non-zero edge of row 3 with the largest mean |a_k| over class 3
+        x, y = feats.features.double(), feats.labels("label")
+        mean_abs, mean = x[y == 3].abs().mean(0), x[y == 3].mean(0)
+        allowed = (weight[3].double() * mean > 0) & (weight[3] != 0)
+        assert edit.col == int(torch.where(allowed, mean_abs, -torch.inf).argmax())
+        assert remover.edit_record().to_dict()["calls"][-1]["score"] == "activation"
+        remover.revert()
+        data = FeatureSet(feats.features, {"label": y, "big": (y >= 5).long()})
+        fict = remover.fit_fictitious(data, "big")
+        edits = remover.neutralize(fict, classes=[0], selection="activation", policy="dominant")
+        assert edits[0].col == fict.ranked_features(fict.dominant(0), "activation")[0][0]
+        with pytest.raises(ValueError, match="score must be one of"):
+            remover.remove_class(3, feats, score="nope")
+    finally:
+        _SCORES.pop("activation", None)
