@@ -1,6 +1,7 @@
-"""Fixing a spurious cue, the methods of ``FictitiousClassRemover`` that choose on validation data: FCR's search
-(Algorithm 2 with automatic choices), the head-level fixes (DFR, class-balanced retraining), ``method="auto"``
-between them, and ``diagnose``: whether one weight carries the cue, against a random-attribute control.
+"""Fixing a spurious cue, as plain functions of a ``FictitiousClassRemover`` (whose ``neutralize_spurious`` and
+``diagnose`` call them and document them): FCR's search (Algorithm 2 with automatic choices), the registered
+head-level fixes (DFR, class-balanced retraining, yours), ``method="auto"`` between them, and ``diagnose``: whether one
+weight carries the cue, against a random-attribute control. They use the remover's features, M', edits and record.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import logging
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,13 +24,16 @@ from .probe import POLICIES, encode_values, fit_linear_probe
 from .scores import score_names
 from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
 
-__all__ = ["AUTO_MARGIN", "AUTO_MIN_GROUP", "SpuriousFixes"]
+if TYPE_CHECKING:
+    from .remover import FictitiousClassRemover
+
+__all__ = ["AUTO_MARGIN", "AUTO_MIN_GROUP", "SAME_COLUMN", "diagnose_cue", "neutralize_spurious"]
 
 logger = logging.getLogger(__name__)
 
 AUTO_MARGIN = 0.01  # "auto" keeps the single-weight edit when it is within a point of the best candidate
 AUTO_MIN_GROUP = 4  # rows of a group "auto" needs to hold half of it out (each half of it must hold two)
-_SAME = "same"
+SAME_COLUMN = "same"  # val_attribute_column's default: the attribute column itself
 
 
 def _split_by_group(
@@ -57,355 +61,319 @@ def _split_by_group(
     return val.select(torch.sort(torch.cat(fit)).values), val.select(torch.sort(torch.cat(held)).values)
 
 
-class SpuriousFixes:
-    """The spurious-cue methods of ``FictitiousClassRemover`` (mixed into it; uses its features, M' and edits)."""
+def _selection_groups(
+    remover: FictitiousClassRemover, feats: FeatureSet, label_column: str, group_column: str | None
+) -> tuple:
+    """``(labels, group ids, group names)``: (label, attribute) groups, or the classes alone without groups."""
+    return remover._groups(feats, label_column, [group_column] if group_column else [])
 
-    def _selection_groups(self, feats: FeatureSet, label_column: str, group_column: str | None) -> tuple:
-        """``(labels, group ids, group names)``: (label, attribute) groups, or the classes alone without groups."""
-        return self._groups(feats, label_column, [group_column] if group_column else [])
 
-    def _fcr_search(
-        self,
-        train: FeatureSet,
-        val: FeatureSet,
-        label_column: str,
-        attribute_column: str,
-        group_column: str | None,
-        rule: str,
-        policies: Sequence[str],
-        counts: Sequence[int],
-        r_values: Sequence[float],
-        probe: Any,
-        selection: str,
-        seed: int,
-    ) -> tuple[Any, dict[str, Any], list, list[dict[str, Any]]]:
-        """M' on ``train`` and the grid search on ``val``, nothing applied: ``(M', choice, plan, tried)``."""
-        labels, ids, names = self._selection_groups(val, label_column, group_column)
-        fict = self.fit_fictitious(train, attribute_column, label_column, probe=probe)
-        choice, plan, tried = search_edits(
-            lambda policy, n: self._plan(fict, None, 1.0, n, policy, None, selection, seed),
-            policies,
-            counts,
-            self.logits(val.features),
-            val.features,
-            r_values,
-            labels,
-            ids,
-            names,
-            rule,
-        )
-        return fict, choice, plan, tried
+def _fcr_search(
+    remover: FictitiousClassRemover,
+    train: FeatureSet,
+    val: FeatureSet,
+    label_column: str,
+    attribute_column: str,
+    group_column: str | None,
+    rule: str,
+    policies: Sequence[str],
+    counts: Sequence[int],
+    r_values: Sequence[float],
+    probe: Any,
+    selection: str,
+    seed: int,
+) -> tuple[Any, dict[str, Any], list, list[dict[str, Any]]]:
+    """M' on ``train`` and the grid search on ``val``, nothing applied: ``(M', choice, plan, tried)``."""
+    labels, ids, names = _selection_groups(remover, val, label_column, group_column)
+    fict = remover.fit_fictitious(train, attribute_column, label_column, probe=probe)
+    choice, plan, tried = search_edits(
+        lambda policy, n: remover._plan(fict, None, 1.0, n, policy, None, selection, seed),
+        policies,
+        counts,
+        remover.logits(val.features),
+        val.features,
+        r_values,
+        labels,
+        ids,
+        names,
+        rule,
+    )
+    return fict, choice, plan, tried
 
-    def _retrained(self, val: FeatureSet, label_column: str, group_column: str | None, method: str, seed: int) -> Any:
-        """The registered head-level ``method`` fit on ``val`` (groups: label x ``group_column``, when given)."""
-        labels, ids, _ = self._selection_groups(val, label_column, group_column)
-        return fit_head(
-            method,
-            val.features,
-            labels,
-            ids if group_column else None,
-            num_classes=self.num_classes,
-            seed=seed,
-            bias=self.head.bias is not None,
-            class_names=self.class_names,
-        )
 
-    def _head_edit(self, head: FittedHead) -> HeadEdit:
-        params = dict(head.params)
-        typed = {
-            k: params.pop(k) for k in ("C", "num_samples", "samples_per_fit", "num_fits", "selection") if k in params
-        }
-        return HeadEdit.from_heads(
-            self.param_name,
-            self.bias_name,
-            (self.head.weight, self.head.bias),
-            (head.weight, head.bias),
-            head.method,
-            backbone_sha256=backbone_digest(self.model, self.head),
-            hyperparameters=params,
-            **typed,
-        )
+def _retrained(
+    remover: FictitiousClassRemover,
+    val: FeatureSet,
+    label_column: str,
+    group_column: str | None,
+    method: str,
+    seed: int,
+) -> Any:
+    """The registered head-level ``method`` fit on ``val`` (groups: label x ``group_column``, when given)."""
+    labels, ids, _ = _selection_groups(remover, val, label_column, group_column)
+    return fit_head(
+        method,
+        val.features,
+        labels,
+        ids if group_column else None,
+        num_classes=remover.num_classes,
+        seed=seed,
+        bias=remover.head.bias is not None,
+        class_names=remover.class_names,
+    )
 
-    def neutralize_spurious(
-        self,
-        train: Any,
-        val: Any,
-        label_column: str = "label",
-        attribute_column: str | None = "place",
-        rule: str = "min_gap",
-        policies: Sequence[str] = POLICIES,
-        num_weights: Sequence[int] = (1, 2, 3),
-        r_values: Sequence[float] | None = None,
-        probe: Any = None,
-        selection: str = "sca",
-        seed: int = 0,
-        method: str = "fcr",
-        val_attribute_column: str | None = _SAME,
-        diagnose: bool = True,
-    ) -> NeutralizationSearch:
-        """Remove a spurious cue, choosing on ``val``, and apply the chosen edit.
 
-        Args:
-            train, val: ``FeatureSet``s or datasets with ``label_column`` and the attribute columns.
-            attribute_column: the attribute M' is fit on (``train``), for FCR.
-            rule: ``"min_gap"``, the smallest gap between average and worst-group accuracy (the paper's), among
-                points whose validation worst group is above the current model's; or ``"max_worst"``, the best
-                worst-group accuracy. Ties go to the first candidate in the order (policy, weights, smallest r).
-            policies, num_weights, r_values: FCR's grid (``r_values`` default: ``default_r_grid()``).
-            probe, selection, seed: as in ``fit_fictitious`` and ``neutralize``; ``seed`` also seeds the head fits.
-            method: ``"fcr"`` (Algorithm 2: one weight per class and fictitious class, Eq. 8), a registered
-                head-level method (``head_methods``: ``"dfr"`` retrains the head on group-balanced validation data,
-                ``"class_balanced"`` on class-balanced validation data, with no group labels needed; yours through
-                ``hf_fcr.register_head_method``) or ``"auto"``: every available method is fit
-                on one half of ``val`` (FCR's own choices by ``rule``) and scored on the other half by worst-group
-                accuracy (worst-class without group labels), beside the model unchanged (``"none"``); FCR is kept
-                when it is within ``AUTO_MARGIN`` of the best (fewer weights changed), the choice is refit on all of
-                ``val``, and when no method beats the unchanged model nothing is changed (``method="none"``, no
-                edits, a warning). Each group is split in half; a group of fewer than ``AUTO_MIN_GROUP`` rows makes
-                the choice on all of ``val`` instead, with a warning naming it. Across methods the score is
-                the worst group, not ``rule``: ``min_gap`` rewards an edit that drags every group down to the same
-                accuracy (measured: on the fine-tuned EfficientNet-Lite0 it preferred FCR at 51% worst-group over
-                DFR at 91%).
-            val_attribute_column: the group column on ``val`` (default: ``attribute_column``). None: validation
-                has no group labels; choices use worst-CLASS accuracy and methods that need groups (``dfr``) are
-                unavailable.
-            diagnose: also run ``diagnose`` (FCR against the random-attribute control; needs the attribute on
-                both splits) and keep it in the result (``diagnosis``), the record and the card.
+def _head_edit(remover: FictitiousClassRemover, head: FittedHead) -> HeadEdit:
+    params = dict(head.params)
+    typed = {k: params.pop(k) for k in ("C", "num_samples", "samples_per_fit", "num_fits", "selection") if k in params}
+    return HeadEdit.from_heads(
+        remover.param_name,
+        remover.bias_name,
+        (remover.head.weight, remover.head.bias),
+        (head.weight, head.bias),
+        head.method,
+        backbone_sha256=backbone_digest(remover.model, remover.head),
+        hyperparameters=params,
+        **typed,
+    )
 
-        Returns:
-            A ``NeutralizationSearch``: ``method`` applied, its ``edits`` (a ``HeadEdit`` for head-level methods),
-            FCR's choices, and with ``"auto"`` every candidate's held-out metrics (``candidates``). The model keeps
-            any earlier edits; the new ones are added on top.
 
-        Raises:
-            ValueError: an unknown rule, method, policy or selection, an empty grid, bad data.
-            KeyError: a missing column.
-        """
-        check_rule(rule)
-        seed = check_seed(seed)
-        if method not in ("fcr", "auto"):
-            get_head_method(method)  # ValueError listing the registered methods
-        check_choice("selection", selection, score_names())
-        for p in policies:
-            check_choice("policies", p, POLICIES)
-        counts = [check_num_weights(n) for n in num_weights]
-        if not policies or not counts:
-            raise ValueError("need at least one policy and one num_weights to try.")
-        group_column = attribute_column if val_attribute_column == _SAME else val_attribute_column
-        if method == "fcr" and not attribute_column:
-            raise ValueError("method='fcr' fits M' on an attribute: pass attribute_column (or use 'class_balanced').")
-        r_values = default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})
-        uses_attribute = attribute_column and (method in ("fcr", "auto") or diagnose)
-        train_feats = self._features(train, [label_column, *([attribute_column] if uses_attribute else [])])
-        val_feats = self._features(val, [label_column, *([group_column] if group_column else [])])
-        fcr_args = (label_column, attribute_column, group_column, rule, policies, counts, r_values, probe, selection)
-        candidates: dict[str, dict[str, Any]] = {}
-        if method == "auto":
-            method, candidates = self._auto(train_feats, val_feats, fcr_args, seed)
-        diagnosis = None
-        if diagnose and uses_attribute and group_column:
-            diagnosis = self.diagnose(
-                train_feats,
-                val_feats,
-                label_column,
-                attribute_column,
-                group_column,
-                rule=rule,
-                seed=seed,
-                r_values=r_values,
-            )
-        call = {
-            "label_column": label_column,
-            "attribute_column": attribute_column,
-            "rule": rule,
-            "policies": list(policies),
-            "num_weights": counts,
-            "selection": selection,
-            "seed": seed,
-            "fix": "auto" if candidates else method,  # the ``method`` argument ("method" names the call itself)
-        }
-        if val_attribute_column != _SAME:
-            call["val_attribute_column"] = val_attribute_column
-        if method == "none":  # "auto": no fix beat the model as it is on held-out validation data
-            logger.warning("auto: no method beats the unchanged model on held-out validation data; nothing changed.")
-            labels, ids, names = self._selection_groups(val_feats, label_column, group_column)
-            validation = group_metrics(self.logits(val_feats.features).argmax(1), labels, ids, names)
-            return NeutralizationSearch(
-                edits=[],
-                fictitious=None,
-                policy=None,
-                num_weights=0,
-                r=None,
-                rule=rule,
-                validation=validation,
-                method="none",
-                candidates=candidates,
-                diagnosis=diagnosis,
-            )
-        if method != "fcr":
-            head = self._retrained(val_feats, label_column, group_column, method, seed)
-            applied = self._apply([self._head_edit(head)])
-            chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
-            self._record("neutralize_spurious", **call, chosen=chosen)
-            self._keep(diagnosis)
-            labels, ids, names = self._selection_groups(val_feats, label_column, group_column)
-            validation = group_metrics(self.logits(val_feats.features).argmax(1), labels, ids, names)
-            return NeutralizationSearch(
-                applied, None, None, 0, None, rule, validation, [], method, candidates, diagnosis, head
-            )
-        fict, choice, plan, tried = self._fcr_search(train_feats, val_feats, *fcr_args, seed)
-        r = choice["r"]
-        applied = self._apply([edit.with_rate(r, self.head.weight.dtype) for edit in plan])
-        chosen = {"method": "fcr", "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
-        self._record("neutralize_spurious", **call, chosen=chosen)
-        self._keep(diagnosis)
-        policy, n = choice["policy"], choice["num_weights"]
-        return NeutralizationSearch(applied, fict, policy, n, r, rule, choice, tried, "fcr", candidates, diagnosis)
-
-    def _keep(self, diagnosis: Diagnosis | None) -> None:
-        """The diagnosis goes into the record (and the card), once the edit it concerns is applied."""
-        if diagnosis is not None:
-            self.fcr_config_extra["diagnosis"] = diagnosis.to_dict()
-
-    def _auto(
-        self, train: FeatureSet, val: FeatureSet, fcr_args: tuple, seed: int
-    ) -> tuple[str, dict[str, dict[str, Any]]]:
-        """Fit each available method on half of ``val`` (split within each group) and score it on the other half by
-        worst-group (or worst-class) accuracy, beside ``"none"`` (the model unchanged); returns the chosen method
-        and every candidate's held-out metrics (and ``score``). A group with fewer than ``AUTO_MIN_GROUP`` rows
-        cannot be split (the head fits need two rows of it): the choice is then made on all of ``val``, with a
-        warning naming the group."""
-        label_column, attribute_column, group_column, rule = fcr_args[:4]
-        _, ids, names = self._selection_groups(val, label_column, group_column)
-        fit, held = _split_by_group(val, ids, names, seed)
-        labels, ids, names = self._selection_groups(held, label_column, group_column)
-        base = self.logits(held.features)
-
-        def metrics(logits: torch.Tensor) -> dict[str, Any]:
-            return group_metrics(logits.argmax(1), labels, ids, names)
-
-        candidates: dict[str, dict[str, Any]] = {"none": metrics(base)}
-        if attribute_column:
-            _, choice, plan, _ = self._fcr_search(train, fit, *fcr_args, seed)
-            candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
-        for method in head_method_names():  # each registered head-level method whose group needs are met
-            if group_column or not get_head_method(method).needs_groups:
-                head = self._retrained(fit, label_column, group_column, method, seed)
-                candidates[method] = metrics(head.logits(held.features))
-        for row in candidates.values():  # across methods, the worst group decides (see neutralize_spurious)
-            row["score"] = row["worst_group"]
-        fixes = [m for m in candidates if m != "none"]
-        best = max(fixes, key=lambda m: candidates[m]["score"])
-        if candidates[best]["score"] <= candidates["none"]["score"]:
-            chosen = "none"  # no fix beats the model as it is on held-out data: change nothing
-        elif "fcr" in candidates and candidates["fcr"]["score"] >= candidates[best]["score"] - AUTO_MARGIN:
-            chosen = "fcr"
-        else:
-            chosen = best
-        logger.info("auto: %s (held-out: %s)", chosen, {m: round(c["score"], 4) for m, c in candidates.items()})
-        return chosen, candidates
-
-    def diagnose(
-        self,
-        train: Any,
-        val: Any,
-        label_column: str = "label",
-        attribute_column: str = "place",
-        val_attribute_column: str | None = None,
-        rule: str = "min_gap",
-        num_draws: int = 3,
-        seed: int = 0,
-        r_values: Sequence[float] | None = None,
-    ) -> Diagnosis:
-        """Whether a one-weight edit removes the cue of ``attribute_column`` here, with the evidence (nothing is
-        changed): M''s validation accuracy, the share of its logit in its top 1 / 10 / 100 features, its accuracy
-        from its top 1 / 10 features alone, and the validation worst-group gain of FCR's search (the default grid)
-        against the same search with M' fit on ``num_draws`` random attributes (the true attribute shuffled within
-        each class). ``verdict`` says it in words and names the fix to use.
-
-        Raises:
-            ValueError: bad data, an attribute with one value on either split, ``num_draws < 1``.
-            KeyError: a missing column (the attribute on train included).
-        """
-        check_rule(rule)
-        seed = check_seed(seed)
-        if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:
-            raise ValueError(
-                f"num_draws must be an integer >= 1, got {num_draws!r}: the verdict compares FCR with "
-                "random-attribute draws, and claims no control that was not run."
-            )
-        group_column = val_attribute_column or attribute_column
-        train = self._features(train, [label_column])
-        if attribute_column not in train.columns:
-            raise KeyError(
-                f"the diagnosis fits M' on the training split's attribute, and train has no column "
-                f"{attribute_column!r}. With group labels on validation only, FCR cannot be diagnosed: use "
-                "method='dfr' (or 'auto') with diagnose=False."
-            )
-        val = self._features(val, [label_column, group_column])
-        for split, feats, column in (("train", train, attribute_column), ("validation", val, group_column)):
-            raw = feats[column]
-            distinct = set(raw.tolist() if torch.is_tensor(raw) else raw)
-            if len(distinct) < 2:
-                raise ValueError(
-                    f"the {split} column {column!r} has a single value {sorted(distinct, key=str)}: the diagnosis "
-                    "compares worst-group accuracy across the attribute's values and needs rows of at least two."
-                )
-        r_values = default_r_grid() if r_values is None else list(r_values)
-        args = (label_column, attribute_column, group_column, rule, POLICIES, (1, 2, 3), r_values, None, "sca")
-        fict, choice, _, tried = self._fcr_search(train, val, *args, seed)
-        base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
-        chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))
-        random_gains, random_sweeps = [], []
-        labels = train.labels(label_column)
-        attribute, _ = encode_values(train[attribute_column])
-        for draw in range(num_draws):
-            shuffled = FeatureSet(
-                train.features, {label_column: labels, "_random": random_attribute(labels, attribute, seed + draw)}
-            )
-            _, c, _, t = self._fcr_search(shuffled, val, label_column, "_random", *args[2:], seed)
-            random_gains.append(c["worst_group"] - base["worst_group"])
-            random_sweeps.append(
-                next(x for x in t if (x["policy"], x["num_weights"]) == (c["policy"], c["num_weights"]))["sweep"]
-            )
-        try:  # the validation attribute in M''s value indices
-            raw = val[group_column]
-            targets = torch.tensor([fict.value_index(v) for v in (raw.tolist() if torch.is_tensor(raw) else raw)])
-        except KeyError:
-            raise ValueError(
-                f"validation column {group_column!r} holds values that {attribute_column!r} does not: the diagnosis "
-                "measures M' on the attribute it was fit on."
-            ) from None
-        val_acc = float((fict.logits(val.features).argmax(1) == targets).double().mean())
-        majority = float(torch.bincount(targets).max() / len(targets))
-        share = logit_share(fict.weight, train.features, attribute)  # encode_values gives M''s value indices
-        ranked = torch.argsort(share, descending=True, stable=True)
-        cumulative = torch.cumsum(share[ranked], 0)
-        top_accuracy = {}
-        for k in (1, 10):
-            cols = ranked[: min(k, len(ranked))]
-            w, b = fit_linear_probe(train.features[:, cols], attribute, fict.num_values)
-            pred = (val.features[:, cols].double() @ w.T + b).argmax(1)
-            top_accuracy[f"top{k}"] = float((pred == targets).double().mean())
-        gain = choice["worst_group"] - base["worst_group"]
-        average_change = choice["average"] - base["average"]
-        ok, text = verdict(
-            gain, random_gains, average_change, top_accuracy.get("top1", float("nan")), majority, val_acc
-        )
-        return Diagnosis(
+def neutralize_spurious(
+    remover: FictitiousClassRemover,
+    train: Any,
+    val: Any,
+    label_column: str = "label",
+    attribute_column: str | None = "place",
+    rule: str = "min_gap",
+    policies: Sequence[str] = POLICIES,
+    num_weights: Sequence[int] = (1, 2, 3),
+    r_values: Sequence[float] | None = None,
+    probe: Any = None,
+    selection: str = "sca",
+    seed: int = 0,
+    method: str = "fcr",
+    val_attribute_column: str | None = SAME_COLUMN,
+    diagnose: bool = True,
+) -> NeutralizationSearch:
+    """``FictitiousClassRemover.neutralize_spurious`` (documented there), on ``remover``."""
+    check_rule(rule)
+    seed = check_seed(seed)
+    if method not in ("fcr", "auto"):
+        get_head_method(method)  # ValueError listing the registered methods
+    check_choice("selection", selection, score_names())
+    for p in policies:
+        check_choice("policies", p, POLICIES)
+    counts = [check_num_weights(n) for n in num_weights]
+    if not policies or not counts:
+        raise ValueError("need at least one policy and one num_weights to try.")
+    group_column = attribute_column if val_attribute_column == SAME_COLUMN else val_attribute_column
+    if method == "fcr" and not attribute_column:
+        raise ValueError("method='fcr' fits M' on an attribute: pass attribute_column (or use 'class_balanced').")
+    r_values = default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})
+    uses_attribute = attribute_column and (method in ("fcr", "auto") or diagnose)
+    train_feats = remover._features(train, [label_column, *([attribute_column] if uses_attribute else [])])
+    val_feats = remover._features(val, [label_column, *([group_column] if group_column else [])])
+    fcr_args = (label_column, attribute_column, group_column, rule, policies, counts, r_values, probe, selection)
+    candidates: dict[str, dict[str, Any]] = {}
+    if method == "auto":
+        method, candidates = _auto(remover, train_feats, val_feats, fcr_args, seed)
+    diagnosis = None
+    if diagnose and uses_attribute and group_column:
+        diagnosis = diagnose_cue(
+            remover,
+            train_feats,
+            val_feats,
+            label_column,
             attribute_column,
-            val_acc,
-            majority,
-            {f"top{k}": float(cumulative[min(k, len(share)) - 1]) for k in (1, 10, 100)},
-            top_accuracy,
-            base["worst_group"],
-            choice["worst_group"],
-            average_change,
-            gain,
-            random_gains,
-            ok,
-            text,
-            cumulative.tolist(),
-            chosen["sweep"],
-            random_sweeps,
+            group_column,
+            rule=rule,
+            seed=seed,
+            r_values=r_values,
         )
+    call = {
+        "label_column": label_column,
+        "attribute_column": attribute_column,
+        "rule": rule,
+        "policies": list(policies),
+        "num_weights": counts,
+        "selection": selection,
+        "seed": seed,
+        "fix": "auto" if candidates else method,  # the ``method`` argument ("method" names the call itself)
+    }
+    if val_attribute_column != SAME_COLUMN:
+        call["val_attribute_column"] = val_attribute_column
+    if method == "none":  # "auto": no fix beat the model as it is on held-out validation data
+        logger.warning("auto: no method beats the unchanged model on held-out validation data; nothing changed.")
+        labels, ids, names = _selection_groups(remover, val_feats, label_column, group_column)
+        validation = group_metrics(remover.logits(val_feats.features).argmax(1), labels, ids, names)
+        return NeutralizationSearch(
+            edits=[],
+            fictitious=None,
+            policy=None,
+            num_weights=0,
+            r=None,
+            rule=rule,
+            validation=validation,
+            method="none",
+            candidates=candidates,
+            diagnosis=diagnosis,
+        )
+    if method != "fcr":
+        head = _retrained(remover, val_feats, label_column, group_column, method, seed)
+        applied = remover._apply([_head_edit(remover, head)])
+        chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
+        remover._record("neutralize_spurious", **call, chosen=chosen)
+        _keep(remover, diagnosis)
+        labels, ids, names = _selection_groups(remover, val_feats, label_column, group_column)
+        validation = group_metrics(remover.logits(val_feats.features).argmax(1), labels, ids, names)
+        return NeutralizationSearch(
+            applied, None, None, 0, None, rule, validation, [], method, candidates, diagnosis, head
+        )
+    fict, choice, plan, tried = _fcr_search(remover, train_feats, val_feats, *fcr_args, seed)
+    r = choice["r"]
+    applied = remover._apply([edit.with_rate(r, remover.head.weight.dtype) for edit in plan])
+    chosen = {"method": "fcr", "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
+    remover._record("neutralize_spurious", **call, chosen=chosen)
+    _keep(remover, diagnosis)
+    policy, n = choice["policy"], choice["num_weights"]
+    return NeutralizationSearch(applied, fict, policy, n, r, rule, choice, tried, "fcr", candidates, diagnosis)
+
+
+def _keep(remover: FictitiousClassRemover, diagnosis: Diagnosis | None) -> None:
+    """The diagnosis goes into the record (and the card), once the edit it concerns is applied."""
+    if diagnosis is not None:
+        remover.fcr_config_extra["diagnosis"] = diagnosis.to_dict()
+
+
+def _auto(
+    remover: FictitiousClassRemover, train: FeatureSet, val: FeatureSet, fcr_args: tuple, seed: int
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Fit each available method on half of ``val`` (split within each group) and score it on the other half by
+    worst-group (or worst-class) accuracy, beside ``"none"`` (the model unchanged); returns the chosen method
+    and every candidate's held-out metrics (and ``score``). A group with fewer than ``AUTO_MIN_GROUP`` rows
+    cannot be split (the head fits need two rows of it): the choice is then made on all of ``val``, with a
+    warning naming the group."""
+    label_column, attribute_column, group_column, rule = fcr_args[:4]
+    _, ids, names = _selection_groups(remover, val, label_column, group_column)
+    fit, held = _split_by_group(val, ids, names, seed)
+    labels, ids, names = _selection_groups(remover, held, label_column, group_column)
+    base = remover.logits(held.features)
+
+    def metrics(logits: torch.Tensor) -> dict[str, Any]:
+        return group_metrics(logits.argmax(1), labels, ids, names)
+
+    candidates: dict[str, dict[str, Any]] = {"none": metrics(base)}
+    if attribute_column:
+        _, choice, plan, _ = _fcr_search(remover, train, fit, *fcr_args, seed)
+        candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
+    for method in head_method_names():  # each registered head-level method whose group needs are met
+        if group_column or not get_head_method(method).needs_groups:
+            head = _retrained(remover, fit, label_column, group_column, method, seed)
+            candidates[method] = metrics(head.logits(held.features))
+    for row in candidates.values():  # across methods, the worst group decides (see neutralize_spurious)
+        row["score"] = row["worst_group"]
+    fixes = [m for m in candidates if m != "none"]
+    best = max(fixes, key=lambda m: candidates[m]["score"])
+    if candidates[best]["score"] <= candidates["none"]["score"]:
+        chosen = "none"  # no fix beats the model as it is on held-out data: change nothing
+    elif "fcr" in candidates and candidates["fcr"]["score"] >= candidates[best]["score"] - AUTO_MARGIN:
+        chosen = "fcr"
+    else:
+        chosen = best
+    logger.info("auto: %s (held-out: %s)", chosen, {m: round(c["score"], 4) for m, c in candidates.items()})
+    return chosen, candidates
+
+
+def diagnose_cue(
+    remover: FictitiousClassRemover,
+    train: Any,
+    val: Any,
+    label_column: str = "label",
+    attribute_column: str = "place",
+    val_attribute_column: str | None = None,
+    rule: str = "min_gap",
+    num_draws: int = 3,
+    seed: int = 0,
+    r_values: Sequence[float] | None = None,
+) -> Diagnosis:
+    """``FictitiousClassRemover.diagnose`` (documented there), on ``remover``: changes nothing."""
+    check_rule(rule)
+    seed = check_seed(seed)
+    if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:
+        raise ValueError(
+            f"num_draws must be an integer >= 1, got {num_draws!r}: the verdict compares FCR with "
+            "random-attribute draws, and claims no control that was not run."
+        )
+    group_column = val_attribute_column or attribute_column
+    train = remover._features(train, [label_column])
+    if attribute_column not in train.columns:
+        raise KeyError(
+            f"the diagnosis fits M' on the training split's attribute, and train has no column "
+            f"{attribute_column!r}. With group labels on validation only, FCR cannot be diagnosed: use "
+            "method='dfr' (or 'auto') with diagnose=False."
+        )
+    val = remover._features(val, [label_column, group_column])
+    for split, feats, column in (("train", train, attribute_column), ("validation", val, group_column)):
+        raw = feats[column]
+        distinct = set(raw.tolist() if torch.is_tensor(raw) else raw)
+        if len(distinct) < 2:
+            raise ValueError(
+                f"the {split} column {column!r} has a single value {sorted(distinct, key=str)}: the diagnosis "
+                "compares worst-group accuracy across the attribute's values and needs rows of at least two."
+            )
+    r_values = default_r_grid() if r_values is None else list(r_values)
+    args = (label_column, attribute_column, group_column, rule, POLICIES, (1, 2, 3), r_values, None, "sca")
+    fict, choice, _, tried = _fcr_search(remover, train, val, *args, seed)
+    base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
+    chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))
+    random_gains, random_sweeps = [], []
+    labels = train.labels(label_column)
+    attribute, _ = encode_values(train[attribute_column])
+    for draw in range(num_draws):
+        shuffled = FeatureSet(
+            train.features, {label_column: labels, "_random": random_attribute(labels, attribute, seed + draw)}
+        )
+        _, c, _, t = _fcr_search(remover, shuffled, val, label_column, "_random", *args[2:], seed)
+        random_gains.append(c["worst_group"] - base["worst_group"])
+        random_sweeps.append(
+            next(x for x in t if (x["policy"], x["num_weights"]) == (c["policy"], c["num_weights"]))["sweep"]
+        )
+    try:  # the validation attribute in M''s value indices
+        raw = val[group_column]
+        targets = torch.tensor([fict.value_index(v) for v in (raw.tolist() if torch.is_tensor(raw) else raw)])
+    except KeyError:
+        raise ValueError(
+            f"validation column {group_column!r} holds values that {attribute_column!r} does not: the diagnosis "
+            "measures M' on the attribute it was fit on."
+        ) from None
+    val_acc = float((fict.logits(val.features).argmax(1) == targets).double().mean())
+    majority = float(torch.bincount(targets).max() / len(targets))
+    share = logit_share(fict.weight, train.features, attribute)  # encode_values gives M''s value indices
+    ranked = torch.argsort(share, descending=True, stable=True)
+    cumulative = torch.cumsum(share[ranked], 0)
+    top_accuracy = {}
+    for k in (1, 10):
+        cols = ranked[: min(k, len(ranked))]
+        w, b = fit_linear_probe(train.features[:, cols], attribute, fict.num_values)
+        pred = (val.features[:, cols].double() @ w.T + b).argmax(1)
+        top_accuracy[f"top{k}"] = float((pred == targets).double().mean())
+    gain = choice["worst_group"] - base["worst_group"]
+    average_change = choice["average"] - base["average"]
+    ok, text = verdict(gain, random_gains, average_change, top_accuracy.get("top1", float("nan")), majority, val_acc)
+    return Diagnosis(
+        attribute_column,
+        val_acc,
+        majority,
+        {f"top{k}": float(cumulative[min(k, len(share)) - 1]) for k in (1, 10, 100)},
+        top_accuracy,
+        base["worst_group"],
+        choice["worst_group"],
+        average_change,
+        gain,
+        random_gains,
+        ok,
+        text,
+        cumulative.tolist(),
+        chosen["sweep"],
+        random_sweeps,
+    )
