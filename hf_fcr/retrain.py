@@ -50,7 +50,7 @@ def _balanced_subset(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 def _fit(
-    x: np.ndarray, y: np.ndarray, C: float, num_classes: int, intercept: bool = True
+    x: np.ndarray, y: np.ndarray, C: float, num_classes: int, intercept: bool, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
@@ -59,9 +59,12 @@ def _fit(
         # more than two classes the head is a multinomial L2 fit (lbfgs): a documented departure from DFR
         model = LogisticRegression(C=C, max_iter=1000, fit_intercept=intercept).fit(x, y)
     else:
-        model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", max_iter=1000, fit_intercept=intercept).fit(
-            x, y
+        # liblinear shuffles its coordinates; without random_state it draws from numpy's global generator, so the
+        # head depended on whatever ran before (measured: one test sample's prediction in the demo's DFR)
+        liblinear = LogisticRegression(
+            C=C, l1_ratio=1.0, solver="liblinear", max_iter=1000, fit_intercept=intercept, random_state=seed
         )
+        model = liblinear.fit(x, y)
     coef, intercept = model.coef_, np.broadcast_to(model.intercept_, (model.coef_.shape[0],))
     if coef.shape[0] == 1:  # binary: softmax-equivalent two rows
         coef, intercept = two_rows(coef, intercept)
@@ -119,14 +122,14 @@ def retrain_head(
         scores = []
         for _ in range(3):
             sub = tune[_balanced_subset(g[tune], rng)]
-            w, b = _fit(xs[sub], y[sub], C, num_classes, intercept)
+            w, b = _fit(xs[sub], y[sub], C, num_classes, intercept, seed)
             scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
         tuning[float(C)] = float(np.mean(scores))
     best_c = max(tuning, key=lambda c: (tuning[c], -list(tuning).index(c)))
     ws, bs = [], []
     for _ in range(num_fits):
         sub = _balanced_subset(g, rng)
-        w, b = _fit(xs[sub], y[sub], best_c, num_classes, intercept)
+        w, b = _fit(xs[sub], y[sub], best_c, num_classes, intercept, seed)
         ws.append(w)
         bs.append(b)
     w, b = np.mean(ws, axis=0), np.mean(bs, axis=0)

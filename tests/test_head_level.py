@@ -274,3 +274,21 @@ def test_a_numpy_seed_is_recorded_as_an_int_and_saves(tmp_path, method):
     assert json.loads((folder / CONFIG_NAME).read_text())["calls"][-1]["seed"] == 3
     with pytest.raises(TypeError, match="seed must be an integer"):
         remover.neutralize_spurious(feats, feats, method=method, seed="3", diagnose=False)
+
+
+def test_a_retrained_head_does_not_depend_on_numpys_global_generator():
+    """liblinear shuffles coordinates: with no random_state it drew from numpy's global generator, so DFR's head
+    changed with whatever ran before it (seen as a one-sample difference in the demo)."""
+    import numpy as np
+
+    from hf_fcr.retrain import retrain_head
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 20, generator=g), torch.arange(300) % 2
+    x[:, 0] += 1.5 * (2 * y - 1)
+    groups = y * 2 + (torch.rand(300, generator=g) < 0.5).long()
+    heads = []
+    for state in (1, 2):
+        np.random.seed(state)
+        heads.append(retrain_head(x, y, groups, 2, seed=0))
+    assert torch.equal(heads[0].weight, heads[1].weight) and torch.equal(heads[0].bias, heads[1].bias)
