@@ -14,7 +14,6 @@ from typing import Any
 
 from .config import FCRConfig
 from .constants import TAGS
-from .edit import WeightEdit
 
 __all__ = ["base_license", "figure_files", "hub_id", "model_card", "python_command"]
 
@@ -170,7 +169,7 @@ def model_card(config: FCRConfig, library: str, existing: Path | None = None, **
                 data.tags = list(dict.fromkeys([*value, *TAGS]))
             elif getattr(data, key, None) in (None, [], "") or key not in data.to_dict():
                 setattr(data, key, value)
-    weight_edits = [e for e in config.edits if isinstance(e, WeightEdit)]
+    weight_edits = [e for e in config.edits if e.kind == "weight"]
     diagnosis = config.extra.get("diagnosis")
     diagnosis = diagnosis if isinstance(diagnosis, dict) and isinstance(diagnosis.get("verdict"), str) else None
     template = resources.files("hf_fcr.model_cards").joinpath("fcr_model_card.md").read_text(encoding="utf-8")

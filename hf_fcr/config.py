@@ -99,8 +99,9 @@ class FCRConfig:
         return cls.from_dict(read_json(path, "the edit record", "re-save it with hf-fcr, or ask its publisher."))
 
     @property
-    def head_edits(self) -> list[tuple[int, HeadEdit]]:
-        return [(i, e) for i, e in enumerate(self.edits) if isinstance(e, HeadEdit)]
+    def head_edits(self) -> list[tuple[int, Edit]]:
+        """``(index, edit)`` of the edits whose tensors live in ``fcr_head.safetensors`` (head-level edits)."""
+        return [(i, e) for i, e in enumerate(self.edits) if e.needs_tensors]
 
     def save_pretrained(self, save_directory: str | os.PathLike, include_base: bool = True) -> str:
         """Write ``fcr_config.json`` into ``save_directory`` and, when there are head-level edits, their tensors in
@@ -323,7 +324,7 @@ def check_edits_match(model: nn.Module, edits: Sequence[Edit], expect: str) -> N
         EditRecordError: naming the first edit that does not match.
     """
     params = dict(model.named_parameters())
-    touched = {p for e in edits for p in (e.params if isinstance(e, HeadEdit) else (e.param,))}
+    touched = {p for e in edits for p in e.param_names}
     copies = {name: params[name].detach().clone() for name in touched if name in params}
     order = list(enumerate(edits))
     for i, e in order if expect == "old" else reversed(order):
@@ -331,8 +332,7 @@ def check_edits_match(model: nn.Module, edits: Sequence[Edit], expect: str) -> N
             e.apply_to(copies) if expect == "old" else e.revert_to(copies)
         except KeyError:
             raise EditRecordError(
-                f"edit {i}: the model has no parameter {getattr(e, 'param', None) or e.weight_param!r}: it is not the "
-                "edited base model."
+                f"edit {i}: the model has no parameter {' / '.join(e.param_names)!r}: it is not the edited base model."
             ) from None
         except ValueError as err:
             raise EditRecordError(

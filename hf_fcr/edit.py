@@ -6,7 +6,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -87,6 +87,38 @@ class WeightEdit:
     fictitious: str | None = None
     orthogonal_value: float | None = None
 
+    # the edit protocol, shared with head_edit.HeadEdit (the record, the editor and the card use only these)
+    kind: ClassVar[str] = "weight"  # the record's "type"
+    has_rate: ClassVar[bool] = True  # can be re-applied at another r (sweeps)
+    needs_tensors: ClassVar[bool] = False  # all it needs is in the record
+    backbone_sha256: ClassVar[None] = None  # fits any backbone
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return (self.param,)
+
+    def check_target(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, weight_name: str, bias_name: str | None
+    ) -> None:
+        """ValueError unless this edit touches the head's ``weight_name`` with values finite in its dtype."""
+        if self.param != weight_name:
+            raise ValueError(
+                f"it targets {self.param!r}; an hf-fcr record may only edit the classifier head's weight "
+                f"{weight_name!r}."
+            )
+        for what, value in (("old", self.old_value), ("new", self.new_value)):
+            if not math.isfinite(round_to(value, weight.dtype)):
+                raise ValueError(
+                    f"its {what} value {value:.6g} of {self.param}[{self.row}, {self.col}] is not finite in the "
+                    f"head's dtype {weight.dtype}: use a smaller r, or cast the head to float32 first."
+                )
+
+    def tensors(self, prefix: str, include_base: bool) -> dict[str, torch.Tensor]:
+        return {}
+
+    def attach(self, prefix: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Nothing to take: a single-weight edit is all in the record."""
+
     def value_at(self, r: float) -> float:
         """Eq. 8 for this edge at rate ``r`` (before rounding to the parameter's dtype)."""
         r = check_rate(r)
@@ -137,7 +169,7 @@ class WeightEdit:
         self.revert_to(dict(model.named_parameters()))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self)  # no "type": records of single-weight edits stay readable by schema-1 readers
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WeightEdit:

@@ -7,7 +7,6 @@ before they touch a weight, applies and reverts edits bit for bit, and loads, sa
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import tempfile
@@ -21,9 +20,9 @@ from torch import nn
 
 from .config import Edit, EditRecordError, FCRConfig, check_edits_match
 from .constants import CONFIG_NAME, HEAD_EDITS_NAME
-from .edit import WeightEdit, round_to, row_edits
+from .edit import WeightEdit, row_edits
 from .features import FeatureSet
-from .head_edit import HeadEdit, backbone_digest, weights_digest
+from .head_edit import backbone_digest, weights_digest
 from .heads import class_names_of, find_head
 from .preprocess import resolve_transform
 
@@ -164,36 +163,24 @@ class HeadEditor:
         return None if self.head.bias is None else f"{self.head_name}.bias" if self.head_name else "bias"
 
     def _check_record(self, edits: Sequence[Edit], expect: str) -> None:
-        """An edit record may only touch this head: single weights of its weight, or (head-level edits) its weight
-        and bias, with values that are finite in its dtype."""
-        dtype = self.head.weight.dtype
+        """An edit record may only touch this head (single weights of its weight, or the weight and bias of a
+        head-level edit) with values or tensors finite in its dtype, made on this backbone where the edit says so;
+        then its values must match the weights (``check_edits_match``)."""
         backbone = None
         for i, e in enumerate(edits):
-            if isinstance(e, HeadEdit):
-                if (e.weight_param, e.bias_param) != (self.param_name, self.bias_name):
-                    raise EditRecordError(
-                        f"edit {i} replaces {e.weight_param!r} / {e.bias_param!r}; an hf-fcr head-level edit may only "
-                        f"replace the classifier head {self.param_name!r} / {self.bias_name!r}."
-                    )
-                try:
-                    e.check_tensors(self.head.weight, self.head.bias)
-                except ValueError as err:
-                    raise EditRecordError(f"edit {i} ({HEAD_EDITS_NAME}): {err}") from None
+            try:
+                e.check_target(self.head.weight, self.head.bias, self.param_name, self.bias_name)
+            except ValueError as err:
+                where = f" ({HEAD_EDITS_NAME})" if e.needs_tensors else ""
+                raise EditRecordError(f"edit {i}{where}: {err}") from None
+            if e.backbone_sha256 is not None:
                 backbone = backbone or backbone_digest(self.model, self.head)
-                if e.backbone_sha256 is not None and e.backbone_sha256 != backbone:
+                if e.backbone_sha256 != backbone:
                     raise EditRecordError(
                         f"edit {i}: the backbone (every weight below the head) is not the one this {e.method} head "
                         "was fitted on (its SHA-256 differs). A retrained head only fits the features of that "
                         "backbone: load the base model the record names, at its revision."
                     )
-                continue
-            if e.param != self.param_name:
-                raise EditRecordError(
-                    f"edit {i} targets {e.param!r}; an hf-fcr record may only edit the classifier head's weight "
-                    f"{self.param_name!r}."
-                )
-            if not all(torch.isfinite(torch.tensor(round_to(v, dtype))) for v in (e.old_value, e.new_value)):
-                raise EditRecordError(f"edit {i}: its values are not finite in the head's dtype {dtype}.")
         check_edits_match(self.model, list(edits), expect)
 
     def _row_edits(self, cls: int, picks: list[tuple[int, float, str | None]], r: float) -> list[WeightEdit]:
@@ -201,13 +188,8 @@ class HeadEditor:
         return row_edits(self.param_name, row, cls, picks, r, self.head.weight.dtype, self.class_names[cls])
 
     def _apply(self, edits: Sequence[Edit]) -> list[Edit]:
-        dtype = self.head.weight.dtype
         for e in edits:  # Eq. 7's value can exceed a half-precision head's range: refuse before anything changes
-            if isinstance(e, WeightEdit) and not math.isfinite(round_to(e.new_value, dtype)):
-                raise ValueError(
-                    f"the new value {e.new_value:.6g} of {e.param}[{e.row}, {e.col}] is not finite in the head's "
-                    f"dtype {dtype}: use a smaller r, or cast the head to float32 first."
-                )
+            e.check_target(self.head.weight, self.head.bias, self.param_name, self.bias_name)
         applied: list[WeightEdit] = []
         try:
             for edit in edits:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -96,6 +96,11 @@ class HeadEdit:
             rows used, rows per balanced subset, subsets averaged, what C was chosen by).
         new_weight, new_bias, old_weight, old_bias: the tensors (saved in ``fcr_head.safetensors``, not in JSON).
     """
+
+    # the edit protocol, shared with edit.WeightEdit
+    kind: ClassVar[str] = "head"  # the record's "type"
+    has_rate: ClassVar[bool] = False  # a head-level edit has no rate to sweep
+    needs_tensors: ClassVar[bool] = True  # its tensors live in fcr_head.safetensors
 
     weight_param: str
     bias_param: str | None
@@ -206,11 +211,23 @@ class HeadEdit:
         self.revert_to(dict(model.named_parameters()))
 
     @property
-    def params(self) -> tuple[str, ...]:
+    def param_names(self) -> tuple[str, ...]:
         return (self.weight_param,) if self.bias_param is None else (self.weight_param, self.bias_param)
 
+    def check_target(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, weight_name: str, bias_name: str | None
+    ) -> None:
+        """ValueError unless this edit replaces the head ``weight_name`` / ``bias_name`` with tensors of their exact
+        shapes, finite in their dtype (``check_tensors``)."""
+        if (self.weight_param, self.bias_param) != (weight_name, bias_name):
+            raise ValueError(
+                f"it replaces {self.weight_param!r} / {self.bias_param!r}; an hf-fcr head-level edit may only replace "
+                f"the classifier head {weight_name!r} / {bias_name!r}."
+            )
+        self.check_tensors(weight, bias)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "head", **{k: getattr(self, k) for k in RECORD_KEYS}}
+        return {"type": self.kind, **{k: getattr(self, k) for k in RECORD_KEYS}}
 
     def tensors(self, prefix: str, include_base: bool) -> dict[str, torch.Tensor]:
         """The tensors to save under ``prefix`` (``new.weight``, ``new.bias``, and ``old.*`` with ``include_base``)."""

@@ -353,7 +353,7 @@ class FictitiousClassRemover(HeadEditor):
         """
         feats = self._features(data, [label_column, *group_columns])
         edits = list(self.edits if edits is None else edits)
-        if any(not isinstance(e, WeightEdit) for e in edits):
+        if any(not e.has_rate for e in edits):
             raise ValueError("head-level edits have no rate to sweep: sweep single-weight edits (pass edits=).")
         if not edits:
             raise ValueError("there are no edits to sweep: call remove_class / neutralize first, or pass edits=.")
