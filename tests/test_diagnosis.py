@@ -1,17 +1,20 @@
-"""The diagnosis' edge cases: it never gives a verdict that claims a control that was not run or a comparison across
-attribute values that do not exist, and string attribute values give exactly what their integer codes give."""
+"""The diagnosis: a localized cue says yes and a spread one no (against the random-attribute control, whose
+class-wise frequencies are checked by brute force), and its edge cases: it never gives a verdict that claims a
+control that was not run or a comparison across attribute values that do not exist, and string attribute values give
+exactly what their integer codes give."""
 
 import pytest
 import torch
-from test_evidence import _cue_data, _erm_remover
+from utils import cue_data, erm_remover, snapshot, state_equal
 
 from hf_fcr import FeatureSet
+from hf_fcr.diagnosis import random_attribute
 
 
 @pytest.fixture(scope="module")
 def data():
-    train, val = _cue_data(600, 0.95, 0, False), _cue_data(300, 0.5, 1, False)
-    return train, val, _erm_remover(train)
+    train, val = cue_data(600, 0.95, 0, False), cue_data(300, 0.5, 1, False)
+    return train, val, erm_remover(train)
 
 
 @pytest.mark.parametrize("num_draws", [0, -1, 1.5, True])
@@ -51,3 +54,36 @@ def test_string_attribute_values_give_what_their_codes_give(data):
     search = remover.neutralize_spurious(named(train), named(val), method="dfr", diagnose=False)
     assert set(search.validation["per_group"]) == {f"label={y},place={p}" for y in (0, 1) for p in ("land", "water")}
     remover.revert()
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_the_diagnosis_says_whether_one_weight_carries_the_cue(spread):
+    train, val = cue_data(2000, 0.95, 0, spread), cue_data(1000, 0.5, 1, spread)
+    remover = erm_remover(train)
+    before = snapshot(remover.model)
+    d = remover.diagnose(train, val, label_column="label", attribute_column="place")
+    assert state_equal(snapshot(remover.model), before)  # nothing changed
+    assert len(d.random_gains) == 3
+    assert d.one_weight is (not spread)
+    if spread:  # the cue is in every feature: the top one alone is near chance, and FCR does not beat the control
+        assert d.top_accuracy["top1"] < 0.6 < d.fictitious_accuracy
+        assert d.fcr_gain < max(d.random_gains) + 0.01
+        assert "does not remove this cue" in d.verdict and "method='dfr'" in d.verdict
+    else:  # one feature carries the attribute: alone it predicts it, and FCR beats every random draw
+        assert d.top_accuracy["top1"] > 0.95
+        assert d.fcr_gain > max(d.random_gains) + 0.01
+        assert "removes this cue" in d.verdict and "method='fcr'" in d.verdict
+    assert d.logit_share["top100"] == pytest.approx(1.0)  # 40 features: all of them
+    assert (d.logit_share["top1"] > 0.5) is (not spread)
+
+
+def test_random_attribute_keeps_each_class_frequencies_and_breaks_the_link():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (3000,), generator=g)
+    attribute = (torch.rand(3000, generator=g) < 0.2 + 0.3 * labels).long()  # differs by class
+    shuffled = random_attribute(labels, attribute, seed=1)
+    for c in range(3):  # brute-force counts per class
+        m = labels == c
+        assert int(shuffled[m].sum()) == int(attribute[m].sum())
+    assert float((shuffled == attribute).double().mean()) < 0.8
+    assert torch.equal(shuffled, random_attribute(labels, attribute, seed=1))

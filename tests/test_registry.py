@@ -8,8 +8,7 @@ import sys
 
 import pytest
 import torch
-from test_evidence import _cue_data, _erm_remover
-from utils import TESTS, snapshot, state_equal
+from utils import TESTS, cue_data, erm_remover, snapshot, state_equal
 
 import hf_fcr
 from hf_fcr.constants import CONFIG_NAME
@@ -32,8 +31,8 @@ def registry():
 
 
 def test_a_registered_method_is_applied_recorded_and_reverted(registry):
-    train, val = _cue_data(600, 0.95, 0, True), _cue_data(300, 0.5, 1, True)
-    remover = _erm_remover(train)
+    train, val = cue_data(600, 0.95, 0, True), cue_data(300, 0.5, 1, True)
+    remover = erm_remover(train)
     base = snapshot(remover.model)
     search = remover.neutralize_spurious(train, val, method="ridge", diagnose=False)
     # independently: the plugin's own function on the same rows and (label, place) groups gives the head it has now
@@ -53,8 +52,8 @@ def test_a_registered_method_is_applied_recorded_and_reverted(registry):
 
 
 def test_auto_considers_registered_methods_whose_group_needs_are_met():
-    train, val = _cue_data(600, 0.95, 0, True), _cue_data(300, 0.5, 1, True)
-    remover = _erm_remover(train)
+    train, val = cue_data(600, 0.95, 0, True), cue_data(300, 0.5, 1, True)
+    remover = erm_remover(train)
     search = remover.neutralize_spurious(train, val, method="auto", diagnose=False)
     assert {"ridge", "dfr", "class_balanced", "fcr", "none"} <= set(search.candidates)
     remover.revert()
@@ -75,8 +74,8 @@ torch.save(remover.model.state_dict(), sys.argv[3])
 @pytest.mark.slow  # a fresh process per case
 @pytest.mark.parametrize("edits_only", [False, True])
 def test_a_folder_edited_by_a_user_method_reloads_where_it_was_never_registered(tmp_path, edits_only):
-    train, val = _cue_data(600, 0.95, 0, True), _cue_data(300, 0.5, 1, True)
-    remover = _erm_remover(train)
+    train, val = cue_data(600, 0.95, 0, True), cue_data(300, 0.5, 1, True)
+    remover = erm_remover(train)
     base = snapshot(remover.model)
     base_dir = tmp_path / "base"
     remover.save_pretrained(base_dir)  # a plain module's folder: the base of the edits-only artifact
@@ -132,8 +131,8 @@ def test_registering_checks_names_and_what_a_method_returns(registry):
         return torch.zeros(num_classes + 1, features.shape[1]), None, {}
 
     hf_fcr.register_head_method("wrong_shape", wrong, needs_groups=False)
-    train, val = _cue_data(200, 0.95, 0, True), _cue_data(100, 0.5, 1, True)
-    remover = _erm_remover(train)
+    train, val = cue_data(200, 0.95, 0, True), cue_data(100, 0.5, 1, True)
+    remover = erm_remover(train)
     before = snapshot(remover.model)
     with pytest.raises(ValueError, match=r"method 'wrong_shape' returned a weight of shape \(3, 40\)"):
         remover.neutralize_spurious(train, val, method="wrong_shape", diagnose=False)

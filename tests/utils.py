@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from hf_fcr import FeatureSet, FictitiousClassRemover
+
 TESTS = Path(__file__).parent
 
 
@@ -63,3 +65,30 @@ def tiny_transformers(kind: str, num_classes: int = 3):
     }[kind]()
     torch.manual_seed(0)
     return AutoModelForImageClassification.from_config(config).eval()
+
+
+def cue_data(n: int, correlation: float, seed: int, spread: bool, dim: int = 40) -> FeatureSet:
+    """Head inputs where feature 0 carries the class weakly and the attribute is carried by feature 1 alone
+    (``spread=False``) or shared by every other feature (``spread=True``)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    a = torch.where(torch.rand(n, generator=g) < correlation, y, 1 - y)
+    x = torch.randn(n, dim, generator=g)
+    x[:, 0] += 2 * y - 1
+    if spread:
+        x[:, 1:] += 0.5 * (2 * a[:, None] - 1)
+    else:
+        x[:, 1] += 3.0 * (2 * a - 1)
+    return FeatureSet(x, {"label": y, "place": a})
+
+
+def erm_remover(train: FeatureSet, bias: bool = True) -> FictitiousClassRemover:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(train.features.shape[1], 2, bias=bias))
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(300):
+        loss = torch.nn.functional.cross_entropy(model(train.features), train.labels("label"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return FictitiousClassRemover(model.eval())
