@@ -49,7 +49,7 @@ def test_demo_writes_results_plots_and_edited_model(demo):
         sum(d["worst_group"] for d in draws) / 3
     )
     assert results["methods"]["dfr_class_balanced"]["choice"]["method"] == "class_balanced"
-    assert set(results["methods"]["auto"]["candidates"]) == {"fcr", "dfr", "class_balanced"}
+    assert set(results["methods"]["auto"]["candidates"]) == {"none", "fcr", "dfr", "class_balanced"}
     assert set(results["fcr_choice"]) == {"method", "policy", "num_weights", "r", "rule"}
     diagnosis = results["diagnosis"]
     assert isinstance(diagnosis["verdict"], str) and isinstance(diagnosis["one_weight"], bool)
