@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _owned_group: Any = None  # the default process group hf_fcr created, destroyed at exit
+_run_calls: dict[str, int] = {}  # run_on_main's calls per label on this process
 
 
 def _launched() -> bool:
@@ -141,21 +143,29 @@ def reduce_sum(tensors: dict[str, torch.Tensor]) -> None:
         t.copy_(reduce(moved, reduction="sum").to(t.device))
 
 
-def run_on_main(fn: Any) -> Any:
-    """``fn()`` on the main process only; every process returns once it is done (the others get None), and if it
-    failed the others raise too (RuntimeError with its message) instead of going on without its result. Without
-    a launcher, simply ``fn()``."""
+def run_on_main(fn: Any, label: str) -> Any:
+    """``fn()`` on the main process only; every other process that calls it for the same ``label`` returns once it is
+    done (with None), and raises (RuntimeError with its message) if it failed. Without a launcher, simply ``fn()``.
+
+    No collective call: the main process only posts its outcome in the process group's key-value store, so a script
+    that calls this on the main process alone (``if is_main_process(): remover.save_pretrained(...)``) never blocks.
+    The others wait for the main process' n-th call with this ``label`` (their own n-th call)."""
     if not _launched():
         return fn()
-    result, error = None, None
+    state()  # the process group and its store
+    n = _run_calls[label] = _run_calls.get(label, 0) + 1
+    key = f"hf_fcr/run_on_main/{label}/{n}"
+    store = torch.distributed.distributed_c10d._get_default_store()
     if is_main_process():
         try:
             result = fn()
-        except Exception as err:  # shared with the other processes below, then raised here
-            error = err
-    message = all_gather_object(None if error is None else f"{type(error).__name__}: {error}")[0]
-    if error is not None:
-        raise error
-    if message is not None:
-        raise RuntimeError(f"the main process failed: {message}")
-    return result
+        except Exception as err:
+            store.set(key, f"failed: {type(err).__name__}: {err}")
+            raise
+        store.set(key, "done")
+        return result
+    store.wait([key], timedelta(days=1))  # as long as the main process takes; a launcher ends us if it dies
+    outcome = store.get(key).decode()
+    if outcome != "done":
+        raise RuntimeError(f"the main process {outcome}")
+    return None

@@ -326,7 +326,8 @@ class HeadEditor:
         """
         from .distributed import run_on_main
 
-        run_on_main(lambda: self._save(save_directory, edits_only, overwrite, card_info))
+        label = f"save:{os.path.abspath(save_directory)}"
+        run_on_main(lambda: self._save(save_directory, edits_only, overwrite, card_info), label)
         return Path(save_directory)
 
     def _save(self, save_directory: str | os.PathLike, edits_only: bool, overwrite: bool, card_info: dict) -> Path:
@@ -382,7 +383,9 @@ class HeadEditor:
             "create_pr": create_pr,
             "token": token,
         }
-        return run_on_main(lambda: self._push(repo_id, edits_only, {**card_info, "tags": tags}, upload_args))
+        return run_on_main(
+            lambda: self._push(repo_id, edits_only, {**card_info, "tags": tags}, upload_args), f"push:{repo_id}"
+        )
 
     def _push(self, repo_id: str, edits_only: bool, card_info: dict, upload_args: dict) -> Any:
         """``push_to_hub`` on this process alone: save to a temporary folder, read it back (what the Hub would serve

@@ -1,6 +1,7 @@
 """A user's script as the README shows it, run by tests/test_distributed.py under `torchrun` and `accelerate launch`
 with 2 processes: build a remover, `collect(...)`, save the statistics on the main process, `save_pretrained` the
-model from every process (hf-fcr writes it once, on the main process), end. The process must exit 0.
+model from every process (hf-fcr writes it once, on the main process) and once more from the main process alone (it
+must not wait for the others), end. The process must exit 0.
 
 `python dist_collect.py OUT_DIR [MODE]`, MODE one of
 - `library` (default): hf_fcr creates the process group (through Accelerate) and the script does no teardown;
@@ -51,6 +52,8 @@ def main(out_dir: str, mode: str = "library") -> None:
     report["owned"] = owns_process_group()
     saved = remover.save_pretrained(os.path.join(out_dir, "model"))
     report["saved"] = sorted(os.listdir(saved))
+    if is_main_process():  # the other pattern users write: saving on the main process alone must not block
+        remover.save_pretrained(os.path.join(out_dir, "model-rank0"))
     if mode in ("user", "user_destroys"):
         torch.distributed.destroy_process_group()
 

@@ -105,6 +105,7 @@ def test_a_users_script_exits_cleanly_every_time(tmp_path, launcher):
         for rank in (0, 1):
             report = json.loads((out / f"exit{rank}.json").read_text())
             assert report == {"mode": "library", "owned": True, "saved": SAVED, "alive_at_exit": False}
+        assert sorted(p.name for p in (out / "model-rank0").iterdir()) == SAVED  # saved by the main process alone
 
 
 @pytest.mark.parametrize("mode", ["user", "user_destroys"])
