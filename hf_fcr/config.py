@@ -22,7 +22,7 @@ from .edit import WeightEdit
 from .head_edit import RECORD_KEYS as HEAD_RECORD_KEYS
 from .head_edit import HeadEdit
 
-__all__ = ["SCHEMA_VERSION", "EditRecordError", "FCRConfig", "check_edits_match", "parse_edit"]
+__all__ = ["SCHEMA_VERSION", "EditRecordError", "FCRConfig", "check_edits_match", "is_plain", "parse_edit"]
 
 SCHEMA_VERSION = 2  # 2: head-level edits (``"type": "head"``)
 
@@ -169,8 +169,15 @@ class FCRConfig:
         _check_calls(data.get("calls", []))
         _check_metrics(data.get("metrics", []))
         _check_diagnosis(data.get("diagnosis"))
-        known = {"base_model_name_or_path", "revision", "library_name", "fcr_version", "schema_version", "edits"}
-        known.add("weights_sha256")
+        known = {
+            "base_model_name_or_path",
+            "revision",
+            "library_name",
+            "fcr_version",
+            "schema_version",
+            "edits",
+            "weights_sha256",
+        }
         return cls(
             base_model_name_or_path=data.get("base_model_name_or_path"),
             revision=data.get("revision"),
@@ -197,7 +204,7 @@ def _check_calls(calls: Any) -> None:
         for key, value in call.items():
             if not isinstance(key, str) or not key.isidentifier():
                 raise EditRecordError(f"call {i}: argument name {key!r} is not an identifier.")
-            if not _is_plain(value):
+            if not is_plain(value):
                 raise EditRecordError(
                     f"call {i}: argument {key!r} must be a number, string, bool, null or a list of them."
                 )
@@ -207,20 +214,21 @@ def _check_diagnosis(diagnosis: Any) -> None:
     """``diagnosis``: ``Diagnosis.to_dict()`` (numbers, strings, lists and dicts of them, and a ``verdict`` string)."""
     if diagnosis is None:
         return
-    if not isinstance(diagnosis, dict) or not isinstance(diagnosis.get("verdict"), str) or not _is_plain(diagnosis, 2):
+    if not isinstance(diagnosis, dict) or not isinstance(diagnosis.get("verdict"), str) or not is_plain(diagnosis, 2):
         raise EditRecordError("'diagnosis' must be an object of plain values with a 'verdict' string.")
 
 
-def _is_plain(value: Any, levels: int = 1) -> bool:
-    """A finite number, string, bool or null, or (``levels`` deep) a list or string-keyed object of them."""
+def is_plain(value: Any, levels: int = 1) -> bool:
+    """A finite number, string, bool or null, or (``levels`` deep) a list (or tuple) or string-keyed object of them:
+    what a record may hold, and what JSON writes back as it was."""
     if value is None or isinstance(value, (bool, str)):
         return True
     if isinstance(value, (int, float)):
         return math.isfinite(value)
-    if isinstance(value, list) and levels > 0:
-        return all(_is_plain(v, levels - 1) for v in value)
+    if isinstance(value, (list, tuple)) and levels > 0:
+        return all(is_plain(v, levels - 1) for v in value)
     if isinstance(value, dict) and levels > 0:  # e.g. the chosen policy / weights / r
-        return all(isinstance(k, str) and _is_plain(v, levels - 1) for k, v in value.items())
+        return all(isinstance(k, str) and is_plain(v, levels - 1) for k, v in value.items())
     return False
 
 
@@ -257,7 +265,7 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
     if not isinstance(raw.get("method"), str) or not NAME_PATTERN.fullmatch(raw["method"]):
         raise EditRecordError(f"edit {index}: 'method' must be a head-level method's name, got {raw.get('method')!r}.")
     extra = raw.get("hyperparameters")
-    if extra is not None and not (isinstance(extra, dict) and _is_plain(extra, 2)):
+    if extra is not None and not (isinstance(extra, dict) and is_plain(extra, 2)):
         raise EditRecordError(f"edit {index}: 'hyperparameters' must be an object of plain values (numbers, strings).")
     for key in ("base_sha256", "new_sha256", "backbone_sha256"):
         value = raw.get(key)

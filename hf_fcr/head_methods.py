@@ -17,13 +17,14 @@ An edited artifact holds the new head's tensors, so it reloads where the method 
 from __future__ import annotations
 
 import inspect
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from .config import is_plain
 
 __all__ = [
     "RESERVED_NAMES",
@@ -164,21 +165,9 @@ def _checked(
             )
     elif has_bias:
         bias = torch.zeros(num_classes, dtype=weight.dtype)  # no intercept fit: the head's bias becomes zero
-    if not isinstance(params, dict) or not all(isinstance(k, str) and _plain(v) for k, v in params.items()):
+    if not isinstance(params, dict) or not is_plain(params, 2):  # what the record's "hyperparameters" may hold
         raise ValueError(f"method {name!r} must return a dict of JSON values (numbers, strings, lists) to record.")
     return weight, bias, dict(params)
-
-
-def _plain(value: Any, depth: int = 2) -> bool:
-    if value is None or isinstance(value, (bool, str)):
-        return True
-    if isinstance(value, (int, float)):
-        return math.isfinite(value)
-    if isinstance(value, (list, tuple)) and depth > 0:
-        return all(_plain(v, depth - 1) for v in value)
-    if isinstance(value, dict) and depth > 0:
-        return all(isinstance(k, str) and _plain(v, depth - 1) for k, v in value.items())
-    return False
 
 
 # ------------------------------------------------------------------------------------------- the built-in methods
