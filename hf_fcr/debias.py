@@ -17,7 +17,7 @@ from .checks import check_choice, check_num_weights, check_seed
 from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
 from .edit import check_rate
 from .feature_set import FeatureSet
-from .head_edit import HeadEdit, backbone_digest
+from .head_edit import FIT_KEYS, HeadEdit, backbone_digest
 from .head_methods import FittedHead, fit_head, get_head_method, head_method_names
 from .metrics import group_metrics
 from .probe import POLICIES, encode_values, fit_linear_probe
@@ -125,7 +125,7 @@ def _retrained(
 
 def _head_edit(remover: FictitiousClassRemover, head: FittedHead) -> HeadEdit:
     params = dict(head.params)
-    typed = {k: params.pop(k) for k in ("C", "num_samples", "samples_per_fit", "num_fits", "selection") if k in params}
+    typed = {k: params.pop(k) for k in FIT_KEYS if k in params}
     return HeadEdit.from_heads(
         remover.param_name,
         remover.bias_name,

@@ -25,6 +25,7 @@ from torch import nn
 from .digest import values_digest
 
 __all__ = [
+    "FIT_KEYS",
     "RECORD_KEYS",
     "HeadEdit",
     "backbone_digest",
@@ -32,6 +33,9 @@ __all__ = [
     "weights_digest",
 ]
 
+# how the built-in methods fit the head (C, rows used, rows per balanced fit, fits averaged, what chose C): typed
+# fields of the record; anything else a method records goes into its "hyperparameters"
+FIT_KEYS = ("C", "num_samples", "samples_per_fit", "num_fits", "selection")
 # the fields a record keeps (the tensors live in fcr_head.safetensors)
 RECORD_KEYS = (
     "weight_param",
@@ -40,11 +44,7 @@ RECORD_KEYS = (
     "base_sha256",
     "new_sha256",
     "backbone_sha256",
-    "C",
-    "num_samples",
-    "samples_per_fit",
-    "num_fits",
-    "selection",
+    *FIT_KEYS,
     "hyperparameters",
 )
 

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 from .config import is_plain
+from .head_edit import FIT_KEYS
+from .retrain import check_every_class, retrain_head
 
 __all__ = [
     "RESERVED_NAMES",
@@ -132,14 +134,7 @@ def fit_head(
         raise ValueError(
             f"method={name!r} balances groups: it needs group labels on validation (val_attribute_column)."
         )
-    present = set(torch.unique(labels).tolist())
-    missing = [c for c in range(num_classes) if c not in present]
-    if missing:
-        names = [f"{c} ({class_names[c]!r})" if class_names else str(c) for c in missing]
-        raise ValueError(
-            f"class {', '.join(names)} has no rows in the data the head is retrained on: the new head would never "
-            "predict it. Retrain on data with rows of every class (or remove the class with remove_class)."
-        )
+    check_every_class(labels, num_classes, class_names)
     extra = {"intercept": bias} if method.takes_intercept else {}
     weight, new_bias, params = method.fit(features, labels, groups, num_classes=num_classes, seed=seed, **extra)
     return FittedHead(name, *_checked(name, weight, new_bias, params, num_classes, features.shape[1], bias))
@@ -174,20 +169,18 @@ def _checked(
 
 
 def _retrained(
-    features: torch.Tensor, labels: torch.Tensor, balance_by: torch.Tensor, num_classes: int, seed: int, **how: Any
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    balance_by: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    *,
+    intercept: bool,
+    selection: str,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
-    """``retrain_head`` balanced by ``balance_by``, as a registered method returns it."""
-    from .retrain import retrain_head
-
-    intercept, selection = how["intercept"], how["selection"]
+    """``retrain_head`` balanced by ``balance_by``, as a registered method returns it (its ``FIT_KEYS`` recorded)."""
     head = retrain_head(features, labels, balance_by, num_classes, seed=seed, intercept=intercept)
-    params = {
-        "C": head.C,
-        "num_samples": head.num_samples,
-        "samples_per_fit": head.samples_per_fit,
-        "num_fits": head.num_fits,
-        "selection": selection,
-    }
+    params = dict(zip(FIT_KEYS, (head.C, head.num_samples, head.samples_per_fit, head.num_fits, selection)))
     return head.weight, head.bias if intercept else None, params
 
 

@@ -20,7 +20,7 @@ import torch
 
 from .logistic import two_rows
 
-__all__ = ["DFR_C_GRID", "RetrainedHead", "retrain_head"]
+__all__ = ["DFR_C_GRID", "RetrainedHead", "check_every_class", "retrain_head"]
 
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 
@@ -77,6 +77,19 @@ def _worst_group(pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
     return min(float((pred[groups == g] == y[groups == g]).mean()) for g in np.unique(groups))
 
 
+def check_every_class(labels: torch.Tensor, num_classes: int, class_names: Sequence[str] | None = None) -> None:
+    """ValueError naming the classes in ``[0, num_classes)`` without rows in ``labels``: a head retrained without
+    them would never predict them (giving them an arbitrary row would silently delete them from the model)."""
+    present = set(torch.unique(labels).tolist())
+    missing = [c for c in range(num_classes) if c not in present]
+    if missing:
+        names = [f"{c} ({class_names[c]!r})" if class_names else str(c) for c in missing]
+        raise ValueError(
+            f"class {', '.join(names)} has no rows in the data the head is retrained on: the new head would never "
+            "predict it. Retrain on data with rows of every class (or remove the class with remove_class)."
+        )
+
+
 def retrain_head(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -100,13 +113,7 @@ def retrain_head(
     """
     from sklearn.preprocessing import StandardScaler
 
-    present = set(torch.unique(labels).tolist())
-    missing = [c for c in range(num_classes) if c not in present]
-    if missing:
-        raise ValueError(
-            f"class {', '.join(map(str, missing))} has no rows in the data the head is retrained on: the new head "
-            "would never predict it. Retrain on data with rows of every class."
-        )
+    check_every_class(labels, num_classes)
     if int(torch.bincount(torch.unique(groups, return_inverse=True)[1]).min()) < 2:
         raise ValueError("every group needs at least two validation rows to balance and tune on.")
 
