@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .digest import values_digest
+from .digest import values_digest, without_module
 from .files import open_safetensors, read_json, write_json
 from .stats import EdgeStatistics
 
@@ -42,9 +42,7 @@ __all__ = [
 def model_fingerprint(model: nn.Module, head: nn.Linear) -> str:
     """``values_digest`` of every parameter and buffer except the head's (edits to the head do not change the
     features); the dtype is part of a pass's identity on its own."""
-    head_tensors = {id(t) for t in (*head.parameters(), *head.buffers())}
-    tensors = (*model.named_parameters(), *model.named_buffers())
-    return values_digest((name, t) for name, t in tensors if id(t) not in head_tensors)
+    return values_digest(without_module((*model.named_parameters(), *model.named_buffers()), head))
 
 
 def head_fingerprint(head: nn.Linear) -> str:

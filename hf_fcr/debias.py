@@ -68,6 +68,14 @@ def _selection_groups(
     return remover._groups(feats, label_column, [group_column] if group_column else [])
 
 
+def _metrics_now(
+    remover: FictitiousClassRemover, feats: FeatureSet, label_column: str, group_column: str | None
+) -> dict[str, Any]:
+    """The model's group metrics on ``feats`` with the head it has now."""
+    labels, ids, names = _selection_groups(remover, feats, label_column, group_column)
+    return group_metrics(remover.logits(feats.features).argmax(1), labels, ids, names)
+
+
 def _fcr_search(
     remover: FictitiousClassRemover,
     train: FeatureSet,
@@ -204,8 +212,7 @@ def neutralize_spurious(
         call["val_attribute_column"] = val_attribute_column
     if method == "none":  # "auto": no fix beat the model as it is on held-out validation data
         logger.warning("auto: no method beats the unchanged model on held-out validation data; nothing changed.")
-        labels, ids, names = _selection_groups(remover, val_feats, label_column, group_column)
-        validation = group_metrics(remover.logits(val_feats.features).argmax(1), labels, ids, names)
+        validation = _metrics_now(remover, val_feats, label_column, group_column)
         return NeutralizationSearch(
             edits=[],
             fictitious=None,
@@ -224,8 +231,7 @@ def neutralize_spurious(
         chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
         remover._record("neutralize_spurious", **call, chosen=chosen)
         _keep(remover, diagnosis)
-        labels, ids, names = _selection_groups(remover, val_feats, label_column, group_column)
-        validation = group_metrics(remover.logits(val_feats.features).argmax(1), labels, ids, names)
+        validation = _metrics_now(remover, val_feats, label_column, group_column)
         return NeutralizationSearch(
             applied, None, None, 0, None, rule, validation, [], method, candidates, diagnosis, head
         )

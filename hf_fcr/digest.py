@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["values_digest"]
+__all__ = ["values_digest", "without_module"]
 
 
 def values_digest(named: Iterable[tuple[str, torch.Tensor | None]]) -> str:
@@ -27,3 +27,11 @@ def values_digest(named: Iterable[tuple[str, torch.Tensor | None]]) -> str:
         h.update(f"{name};{t.dtype};{tuple(t.shape)};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def without_module(
+    named: Iterable[tuple[str, torch.Tensor]], module: torch.nn.Module
+) -> list[tuple[str, torch.Tensor]]:
+    """``named`` without the parameters and buffers of ``module`` (e.g. a model's tensors below its head)."""
+    own = {id(t) for t in (*module.parameters(), *module.buffers())}
+    return [(name, t) for name, t in named if id(t) not in own]

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .digest import values_digest
+from .digest import values_digest, without_module
 
 __all__ = [
     "FIT_KEYS",
@@ -78,9 +78,7 @@ def weights_digest(model: nn.Module) -> str:
 
 def backbone_digest(model: nn.Module, head: nn.Module) -> str:
     """The backbone's checksum: ``values_digest`` of every saved tensor (``state_dict``) except the head's."""
-    head_tensors = {id(t) for t in (*head.parameters(), *head.buffers())}
-    state = model.state_dict(keep_vars=True)
-    return values_digest(sorted((k, v) for k, v in state.items() if id(v) not in head_tensors))
+    return values_digest(sorted(without_module(model.state_dict(keep_vars=True).items(), head)))
 
 
 @dataclass
