@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["class_label_names", "concat_column", "images_to_tensor", "iter_batches", "to_tensor_column"]
+__all__ = [
+    "class_label_names",
+    "concat_column",
+    "images_to_tensor",
+    "iter_batches",
+    "prepare_images",
+    "to_tensor_column",
+]
 
 
 def _arrow_to_numpy(column: Any) -> np.ndarray:
@@ -51,7 +58,7 @@ def _batch_len(batch: dict[str, Any]) -> int:
 
 
 class _DatasetBatches(torch.utils.data.Dataset):
-    """The batches of a map-style ``datasets.Dataset`` as items (read from Arrow; images through ``transform``), so
+    """The batches of a map-style ``datasets.Dataset`` as items (read from Arrow, then ``prepare``d), so
     that a DataLoader's workers can prepare them."""
 
     def __init__(
@@ -61,11 +68,9 @@ class _DatasetBatches(torch.utils.data.Dataset):
         starts: list[int],
         end: int,
         batch_size: int,
-        image_column: str | None,
-        transform: Callable[[list[Any]], torch.Tensor] | None,
+        prepare: Callable[[dict[str, Any]], dict[str, Any]] | None,
     ) -> None:
-        self.columns, self.starts, self.end, self.batch_size = columns, starts, end, batch_size
-        self.image_column, self.transform = image_column, transform
+        self.columns, self.starts, self.end, self.batch_size, self.prepare = columns, starts, end, batch_size, prepare
         # a Dataset's own format or transform (set_format, with_transform) is honoured: rows are read through it
         self.formatted = data if has_own_format(data) else None
         image_like = (
@@ -95,9 +100,7 @@ class _DatasetBatches(torch.utils.data.Dataset):
             batch.update({c: to_tensor_column(_arrow_to_numpy(table.column(c))) for c in self.arrow_columns})
         if self.python_view is not None:
             batch.update(self.python_view[start:end])
-        if self.image_column in batch:
-            batch[self.image_column] = images_to_tensor(batch[self.image_column], self.transform)
-        return torch.arange(start, end), batch
+        return torch.arange(start, end), batch if self.prepare is None else self.prepare(batch)
 
 
 def has_own_format(data: Any) -> bool:
@@ -111,26 +114,27 @@ def iter_batches(
     data: Any,
     columns: Sequence[str],
     batch_size: int,
-    rank: int = 0,
-    world_size: int = 1,
+    *,
+    shard: tuple[int, int] = (0, 1),
     skip_batches: int = 0,
-    image_column: str | None = None,
-    transform: Callable[[list[Any]], torch.Tensor] | None = None,
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
     """Yield ``(positions, {column: batch values})`` from a Dataset, IterableDataset, DataLoader or iterable of
     dicts; ``positions`` is each row's int64 key in the order of the whole source.
 
-    With ``world_size > 1`` this process reads only its share, each sample in exactly one process: a contiguous
-    slice of a ``Dataset``; every ``world_size``-th example of a stream (``split_dataset_by_node``, strategy
-    ``"examples"``); every ``world_size``-th batch of a DataLoader. ``skip_batches`` leaves out this process' first
-    batches (to resume): a Dataset starts further on, a stream skips examples, a DataLoader's batches are read and
-    dropped. Missing columns raise KeyError before any batch is read where the source knows its columns.
+    With ``shard=(rank, world_size)``, ``world_size > 1``, this process reads only its share, each sample in exactly
+    one process: a contiguous slice of a ``Dataset``; every ``world_size``-th example of a stream
+    (``split_dataset_by_node``, strategy ``"examples"``); every ``world_size``-th batch of a DataLoader.
+    ``skip_batches`` leaves out this process' first batches (to resume): a Dataset starts further on, a stream skips
+    examples, a DataLoader's batches are read and dropped. Missing columns raise KeyError before any batch is read
+    where the source knows its columns.
 
-    For a ``Dataset``, ``image_column`` is turned into a tensor here (PIL images through ``transform``), and
-    ``num_workers`` > 0 has DataLoader workers do the reading and preprocessing (``pin_memory`` for GPU copies).
+    For a ``Dataset``, ``prepare(batch)`` runs here on each batch read (e.g. ``prepare_images``), and
+    ``num_workers`` > 0 has DataLoader workers do the reading and ``prepare`` (``pin_memory`` for GPU copies).
     """
+    rank, world_size = shard
     columns = list(dict.fromkeys(columns))
     known = getattr(data, "column_names", None)
     if known is not None and not has_own_format(data):  # a transform may add columns: checked on the rows
@@ -143,7 +147,7 @@ def iter_batches(
         n = len(data)
         lo, hi = rank * n // world_size, (rank + 1) * n // world_size
         starts = list(range(lo + skip_batches * batch_size, hi, batch_size))
-        reader = _DatasetBatches(data, columns, starts, hi, batch_size, image_column, transform)
+        reader = _DatasetBatches(data, columns, starts, hi, batch_size, prepare)
         if num_workers == 0:
             yield from (reader[i] for i in range(len(reader)))
         else:  # workers read (and preprocess) the next batches while the model runs
@@ -227,6 +231,16 @@ def images_to_tensor(values: Any, transform: Callable[[list[Any]], torch.Tensor]
     out = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype)
     out.numpy()[...] = array
     return out
+
+
+def prepare_images(
+    batch: dict[str, Any], image_column: str, transform: Callable[[list[Any]], torch.Tensor] | None
+) -> dict[str, Any]:
+    """``batch`` with its ``image_column`` as a tensor (``images_to_tensor``); for ``iter_batches(prepare=...)``
+    through ``functools.partial``, which DataLoader workers can pickle."""
+    if image_column not in batch:
+        return batch
+    return {**batch, image_column: images_to_tensor(batch[image_column], transform)}
 
 
 def class_label_names(data: Any, columns: Sequence[str]) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from torch import nn
 from .config import Edit, EditRecordError, FCRConfig, check_edits_match
 from .constants import CONFIG_NAME, HEAD_EDITS_NAME
 from .edit import WeightEdit, row_edits
-from .features import FeatureSet
+from .feature_set import FeatureSet
 from .head_edit import backbone_digest, weights_digest
 from .heads import class_names_of, find_head
 from .preprocess import resolve_transform

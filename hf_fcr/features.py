@@ -1,11 +1,11 @@
 """The feature pass: images -> model -> the head's input, with the requested dataset columns alongside.
 
-The backbone runs once per dataset. ``extract_features`` keeps the rows (a ``FeatureSet``: features ``[N, D]`` plus
-columns) and ``collect_statistics`` keeps only the running sums of Eq. 3-4, so its memory does not grow with the
-data. Both run on this process' share of the data under ``accelerate launch`` / ``torchrun``, both can save a
-checkpoint every N batches and resume from it, and both key what they save by one identity
-(``checkpoint.pass_identity``). How a pass runs (batch size, device, dtype, layout, workers, checkpoints) travels
-as one ``PassOptions``.
+A ``FeaturePass`` is one model's pass: the model, the head whose input it keeps, the preprocessing and how it runs
+(``PassOptions``: batch size, device, dtype, layout, workers, checkpoints). ``extract`` keeps the rows (a
+``FeatureSet``: features ``[N, D]`` plus columns) and ``collect`` keeps only the running sums of Eq. 3-4, so its
+memory does not grow with the data. Both run on this process' share of the data under ``accelerate launch`` /
+``torchrun``, both can save a checkpoint every N batches and resume from it, and both key what they save by the
+pass's ``identity`` (``pass_state.pass_identity``).
 """
 
 from __future__ import annotations
@@ -14,17 +14,25 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from .batches import class_label_names, concat_column, images_to_tensor, iter_batches, to_tensor_column
+from .batches import (
+    class_label_names,
+    concat_column,
+    images_to_tensor,
+    iter_batches,
+    prepare_images,
+    to_tensor_column,
+)
 from .feature_set import FeatureSet
 from .heads import HeadCapture
 
-__all__ = ["FeatureSet", "PassOptions", "collect_statistics", "extract_features", "iter_features"]
+__all__ = ["FeaturePass", "PassOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,289 +95,326 @@ class PassOptions:
         return self.checkpoint_dir is not None and batches_done % self.checkpoint_every == 0
 
 
-def iter_features(
-    model: nn.Module,
-    head: nn.Linear,
-    data: Any,
-    image_column: str = "image",
-    columns: Sequence[str] = ("label",),
-    transform: Callable[[list[Any]], torch.Tensor] | None = None,
-    head_name: str = "head",
-    options: PassOptions = PassOptions(),
-    skip_batches: int = 0,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
-    """Run ``model`` over this process' share of ``data``, yielding ``(positions, head inputs [B, D] float32 on
-    the CPU, {column: values})`` per batch: the streaming core of ``extract_features`` and ``collect_statistics``.
-
-    Raises:
-        ValueError: the model produced NaN or inf features (or a column cannot be read).
-        KeyError: a requested column is missing.
-        TypeError: the head is not usable (see ``heads.HeadCapture``) or the data is not a supported source.
+@dataclass(frozen=True)
+class FeaturePass:
+    """One model's pass over data: ``model`` runs on the images of ``image_column`` (PIL images through
+    ``transform``, described by ``transform_config`` for the identity), and the input of ``head`` (named
+    ``head_name`` in messages) is kept, the way ``options`` says.
     """
-    from tqdm.auto import tqdm
 
-    from .distributed import process_info
+    model: nn.Module
+    head: nn.Linear
+    transform: Callable[[list[Any]], torch.Tensor] | None = None
+    transform_config: Any = None
+    head_name: str = "head"
+    image_column: str = "image"
+    options: PassOptions = field(default_factory=PassOptions)
 
-    columns = [c for c in dict.fromkeys(columns) if c != image_column]
-    rank, world_size = process_info()
-    param = next(model.parameters())
-    device = torch.device(options.device) if options.device is not None else param.device
-    capture = HeadCapture(head, head_name)
-    was_training = model.training
-    model.eval()
-    total = len(data) if hasattr(data, "__len__") and world_size == 1 else None
-    bar = tqdm(total=total, disable=not options.progress or rank != 0, desc="features", unit="img")
-    try:
-        with capture.hooked(), torch.inference_mode():
-            batches = iter_batches(
-                data,
-                [image_column, *columns],
-                options.batch_size,
-                rank,
-                world_size,
-                skip_batches,
-                image_column,
-                transform,
-                options.num_workers,
-                pin_memory=device.type == "cuda",
-            )
-            for pos, batch in batches:
-                pixels = images_to_tensor(batch[image_column], transform)
-                if pixels.dtype.is_floating_point and not torch.isfinite(pixels).all():
-                    raise ValueError(
-                        f"the image column {image_column!r} holds NaN or inf values: clean or re-preprocess the data."
-                    )
-                pixels = pixels.to(
-                    device=device, dtype=param.dtype if param.dtype.is_floating_point else None, non_blocking=True
-                )
-                if options.channels_last and pixels.ndim == 4:
-                    pixels = pixels.contiguous(memory_format=torch.channels_last)
-                autocast = options.autocast_dtype
-                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                    output = model(pixels)
-                f, _ = capture.features(output)
-                f = f.float().cpu()
-                if not torch.isfinite(f).all():
-                    raise ValueError("the model produced NaN or inf features: check the inputs' preprocessing.")
-                bar.update(len(f))
-                yield pos, f, {c: to_tensor_column(batch[c]) for c in columns}
-    finally:
-        bar.close()
-        model.train(was_training)
+    def _columns(self, columns: Sequence[str]) -> list[str]:
+        return [c for c in dict.fromkeys(columns) if c != self.image_column]
 
+    def identity(self, data: Any, columns: Sequence[str]) -> dict[str, Any]:
+        """What the features of this pass over ``data`` depend on (the cache's and the checkpoints' key)."""
+        from .pass_state import pass_identity
 
-def extract_features(
-    model: nn.Module,
-    head: nn.Linear,
-    data: Any,
-    image_column: str = "image",
-    columns: Sequence[str] = ("label",),
-    transform: Callable[[list[Any]], torch.Tensor] | None = None,
-    head_name: str = "head",
-    options: PassOptions = PassOptions(),
-    gather: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-    transform_config: Any = None,
-) -> FeatureSet:
-    """Run ``model`` over ``data`` once and return the head's inputs (float32, CPU) with the requested ``columns``.
-
-    Under ``accelerate launch`` / ``torchrun`` each process runs its share of the data; with ``gather=True`` every
-    process then gets all rows in the order one process would produce (``gather=False``: only its own rows).
-
-    ``cache_dir`` keeps the features on disk under the pass's identity (see ``checkpoint.pass_identity``; sources
-    without a fingerprint, streams and DataLoaders, are not cached, nor are the features of a ``transform`` without
-    a ``config`` attribute that describes it: a plain function has no identity the key could hold).
-    ``options.checkpoint_dir`` saves the rows every
-    ``options.checkpoint_every`` batches (in parts, one series per process); ``options.resume_from`` loads them and
-    runs only the remaining batches, so an interrupted run gives exactly what an uninterrupted one gives. Parts made
-    with another identity or batch size are refused.
-
-    Raises:
-        ValueError: empty data, non-finite features, or a checkpoint of another run.
-        KeyError: a requested column is missing.
-    """
-    from .checkpoint import cache_entry, load_feature_parts, pass_identity, save_cache_entry, save_feature_part
-    from .distributed import gather_rows, is_main_process, process_info
-
-    columns = [c for c in dict.fromkeys(columns) if c != image_column]
-    if cache_dir is not None and transform is not None and transform_config is None:
-        logger.warning(
-            "the preprocessing %r has no stable identity (no `config` attribute): two different functions could share "
-            "a cache entry, so its features are not cached. Give it a `config` attribute (a JSON-able description of "
-            "what it does) to cache them.",
-            getattr(transform, "__qualname__", transform),
-        )
-        cache_dir = None
-    identity = pass_identity(
-        model, head, data, image_column, columns, options.autocast_dtype, options.channels_last, transform_config
-    )
-    entry = None if cache_dir is None else cache_entry(cache_dir, identity)
-    if cache_dir is not None and entry is None:
-        logger.info("%s has no fingerprint: its features are not cached.", type(data).__name__)
-    damaged = False
-    if entry is not None and os.path.isdir(entry):
-        try:
-            cached = FeatureSet.load(entry)
-            missing = [c for c in columns if c not in cached.columns]
-            if missing:  # e.g. its columns.json is gone: the entry is incomplete
-                raise ValueError(f"it lacks the columns {missing}")
-            logger.info("features loaded from the cache %s", entry)
-            return cached
-        except (OSError, ValueError) as err:  # a damaged entry is recomputed, never trusted
-            logger.warning("the feature cache entry %s cannot be read (%s): recomputing it.", entry, err)
-            damaged = True
-    rank, world_size = process_info()
-    identity = _run_identity(identity, data, image_column, columns, transform, options, "features", rank)
-    feats: list[torch.Tensor] = []
-    positions: list[torch.Tensor] = []
-    kept: dict[str, list[Any]] = {c: [] for c in columns}
-    done, parts = (0, []) if options.resume_from is None else load_feature_parts(options.resume_from, rank, identity)
-    for pos, f, cols in parts:
-        positions.append(pos)
-        feats.append(f)
-        for c in columns:
-            kept[c].append(cols[c])
-    saved_rows, part_index = len(feats), len(parts)
-    batches = iter_features(model, head, data, image_column, columns, transform, head_name, options, done)
-    for pos, f, cols in batches:
-        feats.append(f)
-        positions.append(pos)
-        for c in columns:
-            kept[c].append(cols[c])
-        done += 1
-        if options.checkpoint_due(done):
-            new = slice(saved_rows, len(feats))
-            new_columns = {c: concat_column(kept[c][new]) for c in columns}
-            rows = (torch.cat(positions[new]), torch.cat(feats[new]), new_columns)
-            save_feature_part(options.checkpoint_dir, rank, part_index, len(feats) - saved_rows, *rows, identity)
-            saved_rows, part_index = len(feats), part_index + 1
-    features = torch.cat(feats) if feats else torch.zeros(0, head.in_features)
-    columns_out = {c: concat_column(v) if v else torch.zeros(0, dtype=torch.long) for c, v in kept.items()}
-    if world_size > 1 and gather:
-        pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
-        features, columns_out = gather_rows(pos, features, columns_out)
-    if len(features) == 0 and (world_size == 1 or gather):
-        raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
-    result = FeatureSet(features, columns_out, class_label_names(data, columns))
-    if entry is not None and gather and is_main_process():
-        save_cache_entry(entry, result.save, damaged)
-    return result
-
-
-def _first_batch_digest(data: Any, image_column: str, columns: list[str], transform: Any, options: PassOptions) -> str:
-    """SHA-256 of the first batch this process reads (images as the model gets them, and the columns): the identity
-    of a source without a fingerprint (a stream, a DataLoader), so a checkpoint made on other data is refused."""
-    import hashlib
-
-    from .digest import values_digest
-    from .distributed import process_info
-
-    rank, world_size = process_info()
-    batches = iter_batches(
-        data, [image_column, *columns], options.batch_size, rank, world_size, 0, image_column, transform
-    )
-    first = next(iter(batches), None)
-    digest = hashlib.sha256()
-    if first is not None:
-        _, batch = first
-        for name in [image_column, *columns]:
-            values = (
-                images_to_tensor(batch[name], transform) if name == image_column else to_tensor_column(batch[name])
-            )
-            if torch.is_tensor(values):
-                digest.update(f"{name}:{values.dtype}:{values_digest([(name, values)])}".encode())
-            else:
-                digest.update(f"{name}:{json.dumps([str(v) for v in values])}".encode())
-    return digest.hexdigest()
-
-
-def _run_identity(
-    identity: dict[str, Any],
-    data: Any,
-    image_column: str,
-    columns: list[str],
-    transform: Any,
-    options: PassOptions,
-    kind: str,
-    rank: int,
-) -> dict[str, Any]:
-    """The identity a checkpointed pass's files carry: the pass's identity, the batch size, the first batch's digest
-    for sources without a fingerprint, and the run's id (see ``checkpoint.start_run``)."""
-    from .checkpoint import start_run
-
-    identity = {**identity, "batch_size": options.batch_size}
-    if options.checkpoint_dir is None:
-        return identity
-    if identity["data"] is None:
-        identity["first_batch"] = _first_batch_digest(data, image_column, columns, transform, options)
-    return start_run(options.checkpoint_dir, rank, kind, identity, resume=options.resume_from is not None)
-
-
-def collect_statistics(
-    model: nn.Module,
-    head: nn.Linear,
-    data: Any,
-    logits: Callable[[torch.Tensor], torch.Tensor],
-    check_labels: Callable[[torch.Tensor], torch.Tensor],
-    label_column: str = "label",
-    rows: Sequence[int] | None = None,
-    image_column: str = "image",
-    transform: Callable[[list[Any]], torch.Tensor] | None = None,
-    head_name: str = "head",
-    options: PassOptions = PassOptions(),
-    transform_config: Any = None,
-) -> Any:
-    """Eq. 3-4 streamed over ``data`` batch by batch: no feature matrix is kept, so memory does not grow with the data.
-
-    ``logits(features)`` gives the head's logits and ``check_labels(labels)`` validates a batch's labels. Each
-    process sums its own share of the data; the sums are then added across processes, so every process returns
-    what one process would. With ``options.checkpoint_dir`` the sums are saved every ``checkpoint_every`` batches
-    (one file per process); ``options.resume_from`` continues from them, exactly. A state of another identity (the
-    head's bytes, rows and label column included) is refused.
-
-    Raises:
-        ValueError: empty data, bad labels, non-finite features, or a checkpoint of another run (every process
-            raises the first process' error instead of waiting for a failed one).
-        KeyError: the label column is missing.
-    """
-    from .checkpoint import head_fingerprint, load_collect_state, pass_identity, save_collect_state
-    from .distributed import all_gather_object, process_info, reduce_sum
-    from .stats import EdgeStatistics
-
-    num_classes = head.out_features
-    stats = EdgeStatistics.empty(num_classes, head.in_features, num_classes, rows=rows)
-    rank = process_info()[0]
-    identity = {
-        **pass_identity(
-            model,
-            head,
+        options = self.options
+        return pass_identity(
+            self.model,
+            self.head,
             data,
-            image_column,
-            [label_column],
+            self.image_column,
+            self._columns(columns),
             options.autocast_dtype,
             options.channels_last,
-            transform_config,
-        ),
-        "head": head_fingerprint(head),
-        "rows": None if rows is None else list(rows),
-    }
-    problem: Exception | None = None
-    try:
-        identity = _run_identity(identity, data, image_column, [label_column], transform, options, "collect", rank)
-        done = 0 if options.resume_from is None else load_collect_state(options.resume_from, rank, stats, identity)
-        batches = iter_features(model, head, data, image_column, [label_column], transform, head_name, options, done)
-        for _, features, columns in batches:
-            labels = check_labels(FeatureSet(features, columns).labels(label_column))
-            stats.update(features, logits(features), labels)
+            self.transform_config,
+        )
+
+    def batches(
+        self, data: Any, columns: Sequence[str], skip_batches: int = 0
+    ) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+        """This process' share of ``data`` as ``(positions, {column: values})`` batches, the images read as the
+        model gets them (``batches.iter_batches``)."""
+        from .distributed import process_info
+
+        options = self.options
+        device = self._device()
+        return iter_batches(
+            data,
+            [self.image_column, *self._columns(columns)],
+            options.batch_size,
+            shard=process_info(),
+            skip_batches=skip_batches,
+            prepare=partial(prepare_images, image_column=self.image_column, transform=self.transform),
+            num_workers=options.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+
+    def _device(self) -> torch.device:
+        device = self.options.device
+        return torch.device(device) if device is not None else next(self.model.parameters()).device
+
+    def features(
+        self, data: Any, columns: Sequence[str] = ("label",), skip_batches: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
+        """Run the model over this process' share of ``data``, yielding ``(positions, head inputs [B, D] float32 on
+        the CPU, {column: values})`` per batch: the streaming core of ``extract`` and ``collect``.
+
+        Raises:
+            ValueError: the model produced NaN or inf features (or a column cannot be read).
+            KeyError: a requested column is missing.
+            TypeError: the head is not usable (see ``heads.HeadCapture``) or the data is not a supported source.
+        """
+        from tqdm.auto import tqdm
+
+        from .distributed import process_info
+
+        columns, image_column, options, model = self._columns(columns), self.image_column, self.options, self.model
+        rank, world_size = process_info()
+        param = next(model.parameters())
+        device = self._device()
+        capture = HeadCapture(self.head, self.head_name)
+        was_training = model.training
+        model.eval()
+        total = len(data) if hasattr(data, "__len__") and world_size == 1 else None
+        bar = tqdm(total=total, disable=not options.progress or rank != 0, desc="features", unit="img")
+        try:
+            with capture.hooked(), torch.inference_mode():
+                for pos, batch in self.batches(data, columns, skip_batches):
+                    pixels = images_to_tensor(batch[image_column], self.transform)
+                    if pixels.dtype.is_floating_point and not torch.isfinite(pixels).all():
+                        raise ValueError(
+                            f"the image column {image_column!r} holds NaN or inf values: clean or re-preprocess the "
+                            "data."
+                        )
+                    pixels = pixels.to(
+                        device=device, dtype=param.dtype if param.dtype.is_floating_point else None, non_blocking=True
+                    )
+                    if options.channels_last and pixels.ndim == 4:
+                        pixels = pixels.contiguous(memory_format=torch.channels_last)
+                    autocast = options.autocast_dtype
+                    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                        output = model(pixels)
+                    f, _ = capture.features(output)
+                    f = f.float().cpu()
+                    if not torch.isfinite(f).all():
+                        raise ValueError("the model produced NaN or inf features: check the inputs' preprocessing.")
+                    bar.update(len(f))
+                    yield pos, f, {c: to_tensor_column(batch[c]) for c in columns}
+        finally:
+            bar.close()
+            model.train(was_training)
+
+    def _cache(self, cache_dir: str | os.PathLike | None, identity: dict[str, Any], data: Any) -> str | None:
+        """The cache entry of this pass over ``data`` in ``cache_dir``, or None when it cannot be cached."""
+        from .pass_state import cache_entry
+
+        if cache_dir is None:
+            return None
+        if self.transform is not None and self.transform_config is None:
+            logger.warning(
+                "the preprocessing %r has no stable identity (no `config` attribute): two different functions could "
+                "share a cache entry, so its features are not cached. Give it a `config` attribute (a JSON-able "
+                "description of what it does) to cache them.",
+                getattr(self.transform, "__qualname__", self.transform),
+            )
+            return None
+        entry = cache_entry(cache_dir, identity)
+        if entry is None:
+            logger.info("%s has no fingerprint: its features are not cached.", type(data).__name__)
+        return entry
+
+    def extract(
+        self,
+        data: Any,
+        columns: Sequence[str] = ("label",),
+        *,
+        gather: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> FeatureSet:
+        """Run the model over ``data`` once and return the head's inputs (float32, CPU) with the requested
+        ``columns``.
+
+        Under ``accelerate launch`` / ``torchrun`` each process runs its share of the data; with ``gather=True``
+        every process then gets all rows in the order one process would produce (``gather=False``: only its own).
+
+        ``cache_dir`` keeps the features on disk under the pass's identity (sources without a fingerprint, streams
+        and DataLoaders, are not cached, nor are the features of a ``transform`` without a ``config`` attribute that
+        describes it: a plain function has no identity the key could hold). ``options.checkpoint_dir`` saves the
+        rows every ``options.checkpoint_every`` batches (in parts, one series per process); ``options.resume_from``
+        loads them and runs only the remaining batches, so an interrupted run gives exactly what an uninterrupted
+        one gives. Parts made with another identity or batch size are refused.
+
+        Raises:
+            ValueError: empty data, non-finite features, or a checkpoint of another run.
+            KeyError: a requested column is missing.
+        """
+        from .distributed import gather_rows, is_main_process, process_info
+        from .pass_state import load_feature_parts, save_cache_entry, save_feature_part
+
+        columns, options = self._columns(columns), self.options
+        identity = self.identity(data, columns)
+        entry = self._cache(cache_dir, identity, data)
+        damaged = False
+        if entry is not None and os.path.isdir(entry):
+            try:
+                cached = FeatureSet.load(entry)
+                missing = [c for c in columns if c not in cached.columns]
+                if missing:  # e.g. its columns.json is gone: the entry is incomplete
+                    raise ValueError(f"it lacks the columns {missing}")
+                logger.info("features loaded from the cache %s", entry)
+                return cached
+            except (OSError, ValueError) as err:  # a damaged entry is recomputed, never trusted
+                logger.warning("the feature cache entry %s cannot be read (%s): recomputing it.", entry, err)
+                damaged = True
+        rank, world_size = process_info()
+        identity = self._run_identity(identity, data, columns, "features")
+        rows = _Rows(columns)
+        done, parts = (
+            (0, []) if options.resume_from is None else load_feature_parts(options.resume_from, rank, identity)
+        )
+        for part in parts:
+            rows.add(*part)
+        rows.saved, part_index = len(rows.features), len(parts)
+        for pos, f, cols in self.features(data, columns, done):
+            rows.add(pos, f, cols)
             done += 1
             if options.checkpoint_due(done):
-                save_collect_state(options.checkpoint_dir, rank, stats, identity, done)
-    except Exception as err:  # every kind: under several processes, one failing must not leave the others waiting
-        problem = err
-    problems = [p for p in all_gather_object(problem) if p is not None]
-    if problems:
-        raise problems[0]
-    reduce_sum(stats.tensors())
-    if int(stats.count.sum()) == 0:
-        raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
-    return stats
+                save_feature_part(options.checkpoint_dir, rank, part_index, *rows.unsaved(), identity)
+                part_index += 1
+        features, columns_out = rows.all(self.head.in_features)
+        if world_size > 1 and gather:
+            pos = torch.cat(rows.positions) if rows.positions else torch.zeros(0, dtype=torch.long)
+            features, columns_out = gather_rows(pos, features, columns_out)
+        if len(features) == 0 and (world_size == 1 or gather):
+            raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
+        result = FeatureSet(features, columns_out, class_label_names(data, columns))
+        if entry is not None and gather and is_main_process():
+            save_cache_entry(entry, result.save, damaged)
+        return result
+
+    def collect(
+        self,
+        data: Any,
+        logits: Callable[[torch.Tensor], torch.Tensor],
+        check_labels: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        label_column: str = "label",
+        rows: Sequence[int] | None = None,
+    ) -> Any:
+        """Eq. 3-4 streamed over ``data`` batch by batch: no feature matrix is kept, so memory does not grow with the
+        data.
+
+        ``logits(features)`` gives the head's logits and ``check_labels(labels)`` validates a batch's labels. Each
+        process sums its own share of the data; the sums are then added across processes, so every process returns
+        what one process would. With ``options.checkpoint_dir`` the sums are saved every ``checkpoint_every``
+        batches (one file per process); ``options.resume_from`` continues from them, exactly. A state of another
+        identity (the head's bytes, rows and label column included) is refused.
+
+        Raises:
+            ValueError: empty data, bad labels, non-finite features, or a checkpoint of another run (every process
+                raises the first process' error instead of waiting for a failed one).
+            KeyError: the label column is missing.
+        """
+        from .distributed import all_gather_object, process_info, reduce_sum
+        from .pass_state import head_fingerprint, load_collect_state, save_collect_state
+        from .stats import EdgeStatistics
+
+        head, options = self.head, self.options
+        stats = EdgeStatistics.empty(head.out_features, head.in_features, head.out_features, rows=rows)
+        rank = process_info()[0]
+        identity = {
+            **self.identity(data, [label_column]),
+            "head": head_fingerprint(head),
+            "rows": None if rows is None else list(rows),
+        }
+        problem: Exception | None = None
+        try:
+            identity = self._run_identity(identity, data, [label_column], "collect")
+            done = 0 if options.resume_from is None else load_collect_state(options.resume_from, rank, stats, identity)
+            for _, features, columns in self.features(data, [label_column], done):
+                labels = check_labels(FeatureSet(features, columns).labels(label_column))
+                stats.update(features, logits(features), labels)
+                done += 1
+                if options.checkpoint_due(done):
+                    save_collect_state(options.checkpoint_dir, rank, stats, identity, done)
+        except Exception as err:  # every kind: under several processes, one failing must not leave the others waiting
+            problem = err
+        problems = [p for p in all_gather_object(problem) if p is not None]
+        if problems:
+            raise problems[0]
+        reduce_sum(stats.tensors())
+        if int(stats.count.sum()) == 0:
+            raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
+        return stats
+
+    def _first_batch_digest(self, data: Any, columns: list[str]) -> str:
+        """SHA-256 of the first batch this process reads (images as the model gets them, and the columns): the
+        identity of a source without a fingerprint (a stream, a DataLoader), so a checkpoint made on other data is
+        refused."""
+        import hashlib
+
+        from .digest import values_digest
+
+        first = next(iter(replace(self, options=replace(self.options, num_workers=0)).batches(data, columns)), None)
+        digest = hashlib.sha256()
+        if first is not None:
+            _, batch = first
+            for name in [self.image_column, *columns]:
+                values = (
+                    images_to_tensor(batch[name], self.transform)
+                    if name == self.image_column
+                    else to_tensor_column(batch[name])
+                )
+                if torch.is_tensor(values):
+                    digest.update(f"{name}:{values.dtype}:{values_digest([(name, values)])}".encode())
+                else:
+                    digest.update(f"{name}:{json.dumps([str(v) for v in values])}".encode())
+        return digest.hexdigest()
+
+    def _run_identity(self, identity: dict[str, Any], data: Any, columns: list[str], kind: str) -> dict[str, Any]:
+        """The identity a checkpointed pass's files carry: the pass's identity, the batch size, the first batch's
+        digest for sources without a fingerprint, and the run's id (see ``pass_state.start_run``)."""
+        from .distributed import process_info
+        from .pass_state import start_run
+
+        options = self.options
+        identity = {**identity, "batch_size": options.batch_size}
+        if options.checkpoint_dir is None:
+            return identity
+        if identity["data"] is None:
+            identity["first_batch"] = self._first_batch_digest(data, columns)
+        rank = process_info()[0]
+        return start_run(options.checkpoint_dir, rank, kind, identity, resume=options.resume_from is not None)
+
+
+class _Rows:
+    """The rows of a pass as they arrive (positions, features, columns), and how many of them are saved."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.positions: list[torch.Tensor] = []
+        self.features: list[torch.Tensor] = []
+        self.columns: dict[str, list[Any]] = {c: [] for c in columns}
+        self.saved = 0
+
+    def add(self, positions: torch.Tensor, features: torch.Tensor, columns: dict[str, Any]) -> None:
+        self.positions.append(positions)
+        self.features.append(features)
+        for c, values in self.columns.items():
+            values.append(columns[c])
+
+    def unsaved(self) -> tuple[int, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """``(count, positions, features, columns)`` of the rows since the last save, now counted as saved."""
+        new = slice(self.saved, len(self.features))
+        out = (
+            len(self.features) - self.saved,
+            torch.cat(self.positions[new]),
+            torch.cat(self.features[new]),
+            {c: concat_column(v[new]) for c, v in self.columns.items()},
+        )
+        self.saved = len(self.features)
+        return out
+
+    def all(self, dim: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        features = torch.cat(self.features) if self.features else torch.zeros(0, dim)
+        columns = {c: concat_column(v) if v else torch.zeros(0, dtype=torch.long) for c, v in self.columns.items()}
+        return features, columns

@@ -17,7 +17,8 @@ from .checks import check_choice, check_fictitious, check_num_weights, check_see
 from .diagnosis import Diagnosis
 from .edit import WeightEdit, check_rate
 from .editor import HeadEditor
-from .features import FeatureSet, PassOptions, collect_statistics, extract_features
+from .feature_set import FeatureSet
+from .features import FeaturePass, PassOptions
 from .metrics import group_ids
 from .probe import POLICIES, FictitiousHead, encode_values, fit_fictitious_head, plan_neutralization
 from .scores import CANDIDATES, score_names, top_edges
@@ -91,19 +92,8 @@ class FictitiousClassRemover(HeadEditor):
             ValueError: empty data, non-finite features, bad options, or a checkpoint of another run.
             KeyError: a requested column is missing.
         """
-        pass_options = PassOptions.for_model(self.model, device, **options)
-        return extract_features(
-            self.model,
-            self.head,
-            dataset,
-            image_column,
-            columns,
-            self.transform,
-            self.head_name,
-            pass_options,
-            gather=gather,
-            cache_dir=cache_dir,
-            transform_config=self.transform_config,
+        return self.feature_pass(image_column, device, **options).extract(
+            dataset, columns, gather=gather, cache_dir=cache_dir
         )
 
     def collect(
@@ -133,19 +123,27 @@ class FictitiousClassRemover(HeadEditor):
         if isinstance(data, FeatureSet):
             labels = self._labels(data, label_column)
             return edge_statistics(data.features, self.logits(data.features), labels, self.num_classes, rows=rows)
-        return collect_statistics(
-            self.model,
-            self.head,
+        return self.feature_pass(image_column, device, **options).collect(
             data,
             self.logits,
             lambda labels: self._check_labels(labels, label_column),
-            label_column,
-            rows,
-            image_column,
-            self.transform,
-            self.head_name,
-            PassOptions.for_model(self.model, device, **options),
-            self.transform_config,
+            label_column=label_column,
+            rows=rows,
+        )
+
+    def feature_pass(
+        self, image_column: str = "image", device: torch.device | str | None = "auto", **options: Any
+    ) -> FeaturePass:
+        """The model's pass over data (``features.FeaturePass``): its head, preprocessing and ``options`` (the fields
+        of ``PassOptions``; ``device`` as in ``extract_features``)."""
+        return FeaturePass(
+            self.model,
+            self.head,
+            transform=self.transform,
+            transform_config=self.transform_config,
+            head_name=self.head_name,
+            image_column=image_column,
+            options=PassOptions.for_model(self.model, device, **options),
         )
 
     # ----------------------------------------------------------------------------------------------- the method

@@ -10,7 +10,6 @@ import torch
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.data import digits_dataset
 from hf_fcr.experiments.erm import digits_cnn
-from hf_fcr.features import iter_features
 
 
 def run(out_dir: str) -> None:
@@ -34,7 +33,7 @@ def run(out_dir: str) -> None:
         "world_size": world_size,
         "distributed_type": str(_state_type()),
         # how many samples this process ran through the backbone itself (its shard)
-        "local": sum(len(f) for _, f, _ in iter_features(remover.model, remover.head, data, columns=["label"])),
+        "local": sum(len(f) for _, f, _ in remover.feature_pass(device=None).features(data)),
     }
     with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
         pickle.dump(results, f)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..diagnosis import random_attribute
-from ..features import FeatureSet
+from ..feature_set import FeatureSet
 from ..infer import agreement, infer_attribute
 from ..metrics import group_ids, group_metrics
 

@@ -98,11 +98,11 @@ def frozen_backbone_erm(data: Any, seed: int = 0, size: int = 64, steps: int = 3
     resized to ``size`` and normalized with ImageNet statistics first; returns the model and the prepared data."""
     import torch.nn.functional as F
 
-    from ..features import PassOptions, extract_features
+    from ..features import FeaturePass, PassOptions
 
     model, data = _imagenet_prepared(data, size)
-    options = PassOptions(batch_size=128)
-    train = extract_features(model, model.classifier, data["train"], head_name="classifier", options=options)
+    feature_pass = FeaturePass(model, model.classifier, head_name="classifier", options=PassOptions(batch_size=128))
+    train = feature_pass.extract(data["train"])
     torch.manual_seed(seed)
     head = model.classifier
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..features import FeatureSet
+from ..feature_set import FeatureSet
 
 __all__ = ["class_removal", "subclass_removal"]
 
