@@ -6,9 +6,11 @@ weight carries the cue, against a random-attribute control. They use the remover
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,13 +29,31 @@ from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logi
 if TYPE_CHECKING:
     from .remover import FictitiousClassRemover
 
-__all__ = ["AUTO_MARGIN", "AUTO_MIN_GROUP", "SAME_COLUMN", "diagnose_cue", "neutralize_spurious"]
+__all__ = ["AUTO_MARGIN", "AUTO_MIN_GROUP", "SAME_COLUMN", "SearchSettings", "diagnose_cue", "neutralize_spurious"]
 
 logger = logging.getLogger(__name__)
 
 AUTO_MARGIN = 0.01  # "auto" keeps the single-weight edit when it is within a point of the best candidate
 AUTO_MIN_GROUP = 4  # rows of a group "auto" needs to hold half of it out (each half of it must hold two)
 SAME_COLUMN = "same"  # val_attribute_column's default: the attribute column itself
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What FCR's search and the head-level fits are told (``neutralize_spurious``'s arguments, checked):
+    the columns (``group_column``: the validation groups, None without group labels), FCR's grid (``policies``,
+    ``num_weights``, ``r_values``) and ``rule``, M''s ``probe``, the edge ``selection`` and the ``seed``."""
+
+    label_column: str = "label"
+    attribute_column: str | None = "place"
+    group_column: str | None = "place"
+    rule: str = "min_gap"
+    policies: tuple[str, ...] = POLICIES
+    num_weights: tuple[int, ...] = (1, 2, 3)
+    r_values: tuple[float, ...] = ()
+    probe: Any = None
+    selection: str = "sca"
+    seed: int = 0
 
 
 def _split_by_group(
@@ -61,71 +81,47 @@ def _split_by_group(
     return val.select(torch.sort(torch.cat(fit)).values), val.select(torch.sort(torch.cat(held)).values)
 
 
-def _selection_groups(
-    remover: FictitiousClassRemover, feats: FeatureSet, label_column: str, group_column: str | None
-) -> tuple:
+def _selection_groups(remover: FictitiousClassRemover, feats: FeatureSet, settings: SearchSettings) -> tuple:
     """``(labels, group ids, group names)``: (label, attribute) groups, or the classes alone without groups."""
-    return remover._groups(feats, label_column, [group_column] if group_column else [])
+    group = settings.group_column
+    return remover._groups(feats, settings.label_column, [group] if group else [])
 
 
-def _metrics_now(
-    remover: FictitiousClassRemover, feats: FeatureSet, label_column: str, group_column: str | None
-) -> dict[str, Any]:
+def _metrics_now(remover: FictitiousClassRemover, feats: FeatureSet, settings: SearchSettings) -> dict[str, Any]:
     """The model's group metrics on ``feats`` with the head it has now."""
-    labels, ids, names = _selection_groups(remover, feats, label_column, group_column)
+    labels, ids, names = _selection_groups(remover, feats, settings)
     return group_metrics(remover.logits(feats.features).argmax(1), labels, ids, names)
 
 
 def _fcr_search(
-    remover: FictitiousClassRemover,
-    train: FeatureSet,
-    val: FeatureSet,
-    label_column: str,
-    attribute_column: str,
-    group_column: str | None,
-    rule: str,
-    policies: Sequence[str],
-    counts: Sequence[int],
-    r_values: Sequence[float],
-    probe: Any,
-    selection: str,
-    seed: int,
+    remover: FictitiousClassRemover, train: FeatureSet, val: FeatureSet, settings: SearchSettings
 ) -> tuple[Any, dict[str, Any], list, list[dict[str, Any]]]:
     """M' on ``train`` and the grid search on ``val``, nothing applied: ``(M', choice, plan, tried)``."""
-    labels, ids, names = _selection_groups(remover, val, label_column, group_column)
-    fict = remover.fit_fictitious(train, attribute_column, label_column, probe=probe)
+    labels, ids, names = _selection_groups(remover, val, settings)
+    fict = remover.fit_fictitious(train, settings.attribute_column, settings.label_column, probe=settings.probe)
     choice, plan, tried = search_edits(
-        lambda policy, n: remover._plan(fict, None, 1.0, n, policy, None, selection, seed),
-        policies,
-        counts,
+        lambda policy, n: remover._plan(fict, None, 1.0, n, policy, None, settings.selection, settings.seed),
+        settings.policies,
+        settings.num_weights,
         remover.logits(val.features),
         val.features,
-        r_values,
-        labels,
-        ids,
-        names,
-        rule,
+        settings.r_values,
+        (labels, ids, names),
+        settings.rule,
     )
     return fict, choice, plan, tried
 
 
-def _retrained(
-    remover: FictitiousClassRemover,
-    val: FeatureSet,
-    label_column: str,
-    group_column: str | None,
-    method: str,
-    seed: int,
-) -> Any:
-    """The registered head-level ``method`` fit on ``val`` (groups: label x ``group_column``, when given)."""
-    labels, ids, _ = _selection_groups(remover, val, label_column, group_column)
+def _retrained(remover: FictitiousClassRemover, val: FeatureSet, settings: SearchSettings, method: str) -> FittedHead:
+    """The registered head-level ``method`` fit on ``val`` (groups: label x the group column, when there is one)."""
+    labels, ids, _ = _selection_groups(remover, val, settings)
     return fit_head(
         method,
         val.features,
         labels,
-        ids if group_column else None,
+        ids if settings.group_column else None,
         num_classes=remover.num_classes,
-        seed=seed,
+        seed=settings.seed,
         bias=remover.head.bias is not None,
         class_names=remover.class_names,
     )
@@ -146,7 +142,7 @@ def _head_edit(remover: FictitiousClassRemover, head: FittedHead) -> HeadEdit:
     )
 
 
-def neutralize_spurious(
+def neutralize_spurious(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemover.neutralize_spurious
     remover: FictitiousClassRemover,
     train: Any,
     val: Any,
@@ -163,7 +159,8 @@ def neutralize_spurious(
     val_attribute_column: str | None = SAME_COLUMN,
     diagnose: bool = True,
 ) -> NeutralizationSearch:
-    """``FictitiousClassRemover.neutralize_spurious`` (documented there), on ``remover``."""
+    """``FictitiousClassRemover.neutralize_spurious`` (documented there), on ``remover``: the arguments are checked
+    into one ``SearchSettings``, then ``run_neutralization`` does the work."""
     check_rule(rule)
     seed = check_seed(seed)
     if method not in ("fcr", "auto"):
@@ -171,78 +168,118 @@ def neutralize_spurious(
     check_choice("selection", selection, score_names())
     for p in policies:
         check_choice("policies", p, POLICIES)
-    counts = [check_num_weights(n) for n in num_weights]
+    counts = tuple(check_num_weights(n) for n in num_weights)
     if not policies or not counts:
         raise ValueError("need at least one policy and one num_weights to try.")
-    group_column = attribute_column if val_attribute_column == SAME_COLUMN else val_attribute_column
     if method == "fcr" and not attribute_column:
         raise ValueError("method='fcr' fits M' on an attribute: pass attribute_column (or use 'class_balanced').")
-    r_values = default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})
-    uses_attribute = attribute_column and (method in ("fcr", "auto") or diagnose)
-    train_feats = remover._features(train, [label_column, *([attribute_column] if uses_attribute else [])])
-    val_feats = remover._features(val, [label_column, *([group_column] if group_column else [])])
-    fcr_args = (label_column, attribute_column, group_column, rule, policies, counts, r_values, probe, selection)
+    settings = SearchSettings(
+        label_column=label_column,
+        attribute_column=attribute_column,
+        group_column=attribute_column if val_attribute_column == SAME_COLUMN else val_attribute_column,
+        rule=rule,
+        policies=tuple(policies),
+        num_weights=counts,
+        r_values=tuple(default_r_grid() if r_values is None else sorted({check_rate(r) for r in r_values})),
+        probe=probe,
+        selection=selection,
+        seed=seed,
+    )
+    call = {"val_attribute_column": val_attribute_column} if val_attribute_column != SAME_COLUMN else {}
+    return run_neutralization(remover, train, val, settings, method=method, diagnose=diagnose, call=call)
+
+
+def run_neutralization(
+    remover: FictitiousClassRemover,
+    train: Any,
+    val: Any,
+    settings: SearchSettings,
+    *,
+    method: str,
+    diagnose: bool,
+    call: dict[str, Any],
+) -> NeutralizationSearch:
+    """``neutralize_spurious`` on checked ``settings``: fit ``method`` (``"auto"``: choose one first), apply it,
+    record it with ``call`` (extra record fields) and return what was chosen and tried."""
+    s = settings
+    uses_attribute = s.attribute_column and (method in ("fcr", "auto") or diagnose)
+    train_feats = remover._features(train, [s.label_column, *([s.attribute_column] if uses_attribute else [])])
+    val_feats = remover._features(val, [s.label_column, *([s.group_column] if s.group_column else [])])
     candidates: dict[str, dict[str, Any]] = {}
     if method == "auto":
-        method, candidates = _auto(remover, train_feats, val_feats, fcr_args, seed)
+        method, candidates = _auto(remover, train_feats, val_feats, s)
     diagnosis = None
-    if diagnose and uses_attribute and group_column:
+    if diagnose and uses_attribute and s.group_column:
         diagnosis = diagnose_cue(
             remover,
             train_feats,
             val_feats,
-            label_column,
-            attribute_column,
-            group_column,
-            rule=rule,
-            seed=seed,
-            r_values=r_values,
+            s.label_column,
+            s.attribute_column,
+            s.group_column,
+            rule=s.rule,
+            seed=s.seed,
+            r_values=s.r_values,
         )
     call = {
-        "label_column": label_column,
-        "attribute_column": attribute_column,
-        "rule": rule,
-        "policies": list(policies),
-        "num_weights": counts,
-        "selection": selection,
-        "seed": seed,
+        "label_column": s.label_column,
+        "attribute_column": s.attribute_column,
+        "rule": s.rule,
+        "policies": list(s.policies),
+        "num_weights": list(s.num_weights),
+        "selection": s.selection,
+        "seed": s.seed,
         "fix": "auto" if candidates else method,  # the ``method`` argument ("method" names the call itself)
+        **call,
     }
-    if val_attribute_column != SAME_COLUMN:
-        call["val_attribute_column"] = val_attribute_column
+    found = {"rule": s.rule, "candidates": candidates, "diagnosis": diagnosis}
     if method == "none":  # "auto": no fix beat the model as it is on held-out validation data
         logger.warning("auto: no method beats the unchanged model on held-out validation data; nothing changed.")
-        validation = _metrics_now(remover, val_feats, label_column, group_column)
+        validation = _metrics_now(remover, val_feats, s)
         return NeutralizationSearch(
             edits=[],
             fictitious=None,
             policy=None,
             num_weights=0,
             r=None,
-            rule=rule,
             validation=validation,
             method="none",
-            candidates=candidates,
-            diagnosis=diagnosis,
+            **found,
         )
     if method != "fcr":
-        head = _retrained(remover, val_feats, label_column, group_column, method, seed)
+        head = _retrained(remover, val_feats, s, method)
         applied = remover._apply([_head_edit(remover, head)])
         chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
         remover._record("neutralize_spurious", **call, chosen=chosen)
         _keep(remover, diagnosis)
-        validation = _metrics_now(remover, val_feats, label_column, group_column)
+        validation = _metrics_now(remover, val_feats, s)
         return NeutralizationSearch(
-            applied, None, None, 0, None, rule, validation, [], method, candidates, diagnosis, head
+            edits=applied,
+            fictitious=None,
+            policy=None,
+            num_weights=0,
+            r=None,
+            validation=validation,
+            method=method,
+            head=head,
+            **found,
         )
-    fict, choice, plan, tried = _fcr_search(remover, train_feats, val_feats, *fcr_args, seed)
+    fict, choice, plan, tried = _fcr_search(remover, train_feats, val_feats, s)
     r = choice["r"]
     applied = remover._apply([edit.with_rate(r, remover.head.weight.dtype) for edit in plan])
     chosen = {"method": "fcr", "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
     remover._record("neutralize_spurious", **call, chosen=chosen)
     _keep(remover, diagnosis)
-    policy, n = choice["policy"], choice["num_weights"]
-    return NeutralizationSearch(applied, fict, policy, n, r, rule, choice, tried, "fcr", candidates, diagnosis)
+    return NeutralizationSearch(
+        edits=applied,
+        fictitious=fict,
+        policy=choice["policy"],
+        num_weights=choice["num_weights"],
+        r=r,
+        validation=choice,
+        tried=tried,
+        **found,
+    )
 
 
 def _keep(remover: FictitiousClassRemover, diagnosis: Diagnosis | None) -> None:
@@ -252,29 +289,28 @@ def _keep(remover: FictitiousClassRemover, diagnosis: Diagnosis | None) -> None:
 
 
 def _auto(
-    remover: FictitiousClassRemover, train: FeatureSet, val: FeatureSet, fcr_args: tuple, seed: int
+    remover: FictitiousClassRemover, train: FeatureSet, val: FeatureSet, settings: SearchSettings
 ) -> tuple[str, dict[str, dict[str, Any]]]:
     """Fit each available method on half of ``val`` (split within each group) and score it on the other half by
     worst-group (or worst-class) accuracy, beside ``"none"`` (the model unchanged); returns the chosen method
     and every candidate's held-out metrics (and ``score``). A group with fewer than ``AUTO_MIN_GROUP`` rows
     cannot be split (the head fits need two rows of it): the choice is then made on all of ``val``, with a
     warning naming the group."""
-    label_column, attribute_column, group_column, rule = fcr_args[:4]
-    _, ids, names = _selection_groups(remover, val, label_column, group_column)
-    fit, held = _split_by_group(val, ids, names, seed)
-    labels, ids, names = _selection_groups(remover, held, label_column, group_column)
+    _, ids, names = _selection_groups(remover, val, settings)
+    fit, held = _split_by_group(val, ids, names, settings.seed)
+    labels, ids, names = _selection_groups(remover, held, settings)
     base = remover.logits(held.features)
 
     def metrics(logits: torch.Tensor) -> dict[str, Any]:
         return group_metrics(logits.argmax(1), labels, ids, names)
 
     candidates: dict[str, dict[str, Any]] = {"none": metrics(base)}
-    if attribute_column:
-        _, choice, plan, _ = _fcr_search(remover, train, fit, *fcr_args, seed)
+    if settings.attribute_column:
+        _, choice, plan, _ = _fcr_search(remover, train, fit, settings)
         candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
     for method in head_method_names():  # each registered head-level method whose group needs are met
-        if group_column or not get_head_method(method).needs_groups:
-            head = _retrained(remover, fit, label_column, group_column, method, seed)
+        if settings.group_column or not get_head_method(method).needs_groups:
+            head = _retrained(remover, fit, settings, method)
             candidates[method] = metrics(head.logits(held.features))
     for row in candidates.values():  # across methods, the worst group decides (see neutralize_spurious)
         row["score"] = row["worst_group"]
@@ -290,7 +326,7 @@ def _auto(
     return chosen, candidates
 
 
-def diagnose_cue(
+def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemover.diagnose
     remover: FictitiousClassRemover,
     train: Any,
     val: Any,
@@ -327,9 +363,15 @@ def diagnose_cue(
                 f"the {split} column {column!r} has a single value {sorted(distinct, key=str)}: the diagnosis "
                 "compares worst-group accuracy across the attribute's values and needs rows of at least two."
             )
-    r_values = default_r_grid() if r_values is None else list(r_values)
-    args = (label_column, attribute_column, group_column, rule, POLICIES, (1, 2, 3), r_values, None, "sca")
-    fict, choice, _, tried = _fcr_search(remover, train, val, *args, seed)
+    settings = SearchSettings(
+        label_column=label_column,
+        attribute_column=attribute_column,
+        group_column=group_column,
+        rule=rule,
+        r_values=tuple(default_r_grid() if r_values is None else r_values),
+        seed=seed,
+    )  # FCR's default grid, SCA, the default probe: the search the verdict is about
+    fict, choice, _, tried = _fcr_search(remover, train, val, settings)
     base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
     chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))
     random_gains, random_sweeps = [], []
@@ -339,7 +381,7 @@ def diagnose_cue(
         shuffled = FeatureSet(
             train.features, {label_column: labels, "_random": random_attribute(labels, attribute, seed + draw)}
         )
-        _, c, _, t = _fcr_search(remover, shuffled, val, label_column, "_random", *args[2:], seed)
+        _, c, _, t = _fcr_search(remover, shuffled, val, dataclasses.replace(settings, attribute_column="_random"))
         random_gains.append(c["worst_group"] - base["worst_group"])
         random_sweeps.append(
             next(x for x in t if (x["policy"], x["num_weights"]) == (c["policy"], c["num_weights"]))["sweep"]
@@ -367,19 +409,19 @@ def diagnose_cue(
     average_change = choice["average"] - base["average"]
     ok, text = verdict(gain, random_gains, average_change, top_accuracy.get("top1", float("nan")), majority, val_acc)
     return Diagnosis(
-        attribute_column,
-        val_acc,
-        majority,
-        {f"top{k}": float(cumulative[min(k, len(share)) - 1]) for k in (1, 10, 100)},
-        top_accuracy,
-        base["worst_group"],
-        choice["worst_group"],
-        average_change,
-        gain,
-        random_gains,
-        ok,
-        text,
-        cumulative.tolist(),
-        chosen["sweep"],
-        random_sweeps,
+        attribute_column=attribute_column,
+        fictitious_accuracy=val_acc,
+        attribute_majority=majority,
+        logit_share={f"top{k}": float(cumulative[min(k, len(share)) - 1]) for k in (1, 10, 100)},
+        top_accuracy=top_accuracy,
+        base_worst_group=base["worst_group"],
+        fcr_worst_group=choice["worst_group"],
+        fcr_average_change=average_change,
+        fcr_gain=gain,
+        random_gains=random_gains,
+        one_weight=ok,
+        verdict=text,
+        cumulative_share=cumulative.tolist(),
+        fcr_sweep=chosen["sweep"],
+        random_sweeps=random_sweeps,
     )

@@ -239,27 +239,27 @@ def search_edits(
     base_logits: torch.Tensor,
     features: torch.Tensor,
     r_values: Sequence[float],
-    labels: torch.Tensor,
-    groups: torch.Tensor,
-    group_names: Sequence[str],
+    groups: tuple[torch.Tensor, torch.Tensor, Sequence[str]],
     rule: str,
 ) -> tuple[dict[str, Any], list[WeightEdit], list[dict[str, Any]]]:
     """The (policy x weights per class x r) grid search of ``neutralize_spurious``, in closed form.
 
-    ``plan(policy, n)`` gives the candidate's edits (at any rate); each is swept over ``r_values`` and scored by
-    ``rule`` at its best rate (``SweepResult.best``, with the floor at the unedited model's worst group). Ties go to
-    the first candidate in the order (policy, weights, smallest r).
+    ``plan(policy, n)`` gives the candidate's edits (at any rate); each is swept over ``r_values`` on ``groups``
+    (``(labels, group ids, group names)``) and scored by ``rule`` at its best rate (``SweepResult.best``, with the
+    floor at the unedited model's worst group). Ties go to the first candidate in the order (policy, weights,
+    smallest r).
 
     Returns:
         ``(chosen row, the chosen candidate's edits at rate 1 as planned, one row per candidate tried)``.
     """
-    floor = group_metrics(base_logits.argmax(1), labels, groups, group_names)["worst_group"]
+    labels, ids, names = groups
+    floor = group_metrics(base_logits.argmax(1), labels, ids, names)["worst_group"]
     tried: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any], list[WeightEdit]] | None = None
     for policy in policies:
         for n in counts:
             edits = plan(policy, n)
-            result = sweep_edits(base_logits, features, edits, r_values, labels, groups, group_names)
+            result = sweep_edits(base_logits, features, edits, r_values, labels, ids, names)
             row = result.best(rule, floor=floor)
             tried.append({"policy": policy, "num_weights": n, "sweep": result, **row})
             score = rule_score(row, rule)
