@@ -80,7 +80,7 @@ def ccexam_removal(mnist, seeds, log):
 
 def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None, magnitude=28):
     from hf_fcr import FictitiousClassRemover
-    from hf_fcr.experiments.compare import run_spurious
+    from hf_fcr.experiments.compare import Benchmark, run_spurious
     from hf_fcr.experiments.erm import train_classifier
     from hf_fcr.experiments.mnist import mnist_cnn, spuco_mnist
 
@@ -91,10 +91,10 @@ def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None, m
         torch.manual_seed(seed)
         model = train_classifier(mnist_cnn(5, in_channels=3), data["train"], epochs=epochs, seed=seed)
         remover = FictitiousClassRemover(model, class_names=data["train"].features["label"].names)
+        benchmark = Benchmark("spuco_mnist", data, attribute_column="background")
         result = run_spurious(
-            out / f"spuco_seed{seed}", remover, data, "spuco_mnist", attribute_column="background", seed=seed,
-            batch_size=512,
-        )  # fmt: skip
+            out / f"spuco_seed{seed}", remover, benchmark, seed=seed, pass_options={"batch_size": 512}
+        )
         result["wall_s"] = time.perf_counter() - t0
         runs.append(result)
         save(runs)  # a long run keeps what it has done

@@ -134,7 +134,6 @@ def iter_batches(
     For a ``Dataset``, ``prepare(batch)`` runs here on each batch read (e.g. ``prepare_images``), and
     ``num_workers`` > 0 has DataLoader workers do the reading and ``prepare`` (``pin_memory`` for GPU copies).
     """
-    rank, world_size = shard
     columns = list(dict.fromkeys(columns))
     known = getattr(data, "column_names", None)
     if known is not None and not has_own_format(data):  # a transform may add columns: checked on the rows
@@ -145,52 +144,66 @@ def iter_batches(
 
     if isinstance(data, datasets.Dataset):
         n = len(data)
+        rank, world_size = shard
         lo, hi = rank * n // world_size, (rank + 1) * n // world_size
         starts = list(range(lo + skip_batches * batch_size, hi, batch_size))
         reader = _DatasetBatches(data, columns, starts, hi, batch_size, prepare)
         if num_workers == 0:
-            yield from (reader[i] for i in range(len(reader)))
-        else:  # workers read (and preprocess) the next batches while the model runs
-            yield from torch.utils.data.DataLoader(
-                reader, batch_size=None, num_workers=num_workers, pin_memory=pin_memory
-            )
-        return
+            return (reader[i] for i in range(len(reader)))
+        # workers read (and prepare) the next batches while the model runs
+        return iter(
+            torch.utils.data.DataLoader(reader, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+        )
     if isinstance(data, datasets.IterableDataset):
-        stream = data.select_columns(columns)
-        if world_size > 1:
-            from datasets.distributed import split_dataset_by_node
-
-            stream = split_dataset_by_node(stream, rank=rank, world_size=world_size, strategy="examples")
-        seen = skip_batches * batch_size
-        if seen:
-            stream = stream.skip(seen)
-        features = stream.features
-        as_arrow = features is not None and not any(_is_image_feature(features[c]) for c in columns)
-        if as_arrow:  # read array columns from Arrow batches: no Python lists in between
-            stream = stream.with_format("arrow")
-        for batch in stream.iter(batch_size=batch_size):
-            if as_arrow:
-                batch = {c: _arrow_to_numpy(batch.column(c)) for c in columns}
-            n = _batch_len(batch)
-            yield rank + world_size * torch.arange(seen, seen + n), batch
-            seen += n
-        return
+        return _stream_batches(data, columns, batch_size, shard, skip_batches)
     if isinstance(data, Iterable):
-        for index, batch in enumerate(data):
-            if not isinstance(batch, dict):
-                raise TypeError(f"expected batches as dicts of columns, got {type(batch).__name__}.")
-            missing = [c for c in columns if c not in batch]
-            if missing:
-                raise KeyError(f"columns {missing} are not in the batches (their keys: {list(batch)}).")
-            if index % world_size != rank or index // world_size < skip_batches:
-                continue
-            batch = {c: batch[c] for c in columns}
-            yield index * 2**32 + torch.arange(_batch_len(batch)), batch
-        return
+        return _loader_batches(data, columns, shard, skip_batches)
     raise TypeError(
         f"cannot read images from a {type(data).__name__}: pass a datasets.Dataset, a datasets.IterableDataset or "
         "a torch DataLoader yielding dicts."
     )
+
+
+def _stream_batches(
+    data: Any, columns: list[str], batch_size: int, shard: tuple[int, int], skip_batches: int
+) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+    """``iter_batches`` of a streaming ``datasets.IterableDataset``: every ``world_size``-th example."""
+    rank, world_size = shard
+    stream = data.select_columns(columns)
+    if world_size > 1:
+        from datasets.distributed import split_dataset_by_node
+
+        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size, strategy="examples")
+    seen = skip_batches * batch_size
+    if seen:
+        stream = stream.skip(seen)
+    features = stream.features
+    as_arrow = features is not None and not any(_is_image_feature(features[c]) for c in columns)
+    if as_arrow:  # read array columns from Arrow batches: no Python lists in between
+        stream = stream.with_format("arrow")
+    for batch in stream.iter(batch_size=batch_size):
+        if as_arrow:
+            batch = {c: _arrow_to_numpy(batch.column(c)) for c in columns}
+        n = _batch_len(batch)
+        yield rank + world_size * torch.arange(seen, seen + n), batch
+        seen += n
+
+
+def _loader_batches(
+    data: Iterable, columns: list[str], shard: tuple[int, int], skip_batches: int
+) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+    """``iter_batches`` of a DataLoader or iterable of dicts: every ``world_size``-th batch."""
+    rank, world_size = shard
+    for index, batch in enumerate(data):
+        if not isinstance(batch, dict):
+            raise TypeError(f"expected batches as dicts of columns, got {type(batch).__name__}.")
+        missing = [c for c in columns if c not in batch]
+        if missing:
+            raise KeyError(f"columns {missing} are not in the batches (their keys: {list(batch)}).")
+        if index % world_size != rank or index // world_size < skip_batches:
+            continue
+        batch = {c: batch[c] for c in columns}
+        yield index * 2**32 + torch.arange(_batch_len(batch)), batch
 
 
 def to_tensor_column(values: Any) -> Any:

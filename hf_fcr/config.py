@@ -298,6 +298,12 @@ def parse_edit(index: int, raw: Any) -> Edit:
         raise EditRecordError(f"edit {index}: 'type' must be 'weight' or 'head', got {raw.get('type')!r}.")
     if raw.get("type") == "head":
         return _parse_head_edit(index, raw)
+    _check_weight_fields(index, raw)
+    return WeightEdit.from_dict(raw)
+
+
+def _check_weight_fields(index: int, raw: dict[str, Any]) -> None:
+    """Each field of a weight edit: its type, range and finiteness (``EditRecordError`` naming edit ``index``)."""
     for key, kind in _EDIT_KEYS.items():
         value = raw.get(key)
         ok = _is_number(value) if kind is float else isinstance(value, kind) and not isinstance(value, bool)
@@ -317,7 +323,6 @@ def parse_edit(index: int, raw: Any) -> Edit:
     for key in ("class_name", "fictitious"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise EditRecordError(f"edit {index}: {key!r} must be a string or null.")
-    return WeightEdit.from_dict(raw)
 
 
 def check_edits_match(model: nn.Module, edits: Sequence[Edit], expect: str) -> None:

@@ -209,7 +209,7 @@ class HeadEditor:
     # ----------------------------------------------------------------------------------------------- loading, saving
 
     @classmethod
-    def from_pretrained(
+    def from_pretrained(  # noqa: PLR0913 -- transformers' from_pretrained keyword arguments, and the model's own
         cls,
         name_or_path: str | os.PathLike,
         revision: str | None = None,
@@ -348,7 +348,7 @@ class HeadEditor:
             self.model, save_directory, record, self.class_names, edits_only, overwrite, processor, files, **card_info
         )
 
-    def push_to_hub(
+    def push_to_hub(  # noqa: PLR0913 -- huggingface_hub's upload keyword arguments (PushToHubMixin's names)
         self,
         repo_id: str,
         *,

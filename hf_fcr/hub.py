@@ -222,6 +222,38 @@ def _same_place(a: str, b: str) -> bool:
     return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
+def _base_name(name: str, base_name: str | None, seen: tuple[str, ...]) -> str:
+    """The base an edits-only artifact at ``name`` names: a relative path is looked for beside the artifact first; a
+    base that leads back to the artifact (or to one already ``seen`` on the way) is refused."""
+    if not base_name:
+        raise EditRecordError(f"{CONFIG_NAME} in {name} names no base_model_name_or_path to apply its edits to.")
+    beside = os.path.join(name, base_name)
+    if os.path.isdir(name) and not os.path.isabs(base_name) and os.path.isdir(beside):
+        base_name = os.path.normpath(beside)  # a relative base path is relative to the artifact first
+    if base_name in (name, *seen) or any(_same_place(base_name, n) for n in (name, *seen)):
+        raise EditRecordError(
+            f"{CONFIG_NAME} in {name} names {base_name!r} as its base, which leads back to itself: an edits-only "
+            "artifact needs a base checkpoint that holds weights."
+        )
+    return base_name
+
+
+def _load_model(
+    name: str, hub: HubOptions, backend: str, trust_remote_code: bool, model: nn.Module | None
+) -> tuple[nn.Module, Any, list[str] | None]:
+    """``(model, its preprocessing or None, its class names or None)`` through ``backend`` (``"auto"``: the one
+    ``config.json`` names; ``"pytorch"`` with ``model``)."""
+    if backend == "auto":
+        backend = "pytorch" if model is not None else _backend_of(name, hub)
+    if backend == "timm":
+        return _load_timm(name, hub)
+    if backend == "transformers":
+        return _load_transformers(name, trust_remote_code, hub)
+    if model is None:
+        raise ValueError("backend='pytorch' needs model= (an instance of the architecture to load weights into).")
+    return _load_pytorch(name, model), None, None
+
+
 def load_checkpoint(
     name_or_path: str | os.PathLike,
     hub: HubOptions = HubOptions(),
@@ -250,17 +282,7 @@ def load_checkpoint(
         raise NotADirectoryError(f"{name!r} is a file; pass the checkpoint's folder or a Hub id.")
     record = None if name.startswith(("hf-hub:", "hf_hub:")) else read_record(name, hub)
     if record is not None and not _has_weights(name, hub):
-        base_name = record.base_model_name_or_path
-        if not base_name:
-            raise EditRecordError(f"{CONFIG_NAME} in {name} names no base_model_name_or_path to apply its edits to.")
-        beside = os.path.join(name, base_name)
-        if os.path.isdir(name) and not os.path.isabs(base_name) and os.path.isdir(beside):
-            base_name = os.path.normpath(beside)  # a relative base path is relative to the artifact first
-        if base_name in (name, *_seen) or any(_same_place(base_name, n) for n in (name, *_seen)):
-            raise EditRecordError(
-                f"{CONFIG_NAME} in {name} names {base_name!r} as its base, which leads back to itself: an edits-only "
-                "artifact needs a base checkpoint that holds weights."
-            )
+        base_name = _base_name(name, record.base_model_name_or_path, _seen)
         base_hub = HubOptions(record.revision, hub.token, hub.cache_dir, hub.local_files_only)
         base = load_checkpoint(base_name, base_hub, backend, trust_remote_code, model, transform, (name, *_seen))
         if base.edits_only or (base.record is not None and base.record.edits):
@@ -273,17 +295,7 @@ def load_checkpoint(
             )
         base.record, base.edits_only = record, True
         return base
-    if backend == "auto":
-        backend = "pytorch" if model is not None else _backend_of(name, hub)
-    names = None
-    if backend == "timm":
-        loaded, default_transform, names = _load_timm(name, hub)
-    elif backend == "transformers":
-        loaded, default_transform, names = _load_transformers(name, trust_remote_code, hub)
-    else:
-        if model is None:
-            raise ValueError("backend='pytorch' needs model= (an instance of the architecture to load weights into).")
-        loaded, default_transform = _load_pytorch(name, model), None
+    loaded, default_transform, names = _load_model(name, hub, backend, trust_remote_code, model)
     transform = transform if transform is not None else default_transform
     # a local folder is recorded by its absolute path: records name a base that resolves from any working directory
     where = os.path.abspath(name) if os.path.isdir(name) else name

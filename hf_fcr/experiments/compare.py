@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from ..feature_set import FeatureSet
 from ..infer import agreement, infer_attribute
 from ..metrics import group_ids, group_metrics
 
-__all__ = ["METHOD_ORDER", "compare_methods", "run_spurious"]
+__all__ = ["METHOD_ORDER", "Benchmark", "compare_methods", "run_spurious"]
 
 METHOD_ORDER = (
     "erm",
@@ -28,6 +29,18 @@ METHOD_ORDER = (
     "auto",
 )
 RANDOM_ATTRIBUTE_DRAWS = 3
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A spurious-cue benchmark: its ``name``, its ``data`` (a ``DatasetDict``) and where things are in it."""
+
+    name: str
+    data: Any
+    label_column: str = "label"
+    attribute_column: str = "place"
+    image_column: str = "image"
+    splits: tuple[str, str, str] = ("train", "validation", "test")
 
 
 def _groups(feats: FeatureSet, label_column: str, attribute_column: str) -> tuple[torch.Tensor, list[str]]:
@@ -44,9 +57,7 @@ def _mean_of(draws: list[dict[str, Any]]) -> dict[str, Any]:
 
 def compare_methods(
     remover: Any,
-    train: FeatureSet,
-    val: FeatureSet,
-    test: FeatureSet,
+    splits: tuple[FeatureSet, FeatureSet, FeatureSet],
     label_column: str = "label",
     attribute_column: str = "place",
     rule: str = "min_gap",
@@ -54,14 +65,16 @@ def compare_methods(
     output_dir: str | Path | None = None,
     title: str = "FCR",
 ) -> tuple[dict[str, dict[str, Any]], Any]:
-    """Evaluate on ``test``, every method chosen or fit on ``val`` through ``neutralize_spurious``: ERM (the model as
-    it is), FCR, its controls (M' on a random attribute with the true class-wise frequencies, mean over
-    ``RANDOM_ATTRIBUTE_DRAWS`` draws; grad x act and random edges instead of SCA), FCR with M' on an attribute
-    inferred without labels (``infer.infer_attribute``, per-class clustering; ``agreement_ari`` with the truth),
-    DFR, class-balanced retraining (``dfr_class_balanced``, no group labels) and ``auto``. Groups are (label,
-    attribute). Leaves the FCR edits applied to ``remover.model`` (with the diagnosis in its record); writes the
-    sweep and diagnosis plots to ``output_dir`` when given. Returns the metrics per method and the FCR search
+    """Evaluate on ``test``, every method chosen or fit on ``val`` (``splits``: train, val, test) through
+    ``neutralize_spurious``: ERM (the model as it is), FCR, its controls (M' on a random attribute with the true
+    class-wise frequencies, mean over ``RANDOM_ATTRIBUTE_DRAWS`` draws; grad x act and random edges instead of SCA),
+    FCR with M' on an attribute inferred without labels (``infer.infer_attribute``, per-class clustering;
+    ``agreement_ari`` with the truth), DFR, class-balanced retraining (``dfr_class_balanced``, no group labels) and
+    ``auto``. Groups are (label, attribute). Leaves the FCR edits applied to ``remover.model`` (with the diagnosis in
+    its record); writes the sweep and diagnosis plots to ``output_dir`` when given. Returns the metrics per method
+    and the FCR search
     (``.diagnosis`` included)."""
+    train, val, test = splits
     train_ids, train_names = _groups(train, label_column, attribute_column)
     counts = torch.bincount(train_ids, minlength=len(train_names)).double()
     train_props = {name: float(c / counts.sum()) for name, c in zip(train_names, counts)}
@@ -131,21 +144,15 @@ def compare_methods(
 def run_spurious(
     output_dir: str | Path,
     remover: Any,
-    data: Any,
-    benchmark: str,
-    label_column: str = "label",
-    attribute_column: str = "place",
-    image_column: str = "image",
-    splits: tuple[str, str, str] = ("train", "validation", "test"),
+    benchmark: Benchmark,
     seed: int = 0,
     rule: str = "min_gap",
     command: str = "",
-    batch_size: int = 256,
-    cache_dir: str | None = None,
     extra: dict[str, Any] | None = None,
-    progress: bool = False,
+    pass_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Features of the three splits (one pass each), ``compare_methods``, then ``output_dir``: the edited model
+    """Features of the three splits (one pass each; ``pass_options``: ``extract_features``' options, e.g.
+    ``batch_size``, ``cache_dir``, ``progress``), ``compare_methods``, then ``output_dir``: the edited model
     (``fcr-model/``, with its record and card), the sweep plots and ``results.json``."""
     import json
 
@@ -156,44 +163,43 @@ def run_spurious(
     extra = dict(extra or {})
     timings = extra.pop("timings", {})
     t0 = time.perf_counter()
-    columns = (label_column, attribute_column)
-    feats = [
+    label_column, attribute_column, splits = benchmark.label_column, benchmark.attribute_column, benchmark.splits
+    options = {"batch_size": 256, **(pass_options or {})}
+    train, val, test = (
         remover.extract_features(
-            data[split],
-            image_column=image_column,
-            columns=columns,
-            batch_size=batch_size,
-            cache_dir=cache_dir,
-            progress=progress,
+            benchmark.data[split],
+            image_column=benchmark.image_column,
+            columns=(label_column, attribute_column),
+            **options,
         )
         for split in splits
-    ]
+    )
     timings["feature_pass_s"] = time.perf_counter() - t0
     methods, search = compare_methods(
         remover,
-        *feats,
+        (train, val, test),
         label_column=label_column,
         attribute_column=attribute_column,
         rule=rule,
         seed=seed,
         output_dir=out,
-        title=f"FCR on {benchmark}",
+        title=f"FCR on {benchmark.name}",
     )
     metrics = [
-        {"name": name, "value": methods["fcr"][key], "dataset": benchmark, "split": splits[2]}
+        {"name": name, "value": methods["fcr"][key], "dataset": benchmark.name, "split": splits[2]}
         for name, key in (("accuracy", "average"), ("worst_group_accuracy", "worst_group"))
     ]
     remover.save_pretrained(
         out / "fcr-model",
         overwrite=True,
-        figures={"diagnosis.png": search.diagnosis.plot(title=f"FCR on {benchmark}")},
+        figures={"diagnosis.png": search.diagnosis.plot(title=f"FCR on {benchmark.name}")},
         metrics=metrics,
         command=command,
-        dataset_name=benchmark,
-        model_name=f"{benchmark}-fcr",
+        dataset_name=benchmark.name,
+        model_name=f"{benchmark.name}-fcr",
     )
     results = {
-        "benchmark": benchmark,
+        "benchmark": benchmark.name,
         "seed": seed,
         **extra,
         "hf_fcr_version": __version__,

@@ -37,7 +37,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the SpuriousDigits benchmark and write ``results.json``, sweep plots and the edited model to
     ``output_dir``; returns the results."""
-    from .compare import run_spurious
+    from .compare import Benchmark, run_spurious
     from .erm import spurious_digits_erm
 
     out = check_output_dir(output_dir, ("results.json", "fcr-model", "erm-model"), overwrite)
@@ -50,11 +50,10 @@ def run_demo(
     return run_spurious(
         out,
         remover,
-        data,
-        benchmark="spurious_digits",
+        Benchmark("spurious_digits", data),
         seed=seed,
         rule=rule,
         command=command,
         extra={"correlation": correlation, "arch": arch, "epochs": epochs, "timings": timings},
-        progress=progress,
+        pass_options={"progress": progress},
     )

@@ -39,20 +39,19 @@ def train_classifier(
     model: nn.Module,
     dataset: Any,
     label_column: str = "label",
-    image_column: str = "image",
     epochs: int = 30,
     batch_size: int = 64,
     lr: float = 3e-3,
     seed: int = 0,
     progress: bool = False,
 ) -> nn.Module:
-    """Plain ERM (cross-entropy, Adam) on a ``datasets.Dataset`` whose image column holds arrays; returns the model
-    in eval mode. ``progress`` shows a tqdm bar over the epochs."""
+    """Plain ERM (cross-entropy, Adam) on a ``datasets.Dataset`` whose ``image`` column holds arrays; returns the
+    model in eval mode. ``progress`` shows a tqdm bar over the epochs."""
     from tqdm.auto import trange
 
     torch.manual_seed(seed)
-    data = dataset.with_format("torch", columns=[image_column, label_column])[:]
-    x = data[image_column].float()
+    data = dataset.with_format("torch", columns=["image", label_column])[:]
+    x = data["image"].float()
     y = data[label_column].long()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)

@@ -185,7 +185,7 @@ def spurious_recipe(
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from ..metrics import format_table
     from ..remover import FictitiousClassRemover
-    from .compare import run_spurious
+    from .compare import Benchmark, run_spurious
     from .demo import check_output_dir
     from .erm import spurious_digits_erm
 
@@ -211,17 +211,12 @@ def spurious_recipe(
     results = run_spurious(
         out,
         remover,
-        data,
-        benchmark=benchmark,
-        splits=splits,
+        Benchmark(benchmark, data, splits=splits, **columns),
         seed=args.seed,
         rule=args.rule,
         command=command,
-        batch_size=args.batch_size,
-        cache_dir=args.cache_dir,
         extra={"timings": timings, "paper": paper},
-        progress=True,
-        **columns,
+        pass_options={"batch_size": args.batch_size, "cache_dir": args.cache_dir, "progress": True},
     )
     print(format_table(results["methods"]))
     print(f"paper (Table 1, FCR on {name}): " + json.dumps(paper))
