@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e . 2>&1 | grep -v WARNING || true
-PYTHONUNBUFFERED=1 python3 -m hf_fcr.bench --gpu --output "${OUT:-.}/gpu.json"
+PYTHONUNBUFFERED=1 python3 benchmarks/speed.py --gpu --output "${OUT:-.}/gpu.json"

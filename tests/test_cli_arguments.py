@@ -122,3 +122,13 @@ def test_recipe_config_values_have_their_flags_types(tmp_path, config, message, 
                     "overwrite: false\n")  # fmt: skip
     (args,) = parse_recipe(parser, [str(path)])
     assert args.overwrite is False
+
+
+def test_json_errors_reach_stdout(tmp_path, capsys):
+    from hf_fcr.cli import main
+
+    code = main(["inspect", "--model_name_or_path", str(tmp_path / "missing"), "--dataset_name", "digits", "--json"])
+    assert code == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["type"] == "FileNotFoundError"
+    assert "missing" in error["message"]

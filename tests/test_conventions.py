@@ -126,7 +126,8 @@ def test_sweep_plot_leaves_matplotlib_alone_and_marks_the_given_r(tmp_path):
 
 
 def test_importing_the_speed_benchmark_changes_no_environment():
-    code = "import os, hf_fcr.experiments.speed; print(os.environ.get('HF_HUB_OFFLINE'))"
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    code = f"import os, sys; sys.path.insert(0, {benchmarks!r}); import speed; print(os.environ.get('HF_HUB_OFFLINE'))"
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"

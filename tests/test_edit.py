@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 from torch import nn
+from utils import snapshot, state_equal
 
+from hf_fcr import FeatureSet, FictitiousClassRemover
 from hf_fcr.edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
 
 
@@ -62,3 +64,15 @@ def test_weight_edit_apply_revert_exact_and_guarded():
     with pytest.raises(ValueError, match="out of bounds"):
         WeightEdit("0.weight", 5, 0, 0.0, 1.0, 1.0).apply(model)
     assert WeightEdit.from_dict(edit.to_dict()) == edit
+
+
+def test_a_half_precision_head_refuses_an_overflowing_eq7(digits_model):
+    model = nn.Sequential(nn.Identity(), nn.Linear(4, 2)).half()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[300.0, 300.0, 300.0, 1e-3], [1.0, 1.0, 1.0, 1.0]]))
+    remover = FictitiousClassRemover(model)
+    original = snapshot(model)
+    feats = FeatureSet(torch.tensor([[0.0, 0.0, 0.0, 1.0]] * 4), {"label": torch.tensor([0, 0, 1, 1])})
+    with pytest.raises(ValueError, match="not finite in the head's dtype"):
+        remover.neutralize(remover.fit_fictitious(feats, "label", None), classes=[0], values=[0], r=1.0)
+    assert state_equal(snapshot(model), original)

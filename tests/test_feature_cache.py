@@ -50,3 +50,14 @@ def test_an_entry_without_its_columns_file_is_recomputed(tmp_path, digits, digit
     assert torch.equal(again.features, first.features) and again.label_names == first.label_names
     assert "recomputing" in caplog.text
     assert FeatureSet.load(entry).label_names == first.label_names  # the entry was rewritten
+
+
+def test_a_damaged_cache_entry_is_recomputed(tmp_path, digits_model, digits, caplog):
+    remover = FictitiousClassRemover(digits_model)
+    first = remover.extract_features(digits["test"], cache_dir=tmp_path, device=None)
+    (entry,) = list(tmp_path.iterdir())
+    (entry / "features.safetensors").write_bytes(b"garbage")
+    again = remover.extract_features(digits["test"], cache_dir=tmp_path, device=None)
+    assert torch.equal(again.features, first.features)
+    assert "recomputing" in caplog.text
+    assert torch.equal(FeatureSet.load(entry).features, first.features)  # the entry was rewritten

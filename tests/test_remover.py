@@ -1,5 +1,6 @@
 """Algorithm 1 on a small CNN trained on sklearn's real digits; the feature pass from every kind of source."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -253,3 +254,45 @@ def test_dataloader_workers_give_the_same_features(digits, digits_model):
     assert torch.equal(workers["label"], ref["label"])
     stats = remover.collect(digits["test"], batch_size=40, num_workers=2)
     torch.testing.assert_close(stats.activation, remover.collect(ref).activation)
+
+
+def test_a_datasets_own_transform_is_honoured(digits_model, digits):
+    remover = FictitiousClassRemover(digits_model)
+    data = digits["test"]
+    doubled = data.map(lambda b: {"image": (np.asarray(b["image"]) * 2).tolist()}, batched=True)
+    expected = remover.extract_features(doubled, device=None)
+    transformed = data.with_transform(
+        lambda b: {"image": [np.asarray(x) * 2 for x in b["image"]], "label": b["label"]}
+    )
+    got = remover.extract_features(transformed, device=None)
+    torch.testing.assert_close(got.features, expected.features)
+
+
+def test_nan_pixels_are_blamed_on_the_data(digits_model):
+    x = torch.zeros(4, 1, 8, 8)
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="holds NaN or inf values"):
+        FictitiousClassRemover(digits_model).extract_features([{"image": x, "label": torch.arange(4)}], device=None)
+
+
+def test_numpy_class_indices_and_unsigned_labels_are_accepted(digits_model):
+    remover = FictitiousClassRemover(digits_model)
+    assert remover.class_index(np.int64(3)) == 3
+    labels = np.arange(20, dtype=np.uint32) % 10
+    feats = FeatureSet(torch.rand(20, remover.head.in_features), {"label": torch.from_numpy(labels)})
+    assert remover.collect(feats).count.tolist() == [2] * 10
+
+
+def test_same_inputs_same_edits(digits, digits_model):
+    from hf_fcr import FeatureSet
+
+    remover = FictitiousClassRemover(digits_model)
+    feats = remover.extract_features(digits["train"])
+    data = FeatureSet(feats.features, {"label": feats["label"] % 2, "attr": (feats["label"] >= 5).long()})
+    runs = []
+    for _ in range(2):
+        search = remover.neutralize_spurious(data, data, attribute_column="attr", seed=3, selection="random")
+        runs.append([e.to_dict() for e in search.edits])
+        remover.revert()
+    assert runs[0] == runs[1]
+    assert runs[0]

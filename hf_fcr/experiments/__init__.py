@@ -1,7 +1,6 @@
-"""The research harness, kept out of the library: ERM training (``erm``), method comparison with FCR's controls
-and the head-level fixes (``compare``; DFR itself is the library's ``retrain``), the paper's class-removal
-experiments (``removal``), the offline demo (``demo``), what the recipes share (``recipe``) and the speed benchmark
-(``speed``: ``python -m hf_fcr.experiments.speed``).
-
-Nothing in the library imports from here; ``hf-fcr demo`` and ``recipes/`` do.
+"""What ``hf-fcr demo`` and ``recipes/`` run on top of the library: ERM training (``erm``), the method comparison
+with FCR's controls and the head-level fixes (``compare``; DFR itself is the library's ``retrain``), the paper's
+class-removal experiments (``removal``) and MNIST stand-ins (``mnist``), the offline demo (``demo``) and what the
+recipes share (``recipe``). The library itself (``hf_fcr.remover`` and below) imports nothing from here; the CLI's
+``demo`` subcommand does. The speed benchmark lives outside the package, in ``benchmarks/speed.py``.
 """

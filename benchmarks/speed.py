@@ -1,7 +1,7 @@
 """Performance benchmark: FCR's cost should be one inference pass and almost nothing more.
 
-    python -m hf_fcr.experiments.speed --output bench.json          # CPU, a few minutes
-    python -m hf_fcr.experiments.speed --gpu --output gpu.json      # one GPU: images/s of plain inference vs collect
+    python benchmarks/speed.py --output bench.json          # CPU, a few minutes
+    python benchmarks/speed.py --gpu --output gpu.json      # one GPU: images/s of plain inference vs collect
 
 Prints a table of ratios measured in one run (these machines are noisy: absolute seconds do not compare across
 runs) and writes every figure to JSON.
@@ -64,8 +64,8 @@ def pass_ratios(arch: str, n: int, size: int, batch_size: int, num_classes: int 
     """collect() / plain pass, 1000-value sweep / pass, cached second extraction / first."""
     import timm
 
-    from ..batches import images_to_tensor, iter_batches
-    from ..remover import FictitiousClassRemover
+    from hf_fcr.batches import images_to_tensor, iter_batches
+    from hf_fcr.remover import FictitiousClassRemover
 
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes).eval()
@@ -161,7 +161,7 @@ def streaming_rss(n: int, factor: int = 10, size: int = 16) -> dict[str, Any]:
 
 def statistics_bytes(num_classes: int = 1000, dim: int = 1280) -> dict[str, Any]:
     """Bytes of the statistics of a ``num_classes``-class, ``dim``-feature head with rows=[c] versus all rows."""
-    from ..stats import EdgeStatistics
+    from hf_fcr.stats import EdgeStatistics
 
     stats = EdgeStatistics.empty(num_classes, dim, num_classes, rows=[3])
     restricted = sum(t.numel() * t.element_size() for t in stats.tensors().values())
@@ -182,10 +182,10 @@ def statistics_bytes(num_classes: int = 1000, dim: int = 1280) -> dict[str, Any]
 
 
 def _scaling_row(n: int, d: int, k: int, grid: list[float]) -> dict[str, Any]:
-    from ..edit import WeightEdit
-    from ..scores import top_edges
-    from ..stats import edge_statistics
-    from ..sweep import sweep_edits
+    from hf_fcr.edit import WeightEdit
+    from hf_fcr.scores import top_edges
+    from hf_fcr.stats import edge_statistics
+    from hf_fcr.sweep import sweep_edits
 
     g = torch.Generator().manual_seed(0)
     feats = torch.rand(n, d, generator=g)
@@ -212,7 +212,7 @@ def _scaling_row(n: int, d: int, k: int, grid: list[float]) -> dict[str, Any]:
 
 def scaling() -> list[dict[str, Any]]:
     """Time of statistics (collect on features), top_edges and a 240-rate sweep as N, D and K grow."""
-    from ..sweep import default_r_grid
+    from hf_fcr.sweep import default_r_grid
 
     grid = default_r_grid()
     sizes = [(2000, 512, 10), (8000, 512, 10), (32000, 512, 10), (8000, 2048, 10), (8000, 512, 100), (8000, 512, 1000)]
@@ -221,8 +221,8 @@ def scaling() -> list[dict[str, Any]]:
 
 def edit_cost(seed: int = 0) -> dict[str, Any]:
     """FCR's full neutralize_spurious search (probe + scores + all sweeps) against DFR's fits, same features."""
-    from ..retrain import retrain_head
-    from .erm import spurious_digits_erm
+    from hf_fcr.experiments.erm import spurious_digits_erm
+    from hf_fcr.retrain import retrain_head
 
     with tempfile.TemporaryDirectory() as tmp:
         remover, data, _ = spurious_digits_erm(tmp, seed=seed, epochs=10, log=lambda *a: None)
@@ -243,7 +243,7 @@ def gpu(arch: str = "resnet50", n: int = 4096, size: int = 224, batch_size: int 
     """images/s of plain bf16 channels-last inference and of collect for ``arch`` on synthetic images (one GPU)."""
     import timm
 
-    from ..remover import FictitiousClassRemover
+    from hf_fcr.remover import FictitiousClassRemover
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device.")
