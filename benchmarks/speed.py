@@ -239,6 +239,151 @@ def edit_cost(seed: int = 0) -> dict[str, Any]:
     return {"fcr_search_s": t_fcr, "fcr_probe_only_s": probe, "dfr_s": t_dfr, "fcr_over_dfr": t_fcr / t_dfr}
 
 
+def ill_conditioned(n: int, correlation: float, seed: int, near_constant: bool = True) -> dict[str, torch.Tensor]:
+    """Features like those of SpuCo's LeNet on SpuCoMNIST (MAGNITUDE_LARGE) after a short ERM: 84 ReLU columns, the
+    colour (the spurious attribute, 5 values) nearly separable from 30 of them, the digit pair (5 classes) weakly
+    coded in 30 more, and (``near_constant``) 12 dead units whose activations vary by ~1e-5 on a few rows. The
+    directions are fixed; ``seed`` draws the rows; the colour matches the class with probability ``correlation``."""
+    import numpy as np
+
+    k, d = 5, 84
+    fixed = np.random.default_rng(1234)
+    colour_dirs, digit_dirs = fixed.normal(size=(k, 30)) * 4, fixed.normal(size=(k, 30))
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    a = np.where(rng.random(n) < correlation, y, rng.integers(0, k, n))
+    x = np.zeros((n, d))
+    x[:, :30] = np.maximum(colour_dirs[a] + rng.normal(size=(n, 30)) * 0.3, 0)
+    x[:, 30:60] = np.maximum(digit_dirs[y] + rng.normal(size=(n, 30)) * 1.5, 0)
+    if near_constant:
+        on = rng.random((n, 12)) < 0.002
+        x[:, 60:72] = on * 1e-4 * (1 + (y[:, None] == np.arange(12)[None] % k))
+    else:
+        x[:, 60:72] = np.maximum(rng.normal(size=(n, 12)), 0)
+    x[:, 72:] = np.maximum(rng.normal(size=(n, 12)) * 0.1, 0)
+    return {"features": torch.tensor(x, dtype=torch.float32), "label": torch.tensor(y), "colour": torch.tensor(a)}
+
+
+def _cold_retrain(features, labels, groups, num_classes, seed=0, num_fits=20, c_grid=None, intercept=True):
+    """The head fits as they were before warm starts and the near-constant rule (hf-fcr 0.1.0 up to this change):
+    every one of the 41 fits restarts the solver from zero on StandardScaler features. The reference for the
+    ratios."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from hf_fcr.retrain import DFR_C_GRID, RetrainedHead, _balanced_subset, _worst_group
+
+    def fit(x, y, C):
+        binary = len(np.unique(y)) <= 2
+        model = LogisticRegression(
+            C=C, max_iter=1000, fit_intercept=intercept,
+            **({"l1_ratio": 1.0, "solver": "liblinear", "random_state": seed} if binary else {}),
+        ).fit(x, y)  # fmt: skip
+        coef, b = model.coef_, np.broadcast_to(model.intercept_, (model.coef_.shape[0],))
+        if coef.shape[0] == 1:
+            coef, b = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-b / 2, b / 2])
+        w, bias = np.zeros((num_classes, x.shape[1])), np.full(num_classes, -1e9)
+        w[model.classes_], bias[model.classes_] = coef, b
+        return w, bias
+
+    x, y, g = features.double().numpy(), labels.numpy(), groups.numpy()
+    rng = np.random.default_rng(seed)
+    scaler = StandardScaler(with_mean=intercept).fit(x)
+    xs = scaler.transform(x)
+    order = rng.permutation(len(y))
+    tune, held = order[: len(y) // 2], order[len(y) // 2 :]
+    tuning = {}
+    for C in c_grid or DFR_C_GRID:
+        scores = []
+        for _ in range(3):
+            sub = tune[_balanced_subset(g[tune], rng)]
+            w, b = fit(xs[sub], y[sub], C)
+            scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
+        tuning[float(C)] = float(np.mean(scores))
+    best = max(tuning, key=lambda c: (tuning[c], -list(tuning).index(c)))
+    fits = [fit(xs[s], y[s], best) for s in (_balanced_subset(g, rng) for _ in range(num_fits))]
+    w, b = np.mean([f[0] for f in fits], 0), np.mean([f[1] for f in fits], 0)
+    w_raw = w / scaler.scale_
+    b_raw = b - w_raw @ scaler.mean_ if intercept else b
+    return RetrainedHead(torch.from_numpy(w_raw), torch.from_numpy(b_raw), best, tuning, len(y), 0, num_fits)
+
+
+def _erm_head(train: dict[str, torch.Tensor]) -> Any:
+    """A linear classifier fit by ERM (cross-entropy, L-BFGS) on the training features."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(train["features"].shape[1], 5))
+    erm = torch.optim.LBFGS(model.parameters(), max_iter=200)
+
+    def closure() -> torch.Tensor:
+        erm.zero_grad()
+        loss = nn.functional.cross_entropy(model(train["features"]), train["label"])
+        loss.backward()
+        return loss
+
+    erm.step(closure)
+    return model
+
+
+def _cold_one_thread(*args: Any, **kwargs: Any) -> Any:
+    """``_cold_retrain`` with one BLAS thread: the share of the speed-up that the threads alone give."""
+    from hf_fcr.logistic import one_blas_thread
+
+    with one_blas_thread():
+        return _cold_retrain(*args, **kwargs)
+
+
+def head_fits(n: int = 12000, seed: int = 0) -> dict[str, Any]:
+    """DFR, class-balanced retraining and ``auto`` at ``n`` validation rows x 84 features, on an ill-conditioned
+    case (near-constant columns, a nearly separable attribute) and a well-conditioned one, each timed with the
+    library's fits and with the cold fits they replaced (``_cold_retrain``) in the same run; worst-group and average
+    test accuracy beside each."""
+    from unittest import mock
+
+    from hf_fcr.feature_set import FeatureSet
+    from hf_fcr.metrics import group_metrics
+    from hf_fcr.remover import FictitiousClassRemover
+
+    out: dict[str, Any] = {"rows": n, "features": 84}
+    for case, near_constant in (("ill_conditioned", True), ("well_conditioned", False)):
+        splits = {
+            name: ill_conditioned(n, corr, seed + i, near_constant)
+            for i, (name, corr) in enumerate((("train", 0.995), ("validation", 0.2), ("test", 0.2)))
+        }
+        feats = {k: FeatureSet(v["features"], {"label": v["label"], "colour": v["colour"]}) for k, v in splits.items()}
+        model = _erm_head(splits["train"])  # it leans on the colour (train correlation 0.995)
+        rows = {}
+        cold = {"cold": _cold_retrain, "cold_one_thread": _cold_one_thread}
+        for variant in ("library", "cold", "cold_one_thread"):
+            patch = mock.patch("hf_fcr.head_methods.retrain_head", cold[variant]) if variant in cold else None
+            for method in ("dfr", "class_balanced", "auto"):
+                remover = FictitiousClassRemover(model)
+                if patch:
+                    patch.start()
+                t0 = time.perf_counter()
+                try:
+                    remover.neutralize_spurious(
+                        feats["train"], feats["validation"], attribute_column="colour", method=method, diagnose=False
+                    )
+                finally:
+                    if patch:
+                        patch.stop()
+                elapsed = time.perf_counter() - t0
+                t = splits["test"]
+                pred = remover.logits(t["features"]).argmax(1)
+                test = group_metrics(pred, t["label"], t["label"] * 5 + t["colour"], [str(g) for g in range(25)])
+                rows[f"{method}_{variant}"] = {
+                    "s": elapsed, "worst_group": test["worst_group"], "average": test["average"],
+                    "chosen": remover.fcr_config_extra["calls"][-1]["chosen"]["method"],
+                }  # fmt: skip
+                remover.revert()
+        for method in ("dfr", "class_balanced", "auto"):
+            rows[f"{method}_speedup"] = rows[f"{method}_cold"]["s"] / rows[f"{method}_library"]["s"]
+        out[case] = rows
+    return out
+
+
 def gpu(arch: str = "resnet50", n: int = 4096, size: int = 224, batch_size: int = 256) -> dict[str, Any]:
     """images/s of plain bf16 channels-last inference and of collect for ``arch`` on synthetic images (one GPU)."""
     import timm
@@ -284,12 +429,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--output", default="bench.json")
     p.add_argument("--gpu", action="store_true", help="only the GPU measurement (needs CUDA)")
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
+    p.add_argument("--head_fits", action="store_true", help="only the head-level fits (DFR, class-balanced, auto)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the benchmark builds everything locally; set for its run only
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     torch.manual_seed(0)
     if args.gpu:
         results: dict[str, Any] = {"gpu": gpu()}
+    elif args.head_fits:
+        results = {"torch_threads": torch.get_num_threads(), "head_fits": head_fits()}
     else:
         results = {"torch_threads": torch.get_num_threads()}
         n = 128 if args.quick else 512
@@ -300,6 +448,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.quick:
             results["scaling"] = scaling()
             results["edit_cost"] = edit_cost()
+            results["head_fits"] = head_fits()
     with open(args.output, "w") as f:
         json.dump(results, f, indent=2)
     print(format_report(results))
@@ -315,7 +464,7 @@ def format_report(results: dict[str, Any]) -> str:
             f"img/s, collect {g['collect_images_per_s']:.0f} img/s (ratio {g['collect_over_pass']:.3f})"
         )
     lines.append(f"{'measure':<62}{'value':>10}  target")
-    for key in ("resnet18", "tiny"):
+    for key in [k for k in ("resnet18", "tiny") if k in results]:
         r = results[key]
         what = f"{r['model']} {r['image_size']}px, {r['images']} images"
         lines.append(f"{'collect / plain pass on tensors (' + what + ')':<62}{r['collect_over_pass']:>10.3f}  <= 1.05")
@@ -331,13 +480,30 @@ def format_report(results: dict[str, Any]) -> str:
         lines.append(
             f"{'cached 2nd extraction / 1st (' + what + ')':<62}{r['cache_second_over_first']:>10.4f}  <= 0.05"
         )
-    rss = results["streaming_rss"]
-    lines.append(f"{'peak RSS streaming 10N / N':<62}{rss['peak_ratio_10x_over_1x']:>10.3f}  flat (~1)")
-    sb = results["statistics_bytes"]
-    lines.append(f"{'stats bytes, 1000x1280 head, rows=[c] / all rows':<62}{sb['ratio']:>10.2e}  never all rows")
+    if "streaming_rss" in results:
+        rss = results["streaming_rss"]
+        lines.append(f"{'peak RSS streaming 10N / N':<62}{rss['peak_ratio_10x_over_1x']:>10.3f}  flat (~1)")
+        sb = results["statistics_bytes"]
+        lines.append(f"{'stats bytes, 1000x1280 head, rows=[c] / all rows':<62}{sb['ratio']:>10.2e}  never all rows")
     if "edit_cost" in results:
         e = results["edit_cost"]
         lines.append(f"{'FCR full search / DFR (same features)':<62}{e['fcr_over_dfr']:>10.3f}")
+    if "head_fits" in results:
+        h = results["head_fits"]
+        lines.append("")
+        lines.append(f"head-level fits, {h['rows']} validation rows x {h['features']} features (test accuracy in %):")
+        lines.append(
+            f"{'case':<18}{'method':<16}{'library s':>10}{'cold s':>9}{'cold 1-thread s':>16}{'speed-up':>9}"
+            "  worst / avg (library | cold)"
+        )
+        for case in ("ill_conditioned", "well_conditioned"):
+            for m in ("dfr", "class_balanced", "auto"):
+                lib, cold, one = (h[case][f"{m}_{v}"] for v in ("library", "cold", "cold_one_thread"))
+                lines.append(
+                    f"{case:<18}{m:<16}{lib['s']:>10.1f}{cold['s']:>9.1f}{one['s']:>16.1f}"
+                    f"{h[case][m + '_speedup']:>9.1f}  {100 * lib['worst_group']:.1f} / {100 * lib['average']:.1f} | "
+                    f"{100 * cold['worst_group']:.1f} / {100 * cold['average']:.1f}"
+                )
     if "scaling" in results:
         lines.append("")
         lines.append(f"{'N':>7}{'D':>6}{'K':>6}{'rows':>6}{'stats s':>10}{'top_edges s':>13}{'sweep(240 r) s':>16}")

@@ -17,6 +17,7 @@ An edited artifact holds the new head's tensors, so it reloads where the method 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ import torch
 from .config import is_plain
 from .head_edit import FIT_KEYS
 from .retrain import check_every_class, retrain_head
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "RESERVED_NAMES",
@@ -177,9 +180,20 @@ def _retrained(
     *,
     intercept: bool,
     selection: str,
+    name: str,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
-    """``retrain_head`` balanced by ``balance_by``, as a registered method returns it (its ``FIT_KEYS`` recorded)."""
+    """``retrain_head`` balanced by ``balance_by``, as a registered method returns it (its ``FIT_KEYS`` recorded);
+    a warning names the method, C and iterations of every fit that stopped at its iteration cap."""
     head = retrain_head(features, labels, balance_by, num_classes, seed=seed, intercept=intercept)
+    if head.unconverged:
+        logger.warning(
+            "%s: %d of its logistic fits stopped at the iteration cap without converging (C, iterations: %s); the "
+            "head averages them as they are. Features with very different scales or classes separable by a few "
+            "features do this: check the features, or compare with another method (method='auto').",
+            name,
+            len(head.unconverged),
+            sorted(set(head.unconverged)),
+        )
     params = dict(zip(FIT_KEYS, (head.C, head.num_samples, head.samples_per_fit, head.num_fits, selection)))
     return head.weight, head.bias if intercept else None, params
 
@@ -187,12 +201,23 @@ def _retrained(
 def dfr(features, labels, groups, *, num_classes, seed, intercept=True):
     """DFR (``retrain.retrain_head``): the head retrained on group-balanced validation data, C chosen by held-out
     worst-group accuracy."""
-    return _retrained(features, labels, groups, num_classes, seed, intercept=intercept, selection="worst_group")
+    return _retrained(
+        features, labels, groups, num_classes, seed, intercept=intercept, selection="worst_group", name="dfr"
+    )
 
 
 def class_balanced(features, labels, groups, *, num_classes, seed, intercept=True):
     """Class-balanced last-layer retraining: DFR's recipe balanced by class (no group labels needed)."""
-    return _retrained(features, labels, labels, num_classes, seed, intercept=intercept, selection="worst_class")
+    return _retrained(
+        features,
+        labels,
+        labels,
+        num_classes,
+        seed,
+        intercept=intercept,
+        selection="worst_class",
+        name="class_balanced",
+    )
 
 
 register_head_method("dfr", dfr, needs_groups=True)

@@ -16,7 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fit_logistic_probe", "two_rows"]
+__all__ = ["fit_logistic_probe", "one_blas_thread", "two_rows"]
+
+
+def one_blas_thread() -> Any:
+    """A context in which numpy's and scipy's BLAS run on one thread: scikit-learn's fits on a few thousand rows x a
+    few hundred features are made of small products, and after a torch pass (whose OpenMP threads stay awake) BLAS
+    threads on a 2-core machine fought over the cores. Measured on 12,000 x 84 features: DFR's 41 fits took 10.9 s
+    with two BLAS threads and 1.8 s with one (``benchmarks/speed.py --head_fits``)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def fit_logistic_probe(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .logistic import fit_logistic_probe, two_rows
+from .logistic import fit_logistic_probe, one_blas_thread, two_rows
 from .scores import edge_score
 from .stats import EdgeStatistics, edge_statistics
 
@@ -52,7 +52,8 @@ def fit_linear_probe(
         weight, bias = probe(features, targets)
         weight, bias = torch.as_tensor(weight, dtype=torch.float64), torch.as_tensor(bias, dtype=torch.float64)
     else:
-        probe.fit(x, y)
+        with one_blas_thread():
+            probe.fit(x, y)
         coef = np.asarray(probe.coef_, dtype=np.float64)
         intercept = np.broadcast_to(np.asarray(probe.intercept_, dtype=np.float64), (coef.shape[0],))
         if coef.shape[0] == 1 and num_values == 2:

@@ -8,27 +8,40 @@ worst-group accuracy on the other half of the validation set, then refit on grou
 validation set several times and average the weights. Class-balanced retraining balances and chooses ``C`` by
 class (worst-class accuracy) instead. With more than two classes the fit is a multinomial L2
 logistic regression (liblinear's L1 is binary; one-vs-rest L1 fits took minutes each on MNIST features).
+
+Robust to ill-conditioned features (those of a briefly fine-tuned or collapsed model):
+
+- near-constant columns (standard deviation at most ``NEAR_CONSTANT`` times the median column's) are left out of the
+  fit (weight 0, their mean absorbed by the bias) instead of being blown up to unit variance by the standardization;
+- scikit-learn's fits run with one BLAS thread (``logistic.one_blas_thread``: most of the time was threads fighting
+  over the cores);
+- a fit that stops at its iteration cap is reported (``RetrainedHead.unconverged``: C and iterations), and the
+  registered methods log a warning naming the method.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .logistic import two_rows
+from .logistic import one_blas_thread, two_rows
 
-__all__ = ["DFR_C_GRID", "RetrainedHead", "check_every_class", "retrain_head"]
+__all__ = ["DFR_C_GRID", "MAX_ITER", "NEAR_CONSTANT", "RetrainedHead", "check_every_class", "retrain_head"]
 
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+MAX_ITER = 1000  # a fit's iteration cap
+NEAR_CONSTANT = 1e-4  # a column whose std is at most this times the median column std is left out of the fit
 
 
 @dataclass
 class RetrainedHead:
     """A linear head ``weight [K, D]``, ``bias [K]`` on the raw features; the chosen ``C``, the tuning table (C ->
-    held-out worst-group or worst-class accuracy), the rows used and the size of each balanced subset."""
+    held-out worst-group or worst-class accuracy), the rows used and the size of each balanced subset; the columns
+    left out as near-constant and the fits that stopped at ``MAX_ITER`` (``(C, iterations)``)."""
 
     weight: torch.Tensor
     bias: torch.Tensor
@@ -37,6 +50,8 @@ class RetrainedHead:
     num_samples: int = 0
     samples_per_fit: int = 0
     num_fits: int = 0
+    constant_columns: tuple[int, ...] = ()
+    unconverged: tuple[tuple[float, int], ...] = ()
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return features.to(torch.float64) @ self.weight.T + self.bias
@@ -51,26 +66,45 @@ def _balanced_subset(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 def _fit(
     x: np.ndarray, y: np.ndarray, C: float, num_classes: int, intercept: bool, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(weight [num_classes, D], bias [num_classes], iterations)``; classes absent from ``y`` get a -1e9 bias."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     if len(np.unique(y)) > 2:
         # liblinear's L1 is binary, and one-vs-rest L1 fits ran for minutes each on 5-class MNIST features: with
         # more than two classes the head is a multinomial L2 fit (lbfgs): a documented departure from DFR
-        model = LogisticRegression(C=C, max_iter=1000, fit_intercept=intercept).fit(x, y)
+        model = LogisticRegression(C=C, max_iter=MAX_ITER, fit_intercept=intercept)
     else:
         # liblinear shuffles its coordinates; without random_state it draws from numpy's global generator, so the
         # head depended on whatever ran before (measured: one test sample's prediction in the demo's DFR)
-        liblinear = LogisticRegression(
-            C=C, l1_ratio=1.0, solver="liblinear", max_iter=1000, fit_intercept=intercept, random_state=seed
+        model = LogisticRegression(
+            C=C, l1_ratio=1.0, solver="liblinear", max_iter=MAX_ITER, fit_intercept=intercept, random_state=seed
         )
-        model = liblinear.fit(x, y)
-    coef, intercept = model.coef_, np.broadcast_to(model.intercept_, (model.coef_.shape[0],))
+    with warnings.catch_warnings(), one_blas_thread():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported by the caller, with C and the iterations
+        model.fit(x, y)
+    coef, b = model.coef_, np.broadcast_to(model.intercept_, (model.coef_.shape[0],))
     if coef.shape[0] == 1:  # binary: softmax-equivalent two rows
-        coef, intercept = two_rows(coef, intercept)
+        coef, b = two_rows(coef, b)
     full_w, full_b = np.zeros((num_classes, x.shape[1])), np.full(num_classes, -1e9)
-    full_w[model.classes_], full_b[model.classes_] = coef, intercept
-    return full_w, full_b
+    full_w[model.classes_], full_b[model.classes_] = coef, b
+    return full_w, full_b, int(np.max(model.n_iter_))
+
+
+def _standardized(x: np.ndarray, intercept: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(standardized columns, mean, scale, indices of those columns)``. A near-constant column (std at most
+    ``NEAR_CONSTANT`` times the median column std) is left out when the bias can absorb its mean; without a bias
+    (no centring) it is kept, scaled by the median std instead of its own."""
+    std = x.std(0)
+    typical = float(np.median(std[std > 0])) if (std > 0).any() else 1.0
+    near_constant = std <= NEAR_CONSTANT * typical
+    if intercept:
+        mean, keep = x.mean(0), np.flatnonzero(~near_constant)
+    else:
+        mean, keep = np.zeros(x.shape[1]), np.arange(x.shape[1])
+    scale = np.where(near_constant, typical, std)
+    return (x[:, keep] - mean[keep]) / scale[keep], mean, scale, keep
 
 
 def _worst_group(pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
@@ -111,8 +145,6 @@ def retrain_head(
     Raises:
         ValueError: a class without rows, or a group with fewer than two rows.
     """
-    from sklearn.preprocessing import StandardScaler
-
     check_every_class(labels, num_classes)
     if int(torch.bincount(torch.unique(groups, return_inverse=True)[1]).min()) < 2:
         raise ValueError("every group needs at least two validation rows to balance and tune on.")
@@ -120,28 +152,44 @@ def retrain_head(
     x = features.detach().double().cpu().numpy()
     y, g = labels.cpu().numpy(), groups.cpu().numpy()
     rng = np.random.default_rng(seed)
-    scaler = StandardScaler(with_mean=intercept).fit(x)  # no centring without a bias to absorb it
-    xs = scaler.transform(x)
+    xs, mean, scale, keep = _standardized(x, intercept)
     order = rng.permutation(len(y))
     tune, held = order[: len(y) // 2], order[len(y) // 2 :]
+    unconverged = []
+
+    def fit(rows: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
+        w, b, iterations = _fit(xs[rows], y[rows], C, num_classes, intercept, seed)
+        if iterations >= MAX_ITER:
+            unconverged.append((float(C), iterations))
+        return w, b
+
     tuning = {}
     for C in c_grid:
         scores = []
         for _ in range(3):
-            sub = tune[_balanced_subset(g[tune], rng)]
-            w, b = _fit(xs[sub], y[sub], C, num_classes, intercept, seed)
+            w, b = fit(tune[_balanced_subset(g[tune], rng)], C)
             scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
         tuning[float(C)] = float(np.mean(scores))
     best_c = max(tuning, key=lambda c: (tuning[c], -list(tuning).index(c)))
     ws, bs = [], []
     for _ in range(num_fits):
         sub = _balanced_subset(g, rng)
-        w, b = _fit(xs[sub], y[sub], best_c, num_classes, intercept, seed)
+        w, b = fit(sub, best_c)
         ws.append(w)
         bs.append(b)
     w, b = np.mean(ws, axis=0), np.mean(bs, axis=0)
-    # fold the standardization into the head: (x - mu) / sigma . w + b
-    w_raw = w / scaler.scale_
-    b_raw = b - w_raw @ scaler.mean_ if intercept else np.asarray(b, dtype=np.float64)
-    per_fit = len(sub)
-    return RetrainedHead(torch.from_numpy(w_raw), torch.from_numpy(b_raw), best_c, tuning, len(y), per_fit, num_fits)
+    # fold the standardization into the head: (x - mu) / sigma . w + b; left-out columns get weight 0
+    w_raw = np.zeros((num_classes, x.shape[1]))
+    w_raw[:, keep] = w / scale[keep]
+    b_raw = b - w_raw @ mean if intercept else np.asarray(b, dtype=np.float64)
+    return RetrainedHead(
+        torch.from_numpy(w_raw),
+        torch.from_numpy(b_raw),
+        best_c,
+        tuning,
+        len(y),
+        len(sub),
+        num_fits,
+        constant_columns=tuple(int(c) for c in np.setdiff1d(np.arange(x.shape[1]), keep)),
+        unconverged=tuple(unconverged),
+    )
