@@ -373,7 +373,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit_message", default="Upload model edited with hf-fcr", help="the commit message")
     p.add_argument("--dry_run", action="store_true", help="list the files that would be uploaded, upload nothing")
     p.set_defaults(func=_push)
+
+    p = sub.add_parser(
+        "studio",
+        parents=shared,
+        help="an interactive page: choose r, read the diagnosis, compare the fixes, save and push (extra [studio])",
+        description="Serve the studio (Gradio) on --host:--port. Without --model_name_or_path it opens the built-in "
+        "demo (SpuriousDigits, trained here, offline).",
+    )
+    p.add_argument("--model_name_or_path", default=None, help="timm / transformers checkpoint (default: the demo)")
+    p.add_argument(
+        "--dataset_name",
+        default=None,
+        help=f"Hub dataset id, a save_to_disk folder, or a built-in: {', '.join(BUILTIN_DATASETS)}",
+    )
+    p.add_argument("--label_column", default="label", help="the column holding the class labels (default label)")
+    p.add_argument("--attribute_column", default="place", help="the spurious attribute's column (default place)")
+    p.add_argument("--image_column", default="image", help="the column holding the images (default image)")
+    p.add_argument("--train_split", default="train", help="where M' is fit (default train)")
+    p.add_argument("--validation_split", default="validation", help="where r is chosen (default validation)")
+    p.add_argument("--test_split", default="test", help="shown beside validation when present (default test)")
+    p.add_argument("--cache_dir", default=None, help="feature cache folder: a second start skips the backbone")
+    p.add_argument("--seed", type=int, default=0, help="seed of the demo, the search and the head fits (default 0)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.set_defaults(func=_studio)
     return parser
+
+
+def _studio(args: argparse.Namespace) -> int:
+    try:
+        from .studio.app import launch
+    except ImportError as err:
+        raise ImportError(f"hf-fcr studio needs Gradio: pip install 'hf-fcr[studio]' ({err})") from None
+    from .studio import StudioSource
+
+    source = StudioSource(
+        model_name_or_path=args.model_name_or_path,
+        dataset_name=args.dataset_name,
+        label_column=args.label_column,
+        attribute_column=args.attribute_column,
+        image_column=args.image_column,
+        splits=(args.train_split, args.validation_split, args.test_split),
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+    )
+    launch(source, host=args.host, port=args.port, share=args.share)
+    return 0
 
 
 SWEEP_FILES = ("sweep.png", "sweep.json")
@@ -453,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(args.verbosity.upper())
-    if args.command == "demo" or getattr(args, "dataset_name", None) in BUILTIN_DATASETS:
+    demo = args.command == "demo" or (args.command == "studio" and not args.model_name_or_path)
+    if demo or getattr(args, "dataset_name", None) in BUILTIN_DATASETS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline jobs never try the network
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:

@@ -1,0 +1,341 @@
+"""What the studio shows, computed through the library's public API alone (no second implementation of any method):
+one feature pass per split, FCR's search with its diagnosis, the head-level fixes beside it, and every r re-evaluated
+in closed form (``FictitiousClassRemover.sweep``) without running the model again. The model stays unedited between
+calls; ``save`` and ``push`` apply the chosen edit at the chosen r, write, and revert.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..sweep import edited_logits
+
+__all__ = ["DEMO", "StudioSession", "StudioSource"]
+
+DEMO = "the built-in demo (SpuriousDigits, timm test_resnet trained here)"
+RANDOM_ATTRIBUTE_DRAWS = 3
+
+
+@dataclass(frozen=True)
+class StudioSource:
+    """Where the studio's model and data come from: ``model_name_or_path`` None is the built-in demo (its data too);
+    ``dataset_name``: a built-in name, a ``save_to_disk`` folder or a Hub id."""
+
+    model_name_or_path: str | None = None
+    dataset_name: str | None = None
+    label_column: str = "label"
+    attribute_column: str = "place"
+    image_column: str = "image"
+    splits: tuple[str, str, str] = ("train", "validation", "test")
+    cache_dir: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class StudioSession:
+    """A loaded model with its features, FCR's chosen edit and the fixes to compare it with."""
+
+    remover: Any
+    source: StudioSource
+    data: dict[str, Any]
+    features: dict[str, Any]
+    search: Any
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _curves: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, source: StudioSource, progress: Callable[[float, str], None] | None = None) -> StudioSession:
+        """Load the model and data, run the pass once per split (the feature cache used when ``cache_dir`` is set),
+        FCR's search with its diagnosis, and the other methods.
+
+        Raises:
+            ValueError: a dataset without the validation split, a missing column, bad data (the message names it).
+            OSError: a model that cannot be loaded.
+        """
+        progress = progress or (lambda fraction, text: None)
+        progress(0.0, "loading the model and data")
+        remover, data = _load(source)
+        train_split, val_split, test_split = source.splits
+        for split in (train_split, val_split):
+            if split not in data:
+                raise ValueError(
+                    f"the dataset has no {split!r} split (its splits: {sorted(data)}): the studio fits M' on the "
+                    "training split and chooses r on the validation split. Pass the split names (--train_split, "
+                    "--validation_split) or a dataset that has both."
+                )
+        columns = (source.label_column, source.attribute_column)
+        features = {}
+        present = [s for s in source.splits if s in data]
+        for i, split in enumerate(present):
+            progress(0.1 + 0.4 * i / len(present), f"features of {split}")
+            features[split] = remover.extract_features(
+                data[split], image_column=source.image_column, columns=columns, cache_dir=source.cache_dir
+            )
+        progress(0.5, "FCR's search and its diagnosis")
+        search = remover.neutralize_spurious(
+            features[train_split],
+            features[val_split],
+            label_column=source.label_column,
+            attribute_column=source.attribute_column,
+            seed=source.seed,
+        )
+        remover.revert()  # the studio keeps the model unedited; save / push apply the edit at the chosen r
+        session = cls(remover, source, {s: data[s] for s in present}, features, search)
+        progress(0.7, "the other methods")
+        session.methods = session._compare()
+        progress(1.0, "ready")
+        return session
+
+    # ------------------------------------------------------------------------------------------------ the method
+
+    @property
+    def splits(self) -> list[str]:
+        """The validation split and, when the data has one, the test split."""
+        return [s for s in self.source.splits[1:] if s in self.features]
+
+    @property
+    def chosen_r(self) -> float:
+        return float(self.search.r)
+
+    def at_rate(self, r: float) -> dict[str, dict[str, Any]]:
+        """``{split: metrics}`` of FCR's chosen edit re-applied at rate ``r`` (``remover.sweep``, closed form):
+        ``worst_group``, ``average``, ``gap`` and ``per_group``."""
+        return {
+            split: self.remover.sweep(
+                self.features[split],
+                r_values=[float(r)],
+                label_column=self.source.label_column,
+                group_columns=(self.source.attribute_column,),
+                edits=self.search.edits,
+            ).table[0]
+            for split in self.splits
+        }
+
+    def curve(self, split: str | None = None) -> Any:
+        """The sweep of the chosen edit over the default r grid on ``split`` (validation by default; a
+        ``SweepResult``, computed once)."""
+        split = split or self.splits[0]
+        if split not in self._curves:
+            self._curves[split] = self.remover.sweep(
+                self.features[split],
+                label_column=self.source.label_column,
+                group_columns=(self.source.attribute_column,),
+                edits=self.search.edits,
+            )
+        return self._curves[split]
+
+    def flips(self, r: float, split: str | None = None, limit: int = 12) -> list[dict[str, Any]]:
+        """The rows of ``split`` (validation by default) whose prediction changes at rate ``r``, the most confident
+        (edited softmax probability of the new class) first: ``index``, ``before``, ``after``, ``group``,
+        ``confidence``."""
+        split = split or self.splits[0]
+        feats = self.features[split]
+        before = self.remover.logits(feats.features)
+        after = edited_logits(before, feats.features, self.search.edits, float(r))
+        changed = torch.nonzero(before.argmax(1) != after.argmax(1)).flatten()
+        confidence = after.softmax(1).max(1).values
+        order = changed[torch.argsort(confidence[changed], descending=True, stable=True)][:limit]
+        names = self.remover.class_names
+        attribute = feats[self.source.attribute_column]
+        return [
+            {
+                "index": int(i),
+                "before": names[int(before[i].argmax())],
+                "after": names[int(after[i].argmax())],
+                "group": f"{names[int(feats.labels(self.source.label_column)[i])]}, "
+                f"{self.source.attribute_column}={_value(attribute, int(i))}",
+                "confidence": float(confidence[i]),
+            }
+            for i in order
+        ]
+
+    def image(self, index: int, split: str | None = None) -> Any:
+        """Row ``index``'s image of ``split`` as a PIL image (loaded on demand)."""
+        from PIL import Image
+
+        value = self.data[split or self.splits[0]][int(index)][self.source.image_column]
+        if isinstance(value, Image.Image):
+            return value
+        array = torch.as_tensor(value).float()
+        if array.ndim == 3 and array.shape[0] in (1, 3):
+            array = array.permute(1, 2, 0)
+        array = (array - array.min()) / max(float(array.max() - array.min()), 1e-12)
+        pixels = (array.squeeze(-1) * 255).round().to(torch.uint8).numpy()
+        return Image.fromarray(pixels).resize((96, 96), Image.NEAREST)
+
+    def table(self, r: float, fcr: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """One row per method: worst group, average and gap on validation and test; FCR's row at rate ``r``
+        (``fcr``: ``at_rate(r)`` when already computed)."""
+        rows = []
+        fcr = self.at_rate(r) if fcr is None else fcr
+        for name, metrics in {"fcr": fcr, **self.methods}.items():
+            row = {"method": f"fcr (r={r:.3f})" if name == "fcr" else name}
+            for split, m in metrics.items():
+                for key in ("worst_group", "average", "gap"):
+                    row[f"{split} {key}"] = round(float(m[key]), 4)
+            rows.append(row)
+        order = ["erm", "fcr", "fcr_random_attribute", "dfr", "class_balanced", "auto"]
+        return sorted(rows, key=lambda row: _rank(row["method"], order))
+
+    def remove_class(self, cls: int | str, num_weights: int, r: float) -> dict[str, Any]:
+        """Algorithm 1 on the validation features: forget (the class's accuracy) and retain (the others') per
+        class before and after, and the edited weights; the model is reverted afterwards."""
+        feats = self.features[self.splits[0]]
+        labels = feats.labels(self.source.label_column)
+        before = self.remover.logits(feats.features).argmax(1)
+        edits = self.remover.remove_class(
+            cls, data=feats, label_column=self.source.label_column, r=float(r), num_weights=int(num_weights)
+        )
+        try:
+            after = self.remover.logits(feats.features).argmax(1)
+        finally:
+            self.remover.revert()
+        names = self.remover.class_names
+        per_class = [
+            {
+                "class": names[c],
+                "before": float((before[labels == c] == c).double().mean()),
+                "after": float((after[labels == c] == c).double().mean()),
+            }
+            for c in range(self.remover.num_classes)
+            if bool((labels == c).any())
+        ]
+        return {"per_class": per_class, "edits": [e.to_dict() for e in edits]}
+
+    # ------------------------------------------------------------------------------------------------ writing
+
+    def card(self, r: float) -> str:
+        """The model card ``save`` would write for the edit at rate ``r``."""
+        from ..card import model_card
+        from ..hub import library_of
+
+        self._apply(r)
+        try:
+            return str(model_card(self.remover.edit_record(), library_of(self.remover.model), **self._card_info(r)))
+        finally:
+            self.remover.revert()
+
+    def save(self, folder: str | os.PathLike, r: float, overwrite: bool = False) -> str:
+        """``save_pretrained`` of the edit at rate ``r`` (the same files), then the model is reverted."""
+        self._apply(r)
+        try:
+            return str(self.remover.save_pretrained(folder, overwrite=overwrite, **self._card_info(r)))
+        finally:
+            self.remover.revert()
+
+    def push(self, repo_id: str, r: float, token: str | None, private: bool = True) -> Any:
+        """``push_to_hub`` of the edit at rate ``r`` (``private`` by default); the token is passed on, never kept."""
+        self._apply(r)
+        try:
+            return self.remover.push_to_hub(repo_id, private=private, token=token or None, **self._card_info(r))
+        finally:
+            self.remover.revert()
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    def _apply(self, r: float) -> None:
+        dtype = self.remover.head.weight.dtype
+        self.remover.apply_edits([edit.with_rate(float(r), dtype) for edit in self.search.edits])
+        if self.search.diagnosis is not None:
+            self.remover.fcr_config_extra["diagnosis"] = self.search.diagnosis.to_dict()
+
+    def _card_info(self, r: float) -> dict[str, Any]:
+        val = self.at_rate(r)[self.splits[0]]
+        dataset = self.source.dataset_name or "spurious_digits"
+        metrics = [
+            {"name": name, "value": float(val[key]), "dataset": dataset, "split": self.splits[0]}
+            for name, key in (("worst_group_accuracy", "worst_group"), ("accuracy", "average"))
+        ]
+        model = self.source.model_name_or_path
+        command = "hf-fcr studio" + (f" --model_name_or_path {model}" if model else "")
+        if self.source.dataset_name:
+            command += f" --dataset_name {self.source.dataset_name}"
+        return {"metrics": metrics, "command": f"{command}  # r = {float(r):.4f}"}
+
+    def _compare(self) -> dict[str, dict[str, Any]]:
+        """ERM, FCR's random-attribute control (mean over draws) and every registered head-level method plus
+        ``auto``, each through ``neutralize_spurious`` on the same features, measured, then reverted."""
+        from ..diagnosis import random_attribute
+        from ..feature_set import FeatureSet
+        from ..head_methods import head_method_names
+
+        s = self.source
+        train, val = self.features[s.splits[0]], self.features[s.splits[1]]
+        common = {"label_column": s.label_column, "attribute_column": s.attribute_column, "seed": s.seed}
+        methods = {"erm": self._metrics()}
+        labels, attribute = train.labels(s.label_column), train.labels(s.attribute_column)
+        draws = []
+        for draw in range(RANDOM_ATTRIBUTE_DRAWS):
+            shuffled = random_attribute(labels, attribute, seed=1000 * s.seed + draw)
+            data = FeatureSet(train.features, {s.label_column: labels, "random_attribute": shuffled})
+            self.remover.neutralize_spurious(
+                data,
+                val,
+                **{**common, "attribute_column": "random_attribute"},
+                val_attribute_column=s.attribute_column,
+                diagnose=False,
+            )
+            draws.append(self._metrics())
+            self.remover.revert()
+        methods["fcr_random_attribute"] = {
+            split: {k: statistics.mean(d[split][k] for d in draws) for k in ("worst_group", "average", "gap")}
+            for split in self.splits
+        }
+        for method in (*head_method_names(), "auto"):
+            self.remover.neutralize_spurious(train, val, **common, method=method, diagnose=False)
+            methods[method] = self._metrics()
+            self.remover.revert()
+        return methods
+
+    def _metrics(self) -> dict[str, dict[str, Any]]:
+        """The model's group metrics now, per split shown."""
+        from ..metrics import group_ids, group_metrics
+
+        s, out = self.source, {}
+        for split in self.splits:
+            feats = self.features[split]
+            labels, attribute = feats.labels(s.label_column), feats.labels(s.attribute_column)
+            ids, names = group_ids(
+                {s.label_column: labels, s.attribute_column: attribute}, [s.label_column, s.attribute_column]
+            )
+            out[split] = group_metrics(self.remover.logits(feats.features).argmax(1), labels, ids, names)
+        return out
+
+
+def _load(source: StudioSource) -> tuple[Any, Any]:
+    if source.model_name_or_path is None:
+        import tempfile
+
+        from ..experiments.erm import spurious_digits_erm
+
+        remover, data, _ = spurious_digits_erm(tempfile.mkdtemp(prefix="hf-fcr-studio-"), seed=source.seed, log=_quiet)
+        return remover, data
+    from ..data import load_data
+    from ..remover import FictitiousClassRemover
+
+    if not source.dataset_name:
+        raise ValueError("a model needs data: pass --dataset_name (a built-in name, a save_to_disk folder, a Hub id).")
+    remover = FictitiousClassRemover.from_pretrained(source.model_name_or_path)
+    return remover, load_data(source.dataset_name)
+
+
+def _quiet(*args: Any) -> None:
+    return None
+
+
+def _value(column: Any, i: int) -> Any:
+    value = column[i]
+    return int(value) if torch.is_tensor(value) else value
+
+
+def _rank(method: str, order: Sequence[str]) -> tuple[int, str]:
+    base = method.split(" ")[0]
+    return (order.index(base) if base in order else len(order), method)
