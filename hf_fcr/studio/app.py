@@ -32,6 +32,14 @@ def _error(err: BaseException) -> str:
     return f"**Error ({type(err).__name__}):** {text}"
 
 
+def _card_markdown(card: str) -> str:
+    """A card for the page: its YAML metadata as a code block, then its text."""
+    if card.startswith("---"):
+        _, meta, body = card.split("---", 2)
+        return f"```yaml\n{meta.strip()}\n```\n{body}"
+    return card
+
+
 def _bars(rows: dict[str, dict[str, Any]]) -> Any:
     data = [
         {"group": f"{group} ({split})", "accuracy": float(row["per_group"][group]), "split": split}
@@ -131,7 +139,7 @@ class _Handlers:
 
     def preview(self, value: float) -> list[Any]:
         try:
-            return ["Card rendered below.", self.session.card(float(value))]
+            return ["Card rendered below.", _card_markdown(self.session.card(float(value)))]
         except Exception as err:
             return [_error(err), gr.update()]
 
@@ -139,7 +147,7 @@ class _Handlers:
         try:
             if not path.strip():
                 raise ValueError("give a folder to save to.")
-            text = self.session.card(float(value))
+            text = _card_markdown(self.session.card(float(value)))
             written = self.session.save(os.path.expanduser(path.strip()), float(value), overwrite=replace)
         except Exception as err:
             return [_error(err), gr.update()]
@@ -149,7 +157,7 @@ class _Handlers:
         try:
             if not repo_id.strip():
                 raise ValueError("give a Hub repo id (org/name) to push to.")
-            text = self.session.card(float(value))
+            text = _card_markdown(self.session.card(float(value), repo_id.strip()))
             self.session.push(repo_id.strip(), float(value), token=secret or None, private=is_private)
         except Exception as err:
             return [_error(err), gr.update()]
@@ -170,6 +178,7 @@ def build_app(source: StudioSource | None = None, session: StudioSession | None 
                 label="model_name_or_path",
                 value=source.model_name_or_path or "",
                 placeholder="empty: the built-in demo",
+                elem_id="model_box",
             )
             data_box = gr.Textbox(label="dataset_name", value=source.dataset_name or "")
             label_box = gr.Textbox(label="label_column", value=source.label_column)

@@ -212,14 +212,15 @@ class StudioSession:
 
     # ------------------------------------------------------------------------------------------------ writing
 
-    def card(self, r: float) -> str:
-        """The model card ``save`` would write for the edit at rate ``r``."""
+    def card(self, r: float, repo_id: str | None = None) -> str:
+        """The model card ``save`` (or ``push`` to ``repo_id``) would write for the edit at rate ``r``."""
         from ..card import model_card
         from ..hub import library_of
 
         self._apply(r)
         try:
-            return str(model_card(self.remover.edit_record(), library_of(self.remover.model), **self._card_info(r)))
+            info = self._card_info(r, repo_id)
+            return str(model_card(self.remover.edit_record(), library_of(self.remover.model), **info))
         finally:
             self.remover.revert()
 
@@ -235,7 +236,8 @@ class StudioSession:
         """``push_to_hub`` of the edit at rate ``r`` (``private`` by default); the token is passed on, never kept."""
         self._apply(r)
         try:
-            return self.remover.push_to_hub(repo_id, private=private, token=token or None, **self._card_info(r))
+            info = self._card_info(r, repo_id)
+            return self.remover.push_to_hub(repo_id, private=private, token=token or None, **info)
         finally:
             self.remover.revert()
 
@@ -247,15 +249,17 @@ class StudioSession:
         if self.search.diagnosis is not None:
             self.remover.fcr_config_extra["diagnosis"] = self.search.diagnosis.to_dict()
 
-    def _card_info(self, r: float) -> dict[str, Any]:
+    def _card_info(self, r: float, repo_id: str | None = None) -> dict[str, Any]:
+        """The card's metrics (validation, at ``r``) and its command: how to open the model in the studio (the
+        pushed repo's, when ``repo_id`` is given)."""
         val = self.at_rate(r)[self.splits[0]]
         dataset = self.source.dataset_name or "spurious_digits"
         metrics = [
             {"name": name, "value": float(val[key]), "dataset": dataset, "split": self.splits[0]}
             for name, key in (("worst_group_accuracy", "worst_group"), ("accuracy", "average"))
         ]
-        model = self.source.model_name_or_path
-        command = "hf-fcr studio" + (f" --model_name_or_path {model}" if model else "")
+        model = repo_id or self.source.model_name_or_path
+        command = "pip install 'hf-fcr[studio]' && hf-fcr studio" + (f" --model_name_or_path {model}" if model else "")
         if self.source.dataset_name:
             command += f" --dataset_name {self.source.dataset_name}"
         return {"metrics": metrics, "command": f"{command}  # r = {float(r):.4f}"}

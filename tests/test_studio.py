@@ -1,0 +1,151 @@
+"""The studio: its session against the library (no browser), and the page itself driven in headless Chromium
+(Debian's chromium + chromium-driver, through Selenium) as a user would: wait for the verdict, set r, read the
+worst group and compare it with the library's own sweep, move r again, give a bad model id, save and reload.
+
+The page is served by Gradio on 127.0.0.1 in this process; nothing leaves the machine. Without Chromium or Gradio
+the browser test is skipped, unless HF_FCR_REQUIRE_BROWSER=1 (as .ci/run sets), where it fails instead.
+"""
+
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+
+from hf_fcr import FictitiousClassRemover
+from hf_fcr.studio import StudioSession, StudioSource
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import studio as page  # noqa: E402 -- benchmarks/studio.py: the browser helpers the latency benchmark uses too
+
+
+@pytest.fixture(scope="module")
+def session():
+    return StudioSession.load(StudioSource(seed=0))
+
+
+def _library_row(session, r, split="validation"):
+    """The library's own sweep at ``r`` on the session's features (not the session's method)."""
+    remover = session.remover
+    table = remover.sweep(
+        session.features[split],
+        r_values=[r],
+        label_column="label",
+        group_columns=("place",),
+        edits=session.search.edits,
+    ).table
+    return table[0]
+
+
+@pytest.mark.slow
+def test_the_session_is_the_library(session):
+    """Every number the page shows is the library's: the rate sweep, the chosen r, the flips (checked row by row
+    against the edited model's own predictions) and the save."""
+    r = 0.07
+    assert session.at_rate(r)["validation"] == _library_row(session, r)
+    assert session.chosen_r == session.search.r and session.remover.edits == []  # the model stays unedited
+    flips = session.flips(r, limit=1000)
+    feats = session.features["validation"]
+    before = session.remover.logits(feats.features).argmax(1)
+    session.remover.apply_edits([e.with_rate(r, torch.float32) for e in session.search.edits])
+    after = session.remover.logits(feats.features).argmax(1)
+    session.remover.revert()
+    assert {f["index"] for f in flips} == set(torch.nonzero(before != after).flatten().tolist())
+    confidences = [f["confidence"] for f in flips]
+    assert confidences == sorted(confidences, reverse=True)
+    rows = {row["method"].split(" ")[0]: row for row in session.table(r)}
+    assert {"erm", "fcr", "fcr_random_attribute", "dfr", "class_balanced", "auto"} <= set(rows)
+    assert rows["fcr"]["validation worst_group"] == round(_library_row(session, r)["worst_group"], 4)
+    removal = session.remove_class("small", 1, 1.0)
+    assert session.remover.edits == [] and len(removal["edits"]) == 1
+    forget = next(c for c in removal["per_class"] if c["class"] == "small")
+    assert forget["after"] < forget["before"]
+
+
+def test_a_dataset_without_a_validation_split_is_a_clear_error(tmp_path):
+    import timm
+
+    from hf_fcr.data import load_data
+
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
+    timm.models.save_for_hf(model, str(tmp_path / "model"), safe_serialization=True)
+    data = load_data("spurious_digits")
+    data.pop("validation")
+    data.save_to_disk(str(tmp_path / "data"))
+    source = StudioSource(model_name_or_path=str(tmp_path / "model"), dataset_name=str(tmp_path / "data"))
+    with pytest.raises(ValueError, match="no 'validation' split"):
+        StudioSession.load(source)
+
+
+def _browser_ready() -> bool:
+    ready = shutil.which(page.CHROMIUM) and shutil.which(page.CHROMEDRIVER)
+    try:
+        import gradio  # noqa: F401
+        import selenium  # noqa: F401
+    except ImportError:
+        ready = False
+    if not ready and os.environ.get("HF_FCR_REQUIRE_BROWSER") == "1":
+        pytest.fail("HF_FCR_REQUIRE_BROWSER=1 but Chromium, chromedriver, gradio or selenium is missing")
+    return bool(ready)
+
+
+@pytest.mark.slow
+def test_the_page_in_a_real_browser(session, tmp_path):
+    if not _browser_ready():
+        pytest.skip("needs Debian's chromium + chromium-driver and the [studio] extra with selenium")
+    from selenium.webdriver.common.by import By
+
+    app, url = page.serve(session)
+    driver = page.browser()
+    try:
+        page.open_page(driver, url)
+        assert "one-weight edit" in page.text(driver, "verdict")
+        # r set on the page: the worst group shown is the library's sweep at that r
+        r = 0.05
+        page.set_rate(driver, r)
+        expected = _library_row(session, r)
+        page.wait(lambda: abs(float(page.value(driver, "worst_group")) - expected["worst_group"]) < 1e-3, 20)
+        assert abs(float(page.value(driver, "average")) - expected["average"]) < 1e-3
+        table = page.text(driver, "methods")
+        page.wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#flips img"), 20)
+        gallery = page.text(driver, "flips")
+        assert "fcr (r=0.050)" in table
+        # move it: the table and the gallery follow
+        r2 = 0.2
+        page.set_rate(driver, r2)
+        page.wait(lambda: "fcr (r=0.200)" in page.text(driver, "methods"), 20)
+        page.wait(lambda: page.text(driver, "flips") != gallery, 20)
+        assert abs(float(page.value(driver, "worst_group")) - _library_row(session, r2)["worst_group"]) < 1e-3
+        # a bad model id: a message on the page, and the page still works
+        model_box = page.field(driver, "model_box")
+        model_box.send_keys("no-such-org/no-such-model")
+        driver.find_element(By.ID, "load").click()
+        page.wait(lambda: "Error" in page.text(driver, "status"), 60)
+        assert "Traceback" not in driver.page_source
+        page.set_rate(driver, r)
+        page.wait(lambda: abs(float(page.value(driver, "worst_group")) - expected["worst_group"]) < 1e-3, 20)
+        # save: the folder reloads with from_pretrained, edited at the r of the page
+        tabs = driver.find_elements(By.XPATH, "//button[contains(., 'Save and push')]")
+        next(t for t in tabs if t.is_displayed()).click()
+        page.field(driver, "folder").send_keys(str(tmp_path / "saved"))
+        driver.find_element(By.ID, "save").click()
+        page.wait(lambda: "Saved to" in page.text(driver, "status"), 60)
+        card = page.text(driver, "card")
+        assert "Fictitious Class Removal" in card and "hf-fcr studio" in card and "r = 0.0500" in card
+        driver.save_screenshot(str(tmp_path / "studio.png"))
+        artifacts = os.environ.get("HF_FCR_ARTIFACTS")
+        if artifacts:
+            os.makedirs(artifacts, exist_ok=True)
+            shutil.copy(tmp_path / "studio.png", os.path.join(artifacts, "studio.png"))
+    finally:
+        driver.quit()
+        app.close()
+    reloaded = FictitiousClassRemover.from_pretrained(tmp_path / "saved")
+    assert [e.r for e in reloaded.edits] == [pytest.approx(r)] * len(session.search.edits)
+    feats = session.features["validation"]
+    labels, ids, names = reloaded._groups(feats, "label", ["place"])
+    from hf_fcr.metrics import group_metrics
+
+    worst = group_metrics(reloaded.logits(feats.features).argmax(1), labels, ids, names)["worst_group"]
+    assert abs(worst - expected["worst_group"]) < 1e-6
