@@ -11,6 +11,28 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+METRICS = ("group_robustness",)
+
+
+def metric_path(name: str) -> str:
+    """The folder of the ``evaluate`` module ``name`` shipped with hf-fcr (``group_robustness``: worst-group,
+    average and per-group accuracy, integer or string group ids), for ``evaluate.load(hf_fcr.metric_path(name))``.
+    It is inside the installed package (a wheel), or in the checkout's ``metrics/`` folder (an editable install).
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    from pathlib import Path
+
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}: hf-fcr ships {', '.join(METRICS)}.")
+    here = Path(__file__).resolve().parent
+    for folder in (here / "evaluate_modules" / name, here.parent / "metrics" / name):
+        if (folder / f"{name}.py").is_file():
+            return str(folder)
+    raise FileNotFoundError(f"the {name} module is missing from this installation of hf-fcr ({here}): reinstall it.")
+
+
 _NAMES = {
     "Diagnosis": "diagnosis",
     "EdgeStatistics": "stats",
@@ -44,6 +66,7 @@ __all__ = [
     "WeightEdit",
     "ZeroWeightError",
     "__version__",
+    "metric_path",
     "ca_score",
     "edge_statistics",
     "head_method_names",

@@ -6,6 +6,7 @@ The page is served by Gradio on 127.0.0.1 in this process; nothing leaves the ma
 the browser test is skipped, unless HF_FCR_REQUIRE_BROWSER=1 (as .ci/run sets), where it fails instead.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -149,3 +150,51 @@ def test_the_page_in_a_real_browser(session, tmp_path):
 
     worst = group_metrics(reloaded.logits(feats.features).argmax(1), labels, ids, names)["worst_group"]
     assert abs(worst - expected["worst_group"]) < 1e-6
+
+
+def test_the_space_builds_the_studio_without_loading_anything():
+    """The Space's app.py builds the page (the demo loads when the page opens, not at import), and its README
+    header is a Gradio Space's."""
+    pytest.importorskip("gradio")
+    import importlib.util
+
+    import yaml
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spaces", "studio")
+    spec = importlib.util.spec_from_file_location("space_app", os.path.join(folder, "app.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import gradio as gr
+
+    assert isinstance(module.demo, gr.Blocks)
+    ids = {getattr(block, "elem_id", None) for block in module.demo.blocks.values()}
+    assert {"verdict", "r", "worst_group", "average", "methods", "flips", "save", "push", "status"} <= ids
+    header = open(os.path.join(folder, "README.md"), encoding="utf-8").read().split("---")[1]
+    meta = yaml.safe_load(header)
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
+    assert open(os.path.join(folder, "requirements.txt")).read().split()[0].startswith("hf-fcr[studio]")
+
+
+@pytest.mark.slow
+def test_the_studio_pushes_privately_and_never_sends_the_token_in_a_body(session, tmp_path, monkeypatch):
+    """Push from the studio to a local server that speaks the Hub protocol (huggingface.co cannot be reached):
+    the repo is created private by default, the files are the ones save writes, and the token travels only in
+    the Authorization header."""
+    import huggingface_hub.constants as constants
+
+    from hub_server import HubServer
+
+    with HubServer() as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        token = "hf_studio_secret_token_123"
+        session.push("tester/studio-model", 0.05, token=token, private=True)
+        create = json.loads(next(b for _, path, b, _ in hub.state.requests if path.endswith("/api/repos/create")))
+        assert create.get("private") is True or create.get("visibility") == "private"
+        assert all(token.encode() not in body for _, _, body, _ in hub.state.requests)
+        assert any(headers.get("authorization", headers.get("Authorization", "")).endswith(token)
+                   for _, _, _, headers in hub.state.requests)  # fmt: skip
+        files = set(hub.state.repos["tester/studio-model"])
+    saved = set(os.listdir(session.save(tmp_path / "saved", 0.05)))
+    assert files == saved
