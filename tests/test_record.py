@@ -3,28 +3,15 @@ base it names, and the card made from it. Each test feeds a record that was acce
 error and that nothing changed (model tensors and file bytes compared)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import timm
-import torch
+from utils import file_bytes, timm_base
 
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.config import EditRecordError
 from hf_fcr.constants import CONFIG_NAME
 from hf_fcr.files import CorruptFileError
-
-
-def _files(folder) -> dict:
-    return {p.name: p.read_bytes() for p in Path(folder).iterdir()}
-
-
-def _timm_base(tmp_path, name="test_resnet", num_classes=3):
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-    folder = tmp_path / "base"
-    timm.models.save_for_hf(model, str(folder), safe_serialization=True)
-    return folder
 
 
 def _record(folder, base, edits, **extra):
@@ -40,24 +27,24 @@ def _head_edit(base_model, param="fc.weight", row=0, col=1, new=0.5):
 
 
 def test_a_record_may_only_edit_the_classifier_head(tmp_path):
-    base = _timm_base(tmp_path, "test_vit")
+    base = timm_base(tmp_path, "test_vit")
     model = timm.create_model("local-dir:" + str(base), pretrained=True)
     edit = _head_edit(model, param="blocks.0.attn.qkv.weight", new=3e38)
-    before = _files(base)
+    before = file_bytes(base)
     with pytest.raises(EditRecordError, match="may only edit the classifier head"):
         FictitiousClassRemover.from_pretrained(str(_record(tmp_path / "evil", base, [edit])))
-    assert _files(base) == before
+    assert file_bytes(base) == before
 
 
 def test_a_value_that_overflows_the_heads_dtype_is_refused(tmp_path):
-    base = _timm_base(tmp_path)
+    base = timm_base(tmp_path)
     model = timm.create_model("local-dir:" + str(base), pretrained=True)
     with pytest.raises(EditRecordError, match="not finite in the head's dtype"):
         FictitiousClassRemover.from_pretrained(str(_record(tmp_path / "evil", base, [_head_edit(model, new=1e300)])))
 
 
 def test_a_record_for_another_library_is_refused_before_loading_it(tmp_path):
-    base = _timm_base(tmp_path)
+    base = timm_base(tmp_path)
     model = timm.create_model("local-dir:" + str(base), pretrained=True)
     folder = _record(tmp_path / "evil", base, [_head_edit(model)])
     record = json.loads((folder / CONFIG_NAME).read_text())
@@ -77,7 +64,7 @@ def test_a_record_for_another_library_is_refused_before_loading_it(tmp_path):
     ],
 )
 def test_malformed_calls_metrics_and_versions_are_refused_before_any_edit(tmp_path, extra, match):
-    base = _timm_base(tmp_path)
+    base = timm_base(tmp_path)
     model = timm.create_model("local-dir:" + str(base), pretrained=True)
     with pytest.raises(EditRecordError, match=match):
         FictitiousClassRemover.from_pretrained(str(_record(tmp_path / "r", base, [_head_edit(model)], **extra)))
@@ -96,7 +83,7 @@ def test_deep_and_self_referencing_records_get_a_clear_error(tmp_path):
 
 
 def test_the_card_is_generated_from_the_record_not_trusted(tmp_path):
-    base = _timm_base(tmp_path)
+    base = timm_base(tmp_path)
     model = timm.create_model("local-dir:" + str(base), pretrained=True)
     folder = _record(tmp_path / "r", base, [_head_edit(model)])
     fake = "<!-- hf-fcr:start -->\n| fc.weight | 9 | 9 | fake |\n<!-- hf-fcr:end -->\n"
@@ -109,7 +96,7 @@ def test_the_card_is_generated_from_the_record_not_trusted(tmp_path):
 
 
 def test_config_json_of_the_wrong_type_and_broken_card_yaml(tmp_path, digits_model):
-    base = _timm_base(tmp_path)
+    base = timm_base(tmp_path)
     (tmp_path / "list").mkdir()
     (tmp_path / "list" / "config.json").write_text("[1, 2]")
     with pytest.raises(CorruptFileError, match="expected a JSON dict"):

@@ -5,12 +5,11 @@ import json
 import os
 import signal
 import stat
-from pathlib import Path
 
 import pytest
 import timm
 import torch
-from utils import snapshot, spawn, state_equal, wait_for
+from utils import file_bytes, snapshot, spawn, state_equal, timm_base, wait_for
 
 from hf_fcr import FeatureSet, FictitiousClassRemover, WeightEdit
 from hf_fcr.config import EditRecordError
@@ -18,27 +17,15 @@ from hf_fcr.constants import CONFIG_NAME
 from hf_fcr.files import CorruptFileError
 
 
-def _files(folder) -> dict:
-    return {p.name: p.read_bytes() for p in Path(folder).iterdir()}
-
-
-def _timm_base(tmp_path, name="test_resnet", num_classes=3):
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-    folder = tmp_path / "base"
-    timm.models.save_for_hf(model, str(folder), safe_serialization=True)
-    return folder
-
-
 def test_edits_only_save_onto_its_own_base_is_refused(tmp_path):
-    base = _timm_base(tmp_path)
+    base = timm_base(tmp_path)
     remover = FictitiousClassRemover.from_pretrained(str(base))
     feats = FeatureSet(torch.rand(30, remover.head.in_features), {"label": torch.arange(30) % 3})
     remover.remove_class(1, feats, r=0.5)
-    before = _files(base)
+    before = file_bytes(base)
     with pytest.raises(ValueError, match="holds the base checkpoint"):
         remover.save_pretrained(base, edits_only=True, overwrite=True)
-    assert _files(base) == before
+    assert file_bytes(base) == before
 
 
 def test_a_competing_writer_is_never_replaced_without_overwrite(tmp_path):
@@ -51,7 +38,7 @@ def test_a_competing_writer_is_never_replaced_without_overwrite(tmp_path):
     (tmp / "ours.txt").write_text("written second")
     with pytest.raises(FileExistsError, match="written by someone else"):
         _replace_dir(tmp, target, overwrite=False)
-    assert _files(target) == {"theirs.txt": b"written first"}
+    assert file_bytes(target) == {"theirs.txt": b"written first"}
 
 
 def test_saved_folders_follow_the_umask(tmp_path, digits_model):
@@ -80,7 +67,7 @@ def test_a_weight_edited_twice_reloads_and_reverts_bit_exact(tmp_path, digits_mo
 
 
 def test_a_folder_saved_without_edits_is_the_base_of_later_edits(tmp_path):
-    base = _timm_base(tmp_path)
+    base = timm_base(tmp_path)
     FictitiousClassRemover.from_pretrained(str(base)).save_pretrained(tmp_path / "plain")
     remover = FictitiousClassRemover.from_pretrained(str(tmp_path / "plain"))
     feats = FeatureSet(torch.rand(30, remover.head.in_features), {"label": torch.arange(30) % 3})
@@ -138,7 +125,6 @@ for i in range(int(sys.argv[2])):
 
 @pytest.mark.slow
 def test_killed_save_leaves_the_previous_checkpoint_intact(tmp_path):
-    import timm
 
     torch.manual_seed(0)
     remover = FictitiousClassRemover(timm.create_model("test_resnet", num_classes=3))
@@ -162,7 +148,6 @@ def test_a_reader_never_sees_a_half_replaced_folder(tmp_path):
     """While another process re-saves two different models over one folder with overwrite=True, every load returns
     one of them, complete, or a clear error (the folder is missing for an instant, or the weights are not those
     the record was saved with); never the weights of one with the record of the other."""
-    import timm
 
     from hf_fcr.head_edit import weights_digest
 

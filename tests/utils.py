@@ -14,6 +14,22 @@ from hf_fcr import FeatureSet, FictitiousClassRemover
 TESTS = Path(__file__).parent
 
 
+def file_bytes(folder) -> dict:
+    """``{name: bytes}`` of the files in ``folder`` (to check that nothing on disk changed)."""
+    return {p.name: p.read_bytes() for p in Path(folder).iterdir()}
+
+
+def timm_base(tmp_path, name="test_resnet", num_classes=3):
+    """A seeded timm model saved with ``save_for_hf`` in ``tmp_path / "base"``: a base checkpoint for records."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
+    folder = tmp_path / "base"
+    timm.models.save_for_hf(model, str(folder), safe_serialization=True)
+    return folder
+
+
 def state_equal(a: dict, b: dict) -> bool:
     """Two state dicts with the same keys and bit-identical tensors."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
