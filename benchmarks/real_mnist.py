@@ -80,9 +80,10 @@ def ccexam_removal(mnist, seeds, log):
 
 def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None, magnitude=28):
     from hf_fcr import FictitiousClassRemover
+    from hf_fcr.data.spuco import spuco_mnist
     from hf_fcr.experiments.compare import Benchmark, run_spurious
     from hf_fcr.experiments.erm import train_classifier
-    from hf_fcr.experiments.mnist import mnist_cnn, spuco_mnist
+    from hf_fcr.experiments.mnist import mnist_cnn
 
     runs = []
     for seed in seeds:

@@ -389,8 +389,9 @@ def spuco_head_fits(seed: int = 0) -> dict[str, Any]:
     real-MNIST SpuCo-style benchmark at SpuCo's hardest setting (99.5% correlation, the colour over the whole image),
     its CNN after one epoch of ERM (10,000 x 32 features; real MNIST fetched from PyPI and cached)."""
     from hf_fcr.data.mnist import load_mnist
+    from hf_fcr.data.spuco import spuco_mnist
     from hf_fcr.experiments.erm import train_classifier
-    from hf_fcr.experiments.mnist import mnist_cnn, spuco_mnist
+    from hf_fcr.experiments.mnist import mnist_cnn
     from hf_fcr.remover import FictitiousClassRemover
     from hf_fcr.retrain import retrain_head
 

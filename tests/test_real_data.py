@@ -46,6 +46,30 @@ def test_parity_mnist_keeps_the_digit(mnist):
     assert parity["digit"] == mnist["test"].select(range(50))["label"]
 
 
+def test_real_mnist_is_one_name_away(mnist):
+    """``from hf_fcr.data import load_mnist`` and the three built-in names: load_data, and the CLI's --dataset_name
+    (which goes through load_data) lists them."""
+    from hf_fcr.cli import _subparser, build_parser
+    from hf_fcr.data import BUILTIN_DATASETS, load_data, load_mnist
+
+    assert load_mnist is not None and {"mnist", "parity_mnist", "spuco_mnist"} <= set(BUILTIN_DATASETS)
+    plain = load_data("mnist")
+    assert {k: len(v) for k, v in plain.items()} == {"train": 60000, "test": 10000}
+    assert plain["test"]["label"] == mnist["test"]["label"]
+    parity = load_data("parity_mnist")
+    assert parity["test"].column_names == ["image", "label", "digit"]
+    assert parity["test"]["label"] == [d % 2 for d in parity["test"]["digit"]]
+    spuco = load_data("spuco_mnist", seed=1)
+    assert {k: len(v) for k, v in spuco.items()} == {"train": 50000, "validation": 10000, "test": 10000}
+    assert spuco["test"].column_names == ["image", "label", "background", "digit"]
+    assert spuco["test"].features["background"].num_classes == 5
+    train = spuco["train"].select(range(5000))
+    agree = sum(a == b for a, b in zip(train["label"], train["background"])) / len(train)
+    assert 0.97 < agree <= 1.0  # the default correlation (0.99) in training; uniform colours elsewhere
+    help_text = " ".join(_subparser(build_parser(), "neutralize").format_help().split())
+    assert "digits, mnist, parity_mnist, spuco_mnist" in help_text
+
+
 class _Boom:
     def __reduce__(self):
         import os

