@@ -40,9 +40,18 @@ def _card_markdown(card: str) -> str:
     return card
 
 
+def _short(group: str, split: str) -> str:
+    """``label=0,place=1`` of ``validation`` as ``0,place=1 vali``: bar labels that fit under the bars."""
+    return f"{group.replace('label=', '')} {split[:4]}"
+
+
 def _bars(rows: dict[str, dict[str, Any]]) -> Any:
     data = [
-        {"group": f"{group} ({split})", "accuracy": float(row["per_group"][group]), "split": split}
+        {
+            "group": f"{group.replace('label=', '')} {split[:4]}",
+            "accuracy": float(row["per_group"][group]),
+            "split": split,
+        }
         for group in next(iter(rows.values()))["per_group"]
         for split, row in rows.items()
         if group in row["per_group"]
@@ -59,7 +68,7 @@ def _curve(session: StudioSession, r: float) -> Any:
 
 def _gallery(session: StudioSession, r: float) -> list[tuple[Any, str]]:
     return [
-        (session.image(f["index"]), f"{f['before']} -> {f['after']} ({f['group']}; p={f['confidence']:.2f})")
+        (session.image_file(f["index"]), f"{f['before']} -> {f['after']} ({f['group']}; p={f['confidence']:.2f})")
         for f in session.flips(r)
     ]
 
@@ -193,7 +202,9 @@ def build_app(source: StudioSource | None = None, session: StudioSession | None 
                 worst = gr.Textbox(label="validation worst group (FCR at r)", elem_id="worst_group")
                 average = gr.Textbox(label="validation average (FCR at r)", elem_id="average")
             with gr.Row():
-                bars = gr.BarPlot(x="group", y="accuracy", color="split", y_lim=[0, 1], label="per group at r")
+                bars = gr.BarPlot(
+                    x="group", y="accuracy", color="split", y_lim=[0, 1], label="per group at r", x_label_angle=-30
+                )
                 curve = gr.LinePlot(x="r", y="accuracy", color="series", y_lim=[0, 1], label="FCR's validation sweep")
             methods = gr.Dataframe(label="methods (validation and test)", elem_id="methods", interactive=False)
             flips = gr.Gallery(label="predictions that change at r", elem_id="flips", columns=6, height=260)
@@ -221,7 +232,8 @@ def build_app(source: StudioSource | None = None, session: StudioSession | None 
         h = _Handlers(source, session, len(loaded), len(follow))
         load.click(h.load, [model_box, data_box, label_box, attribute_box], [status, *loaded])
         app.load(h.open, None, [status, *loaded])
-        moved = r.change(h.rate, [r], follow, show_progress="hidden", trigger_mode="always_last")
+        # the numbers and plots first, without the queue (closed form: tens of milliseconds), then the gallery
+        moved = r.change(h.rate, [r], follow, show_progress="hidden", trigger_mode="always_last", queue=False)
         moved.then(h.gallery, [r], [flips], show_progress="hidden", trigger_mode="always_last")
         remove.click(h.remove, [cls, num_weights, removal_r], [status, per_class, edited])
         preview.click(h.preview, [r], [status, card])

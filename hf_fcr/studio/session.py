@@ -48,6 +48,7 @@ class StudioSession:
     search: Any
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     _curves: dict[str, Any] = field(default_factory=dict, repr=False)
+    _image_dir: str | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------------------------------ loading
 
@@ -156,6 +157,18 @@ class StudioSession:
             }
             for i in order
         ]
+
+    def image_file(self, index: int, split: str | None = None) -> str:
+        """Row ``index``'s image of ``split`` as a PNG file, written once (loaded on demand, then reused)."""
+        import tempfile
+
+        split = split or self.splits[0]
+        if self._image_dir is None:
+            self._image_dir = tempfile.mkdtemp(prefix="hf-fcr-studio-images-")
+        path = os.path.join(self._image_dir, f"{split}-{int(index)}.png")
+        if not os.path.exists(path):
+            self.image(index, split).save(path)
+        return path
 
     def image(self, index: int, split: str | None = None) -> Any:
         """Row ``index``'s image of ``split`` as a PIL image (loaded on demand)."""
