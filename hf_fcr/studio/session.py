@@ -19,7 +19,6 @@ from ..sweep import edited_logits
 __all__ = ["DEMO", "StudioSession", "StudioSource"]
 
 DEMO = "the built-in demo (SpuriousDigits, timm test_resnet trained here)"
-RANDOM_ATTRIBUTE_DRAWS = 3
 
 
 @dataclass(frozen=True)
@@ -281,6 +280,7 @@ class StudioSession:
         """ERM, FCR's random-attribute control (mean over draws) and every registered head-level method plus
         ``auto``, each through ``neutralize_spurious`` on the same features, measured, then reverted."""
         from ..diagnosis import random_attribute
+        from ..experiments.compare import RANDOM_ATTRIBUTE_DRAWS
         from ..feature_set import FeatureSet
         from ..head_methods import head_method_names
 
