@@ -81,7 +81,7 @@ def _fit(
         model = LogisticRegression(
             C=C, l1_ratio=1.0, solver="liblinear", max_iter=MAX_ITER, fit_intercept=intercept, random_state=seed
         )
-    with warnings.catch_warnings(), one_blas_thread():
+    with warnings.catch_warnings():  # (retrain_head runs the fits under one_blas_thread)
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported by the caller, with C and the iterations
         model.fit(x, y)
     coef, b = model.coef_, np.broadcast_to(model.intercept_, (model.coef_.shape[0],))
@@ -145,6 +145,21 @@ def retrain_head(
     Raises:
         ValueError: a class without rows, or a group with fewer than two rows.
     """
+    with one_blas_thread():  # entered once: threadpoolctl's limit costs tens of milliseconds each time
+        return _retrain_head(features, labels, groups, num_classes, seed, num_fits, c_grid, intercept)
+
+
+def _retrain_head(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    num_fits: int,
+    c_grid: Sequence[float],
+    intercept: bool,
+) -> RetrainedHead:
+    """``retrain_head``'s work (under one BLAS thread)."""
     check_every_class(labels, num_classes)
     if int(torch.bincount(torch.unique(groups, return_inverse=True)[1]).min()) < 2:
         raise ValueError("every group needs at least two validation rows to balance and tune on.")
