@@ -170,6 +170,9 @@ def model_card(config: FCRConfig, library: str, existing: Path | None = None, **
             elif getattr(data, key, None) in (None, [], "") or key not in data.to_dict():
                 setattr(data, key, value)
     weight_edits = [e for e in config.edits if e.kind == "weight"]
+    removed = [c.get("cls") for c in config.extra.get("calls", []) if c.get("method") == "remove_class"]
+    names = {e.class_index: e.class_name for e in weight_edits if e.class_name is not None}
+    removed_classes = [f"class {names.get(c, c)!s}" for c in dict.fromkeys(removed)]
     diagnosis = config.extra.get("diagnosis")
     diagnosis = diagnosis if isinstance(diagnosis, dict) and isinstance(diagnosis.get("verdict"), str) else None
     template = resources.files("hf_fcr.model_cards").joinpath("fcr_model_card.md").read_text(encoding="utf-8")
@@ -182,6 +185,7 @@ def model_card(config: FCRConfig, library: str, existing: Path | None = None, **
         num_edits=len(weight_edits),
         edits=weight_edits,
         head_edits=[e for _, e in config.head_edits],
+        removed_classes=removed_classes,
         diagnosis=diagnosis,
         diagnosis_figure=card_info.get("diagnosis_figure"),
         metrics=metrics,

@@ -116,6 +116,10 @@ def test_config_and_card_contents(tmp_path):
     assert "- model-editing" in card
     assert "base_model: timm/test_resnet.r160_in1k" in card
     assert "model-index" in card
+    # a class removal says what it does and does not (suppression at the output, not forgetting or unlearning)
+    said = " ".join(card.split("### What removing a class does, and does not")[1].split("###")[0].split())
+    assert said.startswith("The edit suppresses class 1 at the output")
+    assert "still encodes it" in said and "not unlearning of the training data" in said
 
     # updating keeps what the user wrote, and refuses to overwrite without being asked
     (tmp_path / "m" / "README.md").write_text(
