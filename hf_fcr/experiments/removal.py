@@ -9,7 +9,7 @@ import torch
 
 from ..feature_set import FeatureSet
 
-__all__ = ["class_removal", "subclass_removal"]
+__all__ = ["class_removal", "removal_controls", "subclass_removal"]
 
 
 def _per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -51,6 +51,7 @@ def class_removal(
                     }
                 )
         single[mode] = rows
+    controls = removal_controls(remover, train, test, label_column, seed)
     gen = torch.Generator().manual_seed(seed)
     multi = []
     for m in range(1, min(max_removed, k - 1) + 1):
@@ -69,7 +70,51 @@ def class_removal(
                 "retained_change": float((acc[kept] - base[kept]).mean()),
             }
         )
-    return {"base_per_class": base.tolist(), "single": single, "multi": multi}
+    return {"base_per_class": base.tolist(), "single": single, "multi": multi, "controls": controls}
+
+
+def removal_controls(
+    remover: Any, train: FeatureSet, test: FeatureSet, label_column: str = "label", seed: int = 0
+) -> list[dict[str, Any]]:
+    """The controls beside removing each class with one weight, per class:
+
+    - ``mask_forget`` / ``mask_retain``: the output mask (the class's logit set to -inf, what a very negative bias
+      does): also one parameter, and it removes the class exactly;
+    - ``random_forget`` / ``random_retain``: one random supporting weight of the class's row through Eq. 7
+      (``remove_class(score="random")``);
+    - ``probe_balanced_accuracy``: what remains: a linear probe on the head's input (fit on ``train``, scored on
+      ``test``) recognising the class, balanced accuracy (0.5 = chance). The edit leaves the features unchanged, so
+      this is the same before and after it.
+    """
+    from ..probe import fit_linear_probe
+
+    labels, k = test.labels(label_column), remover.num_classes
+    logits = remover.logits(test.features)
+    train_labels = train.labels(label_column)
+    rows = []
+    for c in range(k):
+        others = [i for i in range(k) if i != c]
+        masked = logits.clone()
+        masked[:, c] = float("-inf")
+        mask = _per_class_accuracy(masked.argmax(1), labels, k)
+        remover.remove_class(c, train, label_column=label_column, num_weights=1, score="random", seed=seed)
+        rand = _per_class_accuracy(remover.logits(test.features).argmax(1), labels, k)
+        remover.revert()
+        w, b = fit_linear_probe(train.features, (train_labels == c).long(), 2)
+        said = (test.features.double() @ w.T + b).argmax(1) == 1
+        truth = labels == c
+        balanced = 0.5 * (float(said[truth].double().mean()) + float((~said[~truth]).double().mean()))
+        rows.append(
+            {
+                "class": c,
+                "mask_forget": float(mask[c]),
+                "mask_retain": float(mask[others].mean()),
+                "random_forget": float(rand[c]),
+                "random_retain": float(rand[others].mean()),
+                "probe_balanced_accuracy": balanced,
+            }
+        )
+    return rows
 
 
 def subclass_removal(
