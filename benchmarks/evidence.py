@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,6 +112,43 @@ def method_table(runs: list[dict], title: str) -> str:
         f"FCR with it minus FCR with random attributes, worst group (paired): {mean_std(inferred)} points.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def removal_controls_table(runs: list[dict]) -> str:
+    """One class removed with one weight beside its controls: the output mask, one random supporting weight of the
+    row, and what remains (a linear probe on the head's input recognising the class), mean +- std over the seeds of
+    the per-class means."""
+
+    def per_seed(key: str, rows_of: Callable[[dict], list[dict]]) -> str:
+        return mean_std([statistics.mean(x[key] for x in rows_of(r)) for r in runs])
+
+    def fcr(r: dict) -> list[dict]:
+        return [x for x in r["single"]["supporting"] if x["num_weights"] == 1]
+
+    def controls(r: dict) -> list[dict]:
+        return r["controls"]
+
+    base = [statistics.mean(r["base_per_class"]) for r in runs]
+    retain = [statistics.mean(x["retain"] for x in fcr(r)) for r in runs]
+    probe = per_seed("probe_balanced_accuracy", lambda r: r["controls"])
+    return (
+        "\n".join(
+            [
+                f"| one class, one parameter ({len(runs)} seeds) | forgotten class acc. % | others' acc. % |",
+                "|---|---|---|",
+                f"| none (the model) | {mean_std(base)} | {mean_std(base)} |",
+                f"| FCR: one weight, SCA, supporting | {per_seed('forget', fcr)} | {mean_std(retain)} |",
+                f"| control: one random supporting weight of the row (Eq. 7) | {per_seed('random_forget', controls)} "
+                f"| {per_seed('random_retain', controls)} |",
+                f"| control: output mask (bias to -inf) | {per_seed('mask_forget', controls)} | "
+                f"{per_seed('mask_retain', controls)} |",
+                "",
+                f"What remains: a linear probe on the head's input recognises the removed class at {probe} balanced "
+                "accuracy (50 = chance), before and after the edit alike (the features do not change).",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -148,8 +148,12 @@ def tables(results):
             f"{mean_std([r['removed_accuracy'] for r in rows])} | - | "
             f"{mean_std([r['retained_change'] for r in rows])} |"
         )
-    from evidence import method_table
+    from evidence import method_table, removal_controls_table
 
+    lines.append(
+        "\nThe same model beside its controls (one class, one parameter; the random weight drawn per seed):\n"
+    )
+    lines.append(removal_controls_table(cc["runs"]))
     sp = results["spuco"]
     title = (
         f"SpuCoMNIST-style (5 classes = digit pairs, a {results.get('magnitude', 28)}-pixel coloured square agrees "

@@ -14,14 +14,13 @@ import os
 import runpy
 import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from evidence import mean_std  # noqa: E402  (the tables' one formatter)
+from evidence import mean_std, removal_controls_table  # noqa: E402  (the tables' formatters)
 
 
 def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_resnet") -> str:
@@ -80,43 +79,6 @@ def class_removal(out: Path, seeds: list[int]) -> str:
             f"- | {mean_std([x['retained_change'] for x in rows])} |"
         )
     return "\n".join(lines) + "\n\n" + removal_controls_table(runs)
-
-
-def removal_controls_table(runs: list[dict]) -> str:
-    """One class removed with one weight beside its controls: the output mask, one random supporting weight of the
-    row, and what remains (a linear probe on the head's input recognising the class), mean +- std over the seeds of
-    the per-class means."""
-
-    def per_seed(key: str, rows_of: Callable[[dict], list[dict]]) -> str:
-        return mean_std([statistics.mean(x[key] for x in rows_of(r)) for r in runs])
-
-    def fcr(r: dict) -> list[dict]:
-        return [x for x in r["single"]["supporting"] if x["num_weights"] == 1]
-
-    def controls(r: dict) -> list[dict]:
-        return r["controls"]
-
-    base = [statistics.mean(r["base_per_class"]) for r in runs]
-    retain = [statistics.mean(x["retain"] for x in fcr(r)) for r in runs]
-    probe = per_seed("probe_balanced_accuracy", lambda r: r["controls"])
-    return (
-        "\n".join(
-            [
-                f"| one class, one parameter ({len(runs)} seeds) | forgotten class acc. % | others' acc. % |",
-                "|---|---|---|",
-                f"| none (the model) | {mean_std(base)} | {mean_std(base)} |",
-                f"| FCR: one weight, SCA, supporting | {per_seed('forget', fcr)} | {mean_std(retain)} |",
-                f"| control: one random supporting weight of the row (Eq. 7) | {per_seed('random_forget', controls)} "
-                f"| {per_seed('random_retain', controls)} |",
-                f"| control: output mask (bias to -inf) | {per_seed('mask_forget', controls)} | "
-                f"{per_seed('mask_retain', controls)} |",
-                "",
-                f"What remains: a linear probe on the head's input recognises the removed class at {probe} balanced "
-                "accuracy (50 = chance), before and after the edit alike (the features do not change).",
-            ]
-        )
-        + "\n"
-    )
 
 
 def parity(out: Path, seeds: list[int]) -> str:
