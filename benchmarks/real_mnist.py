@@ -221,7 +221,10 @@ def main(argv=None):
     if "figure8" in args.only:
         results["figure8"] = figure8(mnist, args.seeds, args.epochs, print)
     if "ccexam" in args.only:
+        from evidence import removal_controls_table
+
         results["ccexam"] = ccexam_removal(mnist, args.seeds, print)
+        print(removal_controls_table(results["ccexam"]["runs"]))
     if "spuco" in args.only:
 
         def save(runs):
