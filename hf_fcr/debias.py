@@ -29,13 +29,22 @@ from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logi
 if TYPE_CHECKING:
     from .remover import FictitiousClassRemover
 
-__all__ = ["AUTO_MARGIN", "AUTO_MIN_GROUP", "SAME_COLUMN", "SearchSettings", "diagnose_cue", "neutralize_spurious"]
+__all__ = [
+    "AUTO_MARGIN",
+    "AUTO_MIN_GROUP",
+    "DIAGNOSIS_DRAWS",
+    "SAME_COLUMN",
+    "SearchSettings",
+    "diagnose_cue",
+    "neutralize_spurious",
+]
 
 logger = logging.getLogger(__name__)
 
 AUTO_MARGIN = 0.01  # "auto" keeps the single-weight edit when it is within a point of the best candidate
 AUTO_MIN_GROUP = 4  # rows of a group "auto" needs to hold half of it out (each half of it must hold two)
 SAME_COLUMN = "same"  # val_attribute_column's default: the attribute column itself
+DIAGNOSIS_DRAWS = 3  # random-attribute draws of the diagnosis (diagnose's default, and neutralize_spurious's)
 
 
 @dataclass(frozen=True)
@@ -146,21 +155,22 @@ def neutralize_spurious(  # noqa: PLR0913 -- the keyword options of FictitiousCl
     remover: FictitiousClassRemover,
     train: Any,
     val: Any,
-    label_column: str = "label",
-    attribute_column: str | None = "place",
-    rule: str = "min_gap",
-    policies: Sequence[str] = POLICIES,
-    num_weights: Sequence[int] = (1, 2, 3),
-    r_values: Sequence[float] | None = None,
-    probe: Any = None,
-    selection: str = "sca",
-    seed: int = 0,
-    method: str = "fcr",
-    val_attribute_column: str | None = SAME_COLUMN,
-    diagnose: bool = True,
+    *,
+    label_column: str,
+    attribute_column: str | None,
+    rule: str,
+    policies: Sequence[str],
+    num_weights: Sequence[int],
+    r_values: Sequence[float] | None,
+    probe: Any,
+    selection: str,
+    seed: int,
+    method: str,
+    val_attribute_column: str | None,
+    diagnose: bool,
 ) -> NeutralizationSearch:
-    """``FictitiousClassRemover.neutralize_spurious`` (documented there), on ``remover``: the arguments are checked
-    into one ``SearchSettings``, then ``run_neutralization`` does the work."""
+    """``FictitiousClassRemover.neutralize_spurious`` (documented there, with the defaults), on ``remover``: the
+    arguments are checked into one ``SearchSettings``, then ``run_neutralization`` does the work."""
     check_rule(rule)
     seed = check_seed(seed)
     if method not in ("fcr", "auto"):
@@ -214,10 +224,11 @@ def run_neutralization(
             remover,
             train_feats,
             val_feats,
-            s.label_column,
-            s.attribute_column,
-            s.group_column,
+            label_column=s.label_column,
+            attribute_column=s.attribute_column,
+            val_attribute_column=s.group_column,
             rule=s.rule,
+            num_draws=DIAGNOSIS_DRAWS,
             seed=s.seed,
             r_values=s.r_values,
         )
@@ -330,15 +341,16 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
     remover: FictitiousClassRemover,
     train: Any,
     val: Any,
-    label_column: str = "label",
-    attribute_column: str = "place",
-    val_attribute_column: str | None = None,
-    rule: str = "min_gap",
-    num_draws: int = 3,
-    seed: int = 0,
-    r_values: Sequence[float] | None = None,
+    *,
+    label_column: str,
+    attribute_column: str,
+    val_attribute_column: str | None,
+    rule: str,
+    num_draws: int,
+    seed: int,
+    r_values: Sequence[float] | None,
 ) -> Diagnosis:
-    """``FictitiousClassRemover.diagnose`` (documented there), on ``remover``: changes nothing."""
+    """``FictitiousClassRemover.diagnose`` (documented there, with the defaults), on ``remover``: changes nothing."""
     check_rule(rule)
     seed = check_seed(seed)
     if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:

@@ -443,7 +443,7 @@ class FictitiousClassRemover(HeadEditor):
         attribute_column: str = "place",
         val_attribute_column: str | None = None,
         rule: str = "min_gap",
-        num_draws: int = 3,
+        num_draws: int = debias.DIAGNOSIS_DRAWS,
         seed: int = 0,
         r_values: Sequence[float] | None = None,
     ) -> Diagnosis:
