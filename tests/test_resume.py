@@ -80,11 +80,20 @@ remover.extract_features(digits_dataset(seed=0)["train"], batch_size=32, checkpo
 """
 
 
-@pytest.mark.slow
-def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
+def _counting_remover():
+    """The killed processes' model and data again, with a list that counts the batches the backbone runs."""
     from hf_fcr.data import digits_dataset
     from hf_fcr.experiments.erm import digits_cnn
 
+    torch.manual_seed(0)
+    remover = FictitiousClassRemover(digits_cnn().eval())
+    calls = []
+    remover.model[0].register_forward_hook(lambda *a: calls.append(1))
+    return remover, digits_dataset(seed=0)["train"], calls
+
+
+@pytest.mark.slow
+def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
     proc = spawn(SLOW_COLLECT, tmp_path / "ckpt")
     wait_for(proc, "started")
     state = tmp_path / "ckpt" / "collect.rank0.state.safetensors"
@@ -97,11 +106,7 @@ def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
     assert state.exists()
     assert proc.returncode == -signal.SIGKILL
 
-    torch.manual_seed(0)
-    remover = FictitiousClassRemover(digits_cnn().eval())
-    data = digits_dataset(seed=0)["train"]
-    calls = []
-    remover.model[0].register_forward_hook(lambda *a: calls.append(1))
+    remover, data, calls = _counting_remover()
     resumed = remover.collect(data, batch_size=32, rows=[1, 4], resume_from=tmp_path / "ckpt", device=None)
     n_batches = (len(data) + 31) // 32
     assert 0 < len(calls) < n_batches  # it really skipped the batches done before the kill
@@ -116,9 +121,6 @@ def test_killed_collect_resumes_to_the_uninterrupted_result(tmp_path):
 
 @pytest.mark.slow
 def test_killed_extraction_resumes_to_the_uninterrupted_result(tmp_path):
-    from hf_fcr.data import digits_dataset
-    from hf_fcr.experiments.erm import digits_cnn
-
     proc = spawn(SLOW_EXTRACT, tmp_path / "parts")
     wait_for(proc, "started")
     deadline = time.time() + 120
@@ -128,11 +130,7 @@ def test_killed_extraction_resumes_to_the_uninterrupted_result(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
-    torch.manual_seed(0)
-    remover = FictitiousClassRemover(digits_cnn().eval())
-    data = digits_dataset(seed=0)["train"]
-    calls = []
-    remover.model[0].register_forward_hook(lambda *a: calls.append(1))
+    remover, data, calls = _counting_remover()
     resumed = remover.extract_features(data, batch_size=32, resume_from=tmp_path / "parts", checkpoint_every=4)
     assert 0 < len(calls) < (len(data) + 31) // 32  # only the batches after the last saved part ran
     whole = remover.extract_features(data, batch_size=32)
