@@ -272,6 +272,7 @@ def _cold_retrain(features, labels, groups, num_classes, seed=0, num_fits=20, c_
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    from hf_fcr.logistic import two_rows
     from hf_fcr.retrain import DFR_C_GRID, RetrainedHead, _balanced_subset, _worst_group
 
     def fit(x, y, C):
@@ -282,7 +283,7 @@ def _cold_retrain(features, labels, groups, num_classes, seed=0, num_fits=20, c_
         ).fit(x, y)  # fmt: skip
         coef, b = model.coef_, np.broadcast_to(model.intercept_, (model.coef_.shape[0],))
         if coef.shape[0] == 1:
-            coef, b = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-b / 2, b / 2])
+            coef, b = two_rows(coef, b)
         w, bias = np.zeros((num_classes, x.shape[1])), np.full(num_classes, -1e9)
         w[model.classes_], bias[model.classes_] = coef, b
         return w, bias
