@@ -24,9 +24,9 @@ def load_data(name: str, config: str | None = None, streaming: bool = False, see
         from .spuco import spuco_mnist
 
         mnist = load_mnist()
-        return {"mnist": lambda: mnist, "parity_mnist": lambda: parity_mnist(mnist)}.get(
-            name, lambda: spuco_mnist(mnist, seed=seed)
-        )()
+        if name == "parity_mnist":
+            return parity_mnist(mnist)
+        return spuco_mnist(mnist, seed=seed) if name == "spuco_mnist" else mnist
     if name in BUILTIN_DATASETS:
         from .spurious import parity_digits, spurious_digits
 
