@@ -313,16 +313,13 @@ class StudioSession:
         return methods
 
     def _metrics(self) -> dict[str, dict[str, Any]]:
-        """The model's group metrics now, per split shown."""
-        from ..metrics import group_ids, group_metrics
+        """The model's group metrics now, per split shown (groups: label x attribute, as the search's)."""
+        from ..metrics import group_metrics
 
         s, out = self.source, {}
         for split in self.splits:
             feats = self.features[split]
-            labels, attribute = feats.labels(s.label_column), feats.labels(s.attribute_column)
-            ids, names = group_ids(
-                {s.label_column: labels, s.attribute_column: attribute}, [s.label_column, s.attribute_column]
-            )
+            labels, ids, names = self.remover._groups(feats, s.label_column, [s.attribute_column])
             out[split] = group_metrics(self.remover.logits(feats.features).argmax(1), labels, ids, names)
         return out
 
