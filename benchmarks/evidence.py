@@ -114,6 +114,33 @@ def method_table(runs: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure8_table(runs: list[dict], r_values: list[float], title: str) -> str:
+    """Figure 8 (sub-class removal): forget / retain per rate, SCA beside grad x act, with the plain argmax
+    (Algorithm 2) and with the supporting-sign rule, mean +- std over the seeds; then how often the two selections
+    picked different weights."""
+    header = "| r | SCA forget | SCA retain | grad x act forget | grad x act retain |"
+    lines = [title]
+    for rule, suffix in (("plain argmax (Algorithm 2)", ""), ("supporting-sign rule", "_supporting")):
+        if "sca" + suffix not in runs[0]["curves"]:
+            continue
+        lines += ["", f"{rule}:", "", header, "|---|---|---|---|---|"]
+        for i, r in enumerate(r_values):
+            cells = [
+                mean_std([run["curves"][sel + suffix][i][key] for run in runs])
+                for sel in ("sca", "grad_x_act")
+                for key in ("forget", "retain")
+            ]
+            lines.append(f"| {r} | " + " | ".join(cells) + " |")
+        if "weights" in runs[0]:
+            sca, gxa = ([run["weights"][sel + suffix] for run in runs] for sel in ("sca", "grad_x_act"))
+            differ = [sum(a[v] != b[v] for v in a) for a, b in zip(sca, gxa)]
+            lines.append(
+                f"\nSCA and grad x act picked different weights for {', '.join(map(str, differ))} of {len(sca[0])} "
+                "sub-classes (per seed)."
+            )
+    return "\n".join(lines) + "\n"
+
+
 def removal_controls_table(runs: list[dict]) -> str:
     """One class removed with one weight beside its controls: the output mask, one random supporting weight of the
     row, and what remains (a linear probe on the head's input recognising the class), mean +- std over the seeds of

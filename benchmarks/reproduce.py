@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from evidence import mean_std, removal_controls_table  # noqa: E402  (the tables' formatters)
+from evidence import figure8_table, mean_std, removal_controls_table  # noqa: E402  (the tables' formatters)
 
 
 def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_resnet") -> str:
@@ -100,21 +100,9 @@ def parity(out: Path, seeds: list[int]) -> str:
         )
         for s in seeds
     ]
-    lines = [
-        f"| r (ParityDigits, {len(seeds)} seeds) | SCA forget % | SCA retain % | grad x act forget % | "
-        "grad x act retain % |",
-        "|---|---|---|---|---|",
-    ]
-    for i, r in enumerate(r_values):
-        cells = []
-        for sel in ("sca", "grad_x_act"):
-            cells += [
-                mean_std([x["curves"][sel][i]["forget"] for x in runs]),
-                mean_std([x["curves"][sel][i]["retain"] for x in runs]),
-            ]
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    text = figure8_table(runs, r_values, f"ParityDigits, {len(seeds)} seeds; forget / retain in %:")
     acc = mean_std([x["fictitious_head_accuracy"] for x in runs])
-    return "\n".join(lines) + f"\n\nM' (digit head on the parity model's features) train accuracy: {acc} %.\n"
+    return text + f"\nM' (digit head on the parity model's features) train accuracy: {acc} %.\n"
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from .feature_set import FeatureSet
 from .head_edit import FIT_KEYS, HeadEdit, backbone_digest
 from .head_methods import FittedHead, fit_head, get_head_method, head_method_names
 from .metrics import group_metrics
-from .probe import POLICIES, encode_values, fit_linear_probe
+from .probe import POLICIES, EdgeRule, encode_values, fit_linear_probe
 from .scores import score_names
 from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
 
@@ -107,9 +107,10 @@ def _fcr_search(
 ) -> tuple[Any, dict[str, Any], list, list[dict[str, Any]]]:
     """M' on ``train`` and the grid search on ``val``, nothing applied: ``(M', choice, plan, tried)``."""
     labels, ids, names = _selection_groups(remover, val, settings)
+    rule = EdgeRule(selection=settings.selection, seed=settings.seed)
     fict = remover.fit_fictitious(train, settings.attribute_column, settings.label_column, probe=settings.probe)
     choice, plan, tried = search_edits(
-        lambda policy, n: remover._plan(fict, None, 1.0, n, policy, None, settings.selection, settings.seed),
+        lambda policy, n: remover._plan(fict, None, 1.0, n, policy, None, rule),
         settings.policies,
         settings.num_weights,
         remover.logits(val.features),

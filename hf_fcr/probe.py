@@ -17,6 +17,7 @@ from .stats import EdgeStatistics, edge_statistics
 
 __all__ = [
     "POLICIES",
+    "EdgeRule",
     "FictitiousHead",
     "default_probe",
     "fit_fictitious_head",
@@ -65,6 +66,16 @@ def fit_linear_probe(
             f"({num_values}, {features.shape[1]}) / ({num_values},)."
         )
     return weight, bias
+
+
+@dataclass(frozen=True)
+class EdgeRule:
+    """How Algorithm 2 picks an input from M''s ranking: ``selection`` (a registered score: ``"sca"``, the method),
+    ``candidates`` (``"all"``, the plain argmax, or ``"supporting"``) and the ``seed`` of a random score."""
+
+    selection: str = "sca"
+    candidates: str = "all"
+    seed: int = 0
 
 
 @dataclass
@@ -220,16 +231,19 @@ def plan_neutralization(
     num_weights: int,
     policy: str,
     values: Sequence[int] | None = None,
-    selection: str = "sca",
-    seed: int = 0,
+    rule: EdgeRule = EdgeRule(),
 ) -> dict[int, list[tuple[int, float, str]]]:
     """Algorithm 2's choice of weights (validated arguments; nothing is applied): for each real class ``c`` the
     head inputs ``k*`` to edit in ``W[c]``, as ``{c: [(k*, score, fictitious class name), ...]}``.
 
     For each fictitious class chosen by ``policy`` in ``c`` (or each of ``values``, attribute value indices), up to
-    ``num_weights`` inputs in M''s ranking by ``selection``; inputs whose ``weight[c, k]`` is 0 are skipped (Eq. 7
+    ``num_weights`` inputs in M''s ranking by ``rule.selection``; inputs whose ``weight[c, k]`` is 0 are skipped (Eq. 7
     is undefined there) and each input is edited once per class. ``classes`` defaults to every class with samples
     in the data M' was fit on (every class when M' was fit without labels).
+
+    ``rule.candidates="all"`` is Algorithm 2's plain argmax; ``"supporting"`` keeps only inputs whose weight supports
+    ``c`` on the value's samples (``weight[c, k] * mean_{s in v} a_k(s) > 0``, class removal's rule applied to a
+    fictitious class), so that Eq. 7 lowers class ``c`` for that value instead of raising it.
     """
     if classes is None:
         if fictitious.crosstab is not None:
@@ -238,19 +252,22 @@ def plan_neutralization(
             ]
         else:
             classes = list(range(weight.shape[0]))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(rule.seed)
+    signed = fictitious.stats.signed_activation.cpu()
     plan: dict[int, list[tuple[int, float, str]]] = {}
     for c in dict.fromkeys(classes):
         chosen: dict[int, tuple[int, float, str]] = {}
         for v in fictitious.values_for(c, policy) if values is None else values:
             picked = 0
-            for col, score in fictitious.ranked_features(v, selection, generator):
+            for col, score in fictitious.ranked_features(v, rule.selection, generator):
                 if picked == num_weights:
                     break
                 if weight[c, col] == 0:
                     logger.warning("W[%d, %d] is 0 (Eq. 7 is undefined there): using the next best edge.", c, col)
                     continue
                 if col in chosen:  # another value of this class took it: each value gets its own weights
+                    continue
+                if rule.candidates == "supporting" and float(weight[c, col]) * float(signed[v, col]) <= 0:
                     continue
                 chosen[col] = (col, score, fictitious.value_name(v))
                 picked += 1

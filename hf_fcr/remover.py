@@ -20,7 +20,7 @@ from .editor import HeadEditor
 from .feature_set import FeatureSet
 from .features import FeaturePass, PassOptions
 from .metrics import group_ids
-from .probe import POLICIES, FictitiousHead, encode_values, fit_fictitious_head, plan_neutralization
+from .probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_fictitious_head, plan_neutralization
 from .scores import CANDIDATES, score_names, top_edges
 from .stats import EdgeStatistics, edge_statistics
 from .sweep import NeutralizationSearch, SweepResult, default_r_grid, sweep_edits
@@ -269,14 +269,13 @@ class FictitiousClassRemover(HeadEditor):
         num_weights: int,
         policy: str,
         values: list[int] | None,
-        selection: str,
-        seed: int,
+        rule: EdgeRule,
     ) -> list[WeightEdit]:
         weight = self.head.weight.detach().cpu()
-        picks = plan_neutralization(weight, fictitious, classes, num_weights, policy, values, selection, seed)
+        picks = plan_neutralization(weight, fictitious, classes, num_weights, policy, values, rule)
         return [edit for c, cols in picks.items() for edit in self._row_edits(c, cols, r)]
 
-    def neutralize(
+    def neutralize(  # noqa: PLR0913 -- the public API (DESIGN.md): keyword options with defaults
         self,
         fictitious: FictitiousHead,
         classes: Sequence[int | str] | None = None,
@@ -286,6 +285,7 @@ class FictitiousClassRemover(HeadEditor):
         values: Sequence[Any] | None = None,
         selection: str = "sca",
         seed: int = 0,
+        candidates: str = "all",
     ) -> list[WeightEdit]:
         """Algorithm 2, step 6: for each real class ``c`` edit ``W[c, k*]`` with Eq. 8 at rate ``r``, where ``k*``
         is M''s plain SCA argmax (Eq. 6) for the fictitious class chosen by ``policy``.
@@ -299,6 +299,9 @@ class FictitiousClassRemover(HeadEditor):
             num_weights: weights per value (zero weights are skipped for the next best).
             selection: ``"sca"`` (Eq. 6, the method), ``"grad_x_act"`` (``G * A`` without the CA entropy ratio,
                 the paper's Figure 8 left) or ``"random"`` (a control, seeded by ``seed``).
+            candidates: ``"all"`` (default), Algorithm 2's plain argmax; ``"supporting"``, only inputs whose weight
+                supports ``c`` on the value's samples (``W[c, k] * mean_v a_k > 0``): Eq. 7 on an input of the
+                other sign raises the class for that value instead of lowering it (sub-class removal, Figure 8).
 
         Returns:
             The edits applied.
@@ -314,9 +317,12 @@ class FictitiousClassRemover(HeadEditor):
         check_choice("policy", policy, POLICIES)
         check_fictitious(fictitious, self.head.in_features)
         check_choice("selection", selection, score_names())
+        check_choice("candidates", candidates, CANDIDATES)
         targets = None if classes is None else [self.class_index(c) for c in classes]
         fixed = None if values is None else [fictitious.value_index(v) for v in values]
-        applied = self._apply(self._plan(fictitious, targets, r, num_weights, policy, fixed, selection, seed))
+        rule = EdgeRule(selection=selection, candidates=candidates, seed=seed)
+        plan = self._plan(fictitious, targets, r, num_weights, policy, fixed, rule)
+        applied = self._apply(plan)
         self._record(
             "neutralize",
             attribute_column=fictitious.attribute_column,
@@ -327,6 +333,7 @@ class FictitiousClassRemover(HeadEditor):
             values=None if values is None else [str(v) for v in values],
             selection=selection,
             seed=seed,
+            candidates=candidates,
         )
         return applied
 

@@ -212,6 +212,7 @@ def test_class_removal_and_parity_recipes(tmp_path):
     with pytest.raises(ValueError, match="not used"):  # a key that is no flag is an error, not ignored
         config.write_text(f"output_dir: {tmp_path / 'pm2'}\nr_value: [0, 1]\n")
         mod["main"]([str(config)])
-    assert set(res["curves"]) == {"sca", "grad_x_act"}
+    assert set(res["curves"]) == {"sca", "grad_x_act", "sca_supporting", "grad_x_act_supporting"}
+    assert 0.5 < res["model_test_accuracy"] <= 1.0
     base = res["curves"]["sca"][0]
     assert base["forget"] == pytest.approx(base["retain"], abs=0.05)  # r = 0 changes nothing

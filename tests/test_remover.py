@@ -320,3 +320,16 @@ def test_class_removal_controls_against_direct_computations(setup):
         assert row["mask_forget"] == 0.0
         assert row["mask_retain"] == pytest.approx(direct, abs=1e-12)
         assert 0.5 < row["probe_balanced_accuracy"] <= 1.0
+    # on a subset of the classes (an ImageNet head on a few photos): the same forget and probe, retain over the subset
+    subset = removal_controls(remover, train, test, seed=0, classes=[5, 2])
+    assert [row["class"] for row in subset] == [5, 2]
+    for row in subset:
+        full = rows[row["class"]]
+        for key in ("mask_forget", "random_forget", "probe_balanced_accuracy"):
+            assert row[key] == full[key]
+    with torch.no_grad():
+        old = remover.head.bias[5].clone()
+        remover.head.bias[5] = -1e9
+        pred = remover.logits(test.features).argmax(1)
+        remover.head.bias[5] = old
+    assert subset[0]["mask_retain"] == float((pred[labels == 2] == 2).double().mean())

@@ -9,7 +9,10 @@ import numpy as np
 
 from ..data.spuco import mnist_pixels
 
-__all__ = ["mnist_arrays", "mnist_cnn", "parity_mnist_arrays"]
+__all__ = ["PARITY_TRAINING", "lenet_cnn", "mnist_arrays", "mnist_cnn", "parity_mnist_arrays", "train_parity_cnn"]
+
+PARITY_TRAINING = {"epochs": 2, "lr": 1e-3, "batch_size": 64}
+"""How Figure 8's parity CNN is trained: two epochs of Adam (98.9-99.2% parity test accuracy)."""
 
 _MEAN, _STD = 0.1307, 0.3081
 
@@ -43,6 +46,41 @@ def parity_mnist_arrays(data: Any) -> Any:
         {**digits["train"].features, "label": parity, "digit": datasets.ClassLabel(num_classes=10)}
     )
     return digits.map(relabel, batched=True, features=features, desc="ParityMNIST")
+
+
+def lenet_cnn(num_classes: int, width: int = 64) -> Any:
+    """A LeNet-like CNN for 28x28 inputs: two 5x5 conv layers (16 and 32 channels), each with ReLU and a 2x2
+    max-pool, a ``width``-unit ReLU layer (the penultimate layer: the head's input, what FCR edits), and a linear
+    head. Figure 8's parity model (a reader expects ~99% parity accuracy from a LeNet; ``mnist_cnn`` gives ~92%)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, width),
+        nn.ReLU(),
+        nn.Linear(width, num_classes),
+    )
+
+
+def train_parity_cnn(data: Any, seed: int) -> tuple[Any, float]:
+    """Figure 8's model: ``lenet_cnn(2)`` trained on ParityMNIST's ``train`` split (``parity_mnist_arrays``) by
+    ``PARITY_TRAINING``; returns the model (eval mode) and the training time in seconds."""
+    import time
+
+    import torch
+
+    from .erm import train_classifier
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    model = train_classifier(lenet_cnn(2), data["train"], seed=seed, **PARITY_TRAINING)
+    return model, time.perf_counter() - t0
 
 
 def mnist_cnn(num_classes: int, in_channels: int = 1, width: int = 16) -> Any:
