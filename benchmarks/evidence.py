@@ -141,6 +141,34 @@ def figure8_table(runs: list[dict], r_values: list[float], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure6_table(runs: list[dict], model: str, sizes: tuple[int, ...]) -> str:
+    """Figures 6-7 (class removal): each class alone with 1-3 weights under both candidate rules (forgotten-class
+    accuracy, the worst class, the others' change), then ``sizes`` classes at once; mean +- std over the seeds."""
+    lines = [
+        f"| removal ({model}, {len(runs)} seeds) | candidates | forgotten class acc. % | worst class % | "
+        "others' change (points) |",
+        "|---|---|---|---|---|",
+    ]
+    for mode in ("supporting", "all"):
+        for n in (1, 2, 3):
+            per_seed = [[x for x in r["single"][mode] if x["num_weights"] == n] for r in runs]
+            if not per_seed[0]:
+                continue
+            lines.append(
+                f"| one class, {n} weight(s) | {mode} | "
+                f"{mean_std([statistics.mean(x['forget'] for x in p) for p in per_seed])} | "
+                f"{mean_std([max(x['forget'] for x in p) for p in per_seed])} | "
+                f"{mean_std([statistics.mean(x['retain_change'] for x in p) for p in per_seed])} |"
+            )
+    for k in sizes:
+        rows = [next(x for x in r["multi"] if x["num_removed"] == k) for r in runs]
+        lines.append(
+            f"| {k} classes at once, 1 weight each | supporting | {mean_std([x['removed_accuracy'] for x in rows])} | "
+            f"- | {mean_std([x['retained_change'] for x in rows])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def removal_controls_table(runs: list[dict]) -> str:
     """One class removed with one weight beside its controls: the output mask, one random supporting weight of the
     row, and what remains (a linear probe on the head's input recognising the class), mean +- std over the seeds of

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # evidence.py's tables
-from evidence import figure8_table, mean_std  # noqa: E402
+from evidence import figure8_table, mean_std, method_table, removal_controls_table  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -105,20 +105,22 @@ def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None, m
     return runs
 
 
-def tables(results):
-    lines = []
+def figure8_section(results):
     fig8 = results["figure8"]
     title = (
         f"Figure 8 on real MNIST (ParityMNIST, LeNet-like CNN, {len(fig8)} seeds; forget = accuracy on the removed "
         "digit, retain = on the other digits, averaged over the ten digits; mean ± std in %)"
     )
-    lines.append(figure8_table(fig8, list(R_VALUES), title))
-    lines.append(
-        f"Parity test accuracy {mean_std([run['model_test_accuracy'] for run in fig8])}; M' (digit head, training "
+    return figure8_table(fig8, list(R_VALUES), title) + (
+        f"\nParity test accuracy {mean_std([run['model_test_accuracy'] for run in fig8])}; M' (digit head, training "
         f"rows) {mean_std([run['fictitious_head_accuracy'] for run in fig8])}; training "
         f"{statistics.mean(run['training_s'] for run in fig8):.0f} s, the whole seed "
-        f"{statistics.mean(run['wall_s'] for run in fig8):.0f} s.\n"
+        f"{statistics.mean(run['wall_s'] for run in fig8):.0f} s."
     )
+
+
+def ccexam_section(results):
+    lines = []
     cc = results["ccexam"]
     lines.append(
         f"Figures 6-7 on real MNIST with the third-party ccexam CNN (test accuracy {100 * cc['test_accuracy']:.2f}%, "
@@ -141,20 +143,29 @@ def tables(results):
             f"{mean_std([r['removed_accuracy'] for r in rows])} | - | "
             f"{mean_std([r['retained_change'] for r in rows])} |"
         )
-    from evidence import method_table, removal_controls_table
-
     lines.append(
         "\nThe same model beside its controls (one class, one parameter; the random weight drawn per seed):\n"
     )
     lines.append(removal_controls_table(cc["runs"]))
+    return "\n".join(lines)
+
+
+def spuco_section(results):
     sp = results["spuco"]
     title = (
         f"SpuCoMNIST-style (5 classes = digit pairs, a {results.get('magnitude', 28)}-pixel coloured square agrees "
         f"with the class in {results['correlation']:.0%} of train; balanced validation and test, about 400 test "
         f"images per group; {statistics.mean(run['wall_s'] for run in sp):.0f} s per seed; mean ± std in %)"
     )
-    lines.append("\n" + method_table(sp, title))
-    return "\n".join(lines) + "\n"
+    return method_table(sp, title)
+
+
+SECTIONS = {"figure8": figure8_section, "ccexam": ccexam_section, "spuco": spuco_section}
+
+
+def tables(results):
+    """The markdown tables of the experiments in ``results`` (those run now or kept from an earlier run)."""
+    return "\n\n".join(section(results) for name, section in SECTIONS.items() if name in results) + "\n"
 
 
 def plot_figure8(fig8, path):
@@ -214,10 +225,7 @@ def main(argv=None):
     if "figure8" in args.only:
         results["figure8"] = figure8(mnist, args.seeds, print)
     if "ccexam" in args.only:
-        from evidence import removal_controls_table
-
         results["ccexam"] = ccexam_removal(mnist, args.seeds, print)
-        print(removal_controls_table(results["ccexam"]["runs"]))
     if "spuco" in args.only:
 
         def save(runs):
@@ -226,11 +234,11 @@ def main(argv=None):
         results["spuco"] = spuco(mnist, args.seeds, args.epochs, args.correlation, out, print, save, args.magnitude)
     results["wall_s"] = time.perf_counter() - t0
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    if all(k in results for k in ("figure8", "ccexam", "spuco")):
-        text = tables(results)
-        (out / "tables.md").write_text(text)
+    text = tables(results)
+    (out / "tables.md").write_text(text)
+    if "figure8" in results:
         plot_figure8(results["figure8"], out / "figure8.png")
-        print(text)
+    print(text)
     return results
 
 

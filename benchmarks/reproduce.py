@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import runpy
-import statistics
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from evidence import figure8_table, mean_std, removal_controls_table  # noqa: E402  (the tables' formatters)
+from evidence import figure6_table, figure8_table, mean_std, removal_controls_table  # noqa: E402  (the tables' formatters)
 
 
 def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_resnet") -> str:
@@ -58,27 +57,7 @@ def class_removal(out: Path, seeds: list[int]) -> str:
         )
         for s in seeds
     ]
-    lines = [
-        f"| removal (digits CNN, {len(seeds)} seeds) | candidates | forgotten class acc. % | worst class % | "
-        "others' change (points) |",
-        "|---|---|---|---|---|",
-    ]
-    for mode in ("supporting", "all"):
-        for n in (1, 2, 3):
-            per_seed = [[x for x in r["single"][mode] if x["num_weights"] == n] for r in runs]
-            forget = [statistics.mean(x["forget"] for x in p) for p in per_seed]
-            lines.append(
-                f"| one class, {n} weight(s) | {mode} | {mean_std(forget)} | "
-                f"{mean_std([max(x['forget'] for x in p) for p in per_seed])} | "
-                f"{mean_std([statistics.mean(x['retain_change'] for x in p) for p in per_seed])} |"
-            )
-    for k in (1, 2, 4, 8):
-        rows = [next(x for x in r["multi"] if x["num_removed"] == k) for r in runs]
-        lines.append(
-            f"| {k} classes at once, 1 weight each | supporting | {mean_std([x['removed_accuracy'] for x in rows])} | "
-            f"- | {mean_std([x['retained_change'] for x in rows])} |"
-        )
-    return "\n".join(lines) + "\n\n" + removal_controls_table(runs)
+    return figure6_table(runs, "digits CNN", (1, 2, 4, 8)) + "\n" + removal_controls_table(runs)
 
 
 def parity(out: Path, seeds: list[int]) -> str:

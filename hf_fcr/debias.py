@@ -21,6 +21,7 @@ from .edit import check_rate
 from .feature_set import FeatureSet
 from .head_edit import FIT_KEYS, HeadEdit, backbone_digest
 from .head_methods import FittedHead, fit_head, get_head_method, head_method_names
+from .logistic import map_on_cores
 from .metrics import group_metrics
 from .probe import POLICIES, EdgeRule, encode_values, fit_linear_probe
 from .scores import score_names
@@ -384,17 +385,24 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
         r_values=tuple(default_r_grid() if r_values is None else r_values),
         seed=seed,
     )  # FCR's default grid, SCA, the default probe: the search the verdict is about
-    fict, choice, _, tried = _fcr_search(remover, train, val, settings)
+    labels = train.labels(label_column)
+    attribute, _ = encode_values(train[attribute_column])
+    shuffled = [
+        FeatureSet(train.features, {label_column: labels, "_random": random_attribute(labels, attribute, seed + d)})
+        for d in range(num_draws)
+    ]
+    # the search on the attribute and on each random draw: independent (the default probe, a new estimator each),
+    # spread over the cores
+    random_settings = dataclasses.replace(settings, attribute_column="_random")
+    searches = map_on_cores(
+        lambda job: _fcr_search(remover, job[0], val, job[1]),
+        [(train, settings)] + [(data, random_settings) for data in shuffled],
+    )
+    fict, choice, _, tried = searches[0]
     base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
     chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))
     random_gains, random_sweeps = [], []
-    labels = train.labels(label_column)
-    attribute, _ = encode_values(train[attribute_column])
-    for draw in range(num_draws):
-        shuffled = FeatureSet(
-            train.features, {label_column: labels, "_random": random_attribute(labels, attribute, seed + draw)}
-        )
-        _, c, _, t = _fcr_search(remover, shuffled, val, dataclasses.replace(settings, attribute_column="_random"))
+    for _, c, _, t in searches[1:]:
         random_gains.append(c["worst_group"] - base["worst_group"])
         random_sweeps.append(
             next(x for x in t if (x["policy"], x["num_weights"]) == (c["policy"], c["num_weights"]))["sweep"]

@@ -10,13 +10,15 @@ same head, and no process ever holds another's features (160k x 2048 float32 Cel
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fit_logistic_probe", "one_blas_thread", "two_rows"]
+__all__ = ["fit_logistic_probe", "map_on_cores", "one_blas_thread", "two_rows"]
 
 
 def one_blas_thread() -> Any:
@@ -27,6 +29,21 @@ def one_blas_thread() -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def map_on_cores(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(item) for item in items]``, with the items spread over the machine's cores (threads, each fit's BLAS on
+    one thread): independent scikit-learn fits spend most of their time in numpy and BLAS calls that release the
+    GIL, so two fits on 2 cores took 2.4 s where one after the other took 4.1 s (12,000 x 84, M' on random
+    attributes). Each item's result is what ``fn`` alone gives (the same single-threaded arithmetic). ``fn`` must not
+    share mutable state between items (a scikit-learn estimator instance, a process group's collectives)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(len(items), os.cpu_count() or 1)
+    if workers <= 1:
+        return [fn(item) for item in items]
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=workers) as pool:  # the outer limit: threads nest in it
+        return list(pool.map(fn, items))
 
 
 def fit_logistic_probe(

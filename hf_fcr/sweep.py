@@ -136,6 +136,74 @@ class SweepResult:
         return fig
 
 
+_TIE_TOLERANCE = 1e-9  # relative: far above float64 rounding, far below any margin a prediction depends on
+
+
+@dataclass
+class _Lines:
+    """Each sample's logits as lines in ``r``: the edited rows move (Eq. 8: ``r * (f - w)`` per edit), the best of
+    the other rows is a constant. ``at`` evaluates samples at rate indices with the argmax's first-index tie rule."""
+
+    edited_base: torch.Tensor  # [N, E'] the edited rows' logits at r = 0
+    other_val: torch.Tensor  # [N] the best unedited row's logit
+    other_idx: torch.Tensor  # [N] and its index
+    selected: torch.Tensor  # [N, E] each edit's input feature
+    edited: torch.Tensor  # [E'] the edited rows, sorted
+    slot: torch.Tensor  # [E] each edit's position in ``edited``
+    delta: torch.Tensor  # [R, E] each edit's change at each rate
+
+    def at(self, samples: torch.Tensor, rate_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(prediction, clear)``: the predicted class of each sample at its rate, and whether it leads the
+        runner-up by more than rounding could erase."""
+        z = self.edited_base[samples].clone()
+        z.index_add_(1, self.slot, self.selected[samples] * self.delta[rate_idx])
+        z_val, z_pos = z.max(1)
+        z_idx = self.edited[z_pos]
+        other_val, other_idx = self.other_val[samples], self.other_idx[samples]
+        pred = torch.where(
+            z_val > other_val, z_idx, torch.where(z_val < other_val, other_idx, torch.minimum(z_idx, other_idx))
+        )
+        top = torch.cat([z, other_val[:, None]], 1).topk(min(2, z.shape[1] + 1), dim=1).values
+        margin = top[:, 0] - top[:, -1] if top.shape[1] == 2 else torch.full_like(z_val, torch.inf)
+        return pred, margin > _TIE_TOLERANCE * (1.0 + top[:, 0].abs())
+
+
+def _correct_counts(lines: _Lines, labels: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``[R, G]``: how many samples of each group are predicted correctly at each rate, exactly as evaluating every
+    sample at every rate would say, evaluating each sample only where its prediction can change.
+
+    Every logit is linear in r, so on an interval of rates where a sample's top class is the same at both ends,
+    each time clearly ahead, the margin over every other line (linear too) stays above the smaller end margin: the
+    prediction is constant in between. Intervals that are not are halved (a sample's prediction changes at most
+    once per edited row, so about ``log2(R)`` evaluations per change)."""
+    n, num_rates = len(labels), lines.delta.shape[0]
+    diff = torch.zeros(num_groups, num_rates + 1, dtype=torch.float64)  # +1 where a correct run starts, -1 after
+
+    def fill(samples: torch.Tensor, first: torch.Tensor, stop: torch.Tensor, pred: torch.Tensor) -> None:
+        hit = pred == labels[samples]
+        g = groups[samples][hit]
+        diff.index_put_((g, first[hit]), torch.ones(len(g), dtype=torch.float64), accumulate=True)
+        diff.index_put_((g, stop[hit]), -torch.ones(len(g), dtype=torch.float64), accumulate=True)
+
+    samples = torch.arange(n)
+    lo, hi = torch.zeros(n, dtype=torch.long), torch.full((n,), num_rates - 1, dtype=torch.long)
+    pred_lo, clear_lo = lines.at(samples, lo)
+    pred_hi, clear_hi = lines.at(samples, hi)
+    fill(samples, hi, hi + 1, pred_hi)  # the last rate; every interval below is half-open [lo, hi)
+    while len(samples):
+        settled = ((pred_lo == pred_hi) & clear_lo & clear_hi) | (hi - lo <= 1)
+        fill(samples[settled], lo[settled], hi[settled], pred_lo[settled])
+        keep = ~settled
+        samples, lo, hi = samples[keep], lo[keep], hi[keep]
+        pred_lo, clear_lo, pred_hi, clear_hi = pred_lo[keep], clear_lo[keep], pred_hi[keep], clear_hi[keep]
+        mid = (lo + hi) // 2
+        pred_mid, clear_mid = lines.at(samples, mid)
+        samples, lo, hi = samples.repeat(2), torch.cat([lo, mid]), torch.cat([mid, hi])
+        pred_lo, pred_hi = torch.cat([pred_lo, pred_mid]), torch.cat([pred_mid, pred_hi])
+        clear_lo, clear_hi = torch.cat([clear_lo, clear_mid]), torch.cat([clear_mid, clear_hi])
+    return diff.cumsum(1)[:, :num_rates].T
+
+
 def sweep_edits(
     base_logits: torch.Tensor,
     features: torch.Tensor,
@@ -154,49 +222,34 @@ def sweep_edits(
     base = base_logits.to(torch.float64)
     n, k = base.shape
     names = list(group_names)
-    onehot = torch.zeros(n, len(names), dtype=torch.float64)
-    onehot[torch.arange(n), groups] = 1.0
-    present = onehot.sum(0) > 0
-    counts = onehot.sum(0).clamp(min=1)
-    cols = torch.tensor([e.col for e in edits], dtype=torch.long)
+    counts = torch.bincount(groups, minlength=len(names)).to(torch.float64)
+    present = counts > 0
     rows = torch.tensor([e.row for e in edits], dtype=torch.long)
     old = torch.tensor([e.old_value for e in edits], dtype=torch.float64)
     ortho = torch.tensor([e.value_at(1.0) for e in edits], dtype=torch.float64)
-    selected = features[:, cols].to(torch.float64)  # [N, E]
-    rate = torch.tensor(rates, dtype=torch.float64)
     # Eq. 8 minus the old value: (r * f + (1 - r) * w) - w = r * (f - w), one rank-1 update of column `row` per edit
-    delta = rate[:, None] * (ortho - old)[None, :]  # [R, E]
-    # only the edited rows move with r: the best of the other rows is computed once
+    delta = torch.tensor(rates, dtype=torch.float64)[:, None] * (ortho - old)[None, :]  # [R, E]
     edited, slot = torch.unique(rows, return_inverse=True)  # sorted, so ties keep argmax's first-index rule
     others = base.clone()
     others[:, edited] = -torch.inf
     other_val, other_idx = others.max(1) if len(edited) < k else (torch.full((n,), -torch.inf), torch.zeros(n).long())
-    step = max(1, 2**24 // max(1, n * max(len(edited), len(edits))))
-    table = []
-    for start in range(0, len(rates), step):
-        d = delta[start : start + step]
-        z = base[:, edited].expand(len(d), n, len(edited)).clone()
-        z.index_add_(2, slot, selected[None] * d[:, None, :])
-        z_val, z_pos = z.max(2)
-        z_idx = edited[z_pos]
-        pred = torch.where(
-            z_val > other_val, z_idx, torch.where(z_val < other_val, other_idx, torch.minimum(z_idx, other_idx))
-        )
-        correct = (pred == labels[None]).to(torch.float64)  # [R, N]
-        per_group = (correct @ onehot / counts)[:, present]
-        worst = per_group.min(1).values.tolist()
-        average = correct.mean(1).tolist()
-        present_names = [names[g] for g in range(len(names)) if present[g]]
-        for i, accs in enumerate(per_group.tolist()):
-            table.append(
-                {
-                    "r": rates[start + i],
-                    "average": average[i],
-                    "worst_group": worst[i],
-                    "gap": average[i] - worst[i],
-                    "per_group": dict(zip(present_names, accs)),
-                }
-            )
+    selected = features[:, [e.col for e in edits]].to(torch.float64)  # [N, E]
+    lines = _Lines(base[:, edited], other_val, other_idx, selected, edited, slot, delta)
+    hits = _correct_counts(lines, labels, groups, len(names))  # [R, G]
+    per_group = (hits / counts.clamp(min=1))[:, present]
+    worst = per_group.min(1).values.tolist()
+    average = (hits.sum(1) / n).tolist()
+    present_names = [names[g] for g in range(len(names)) if present[g]]
+    table = [
+        {
+            "r": r,
+            "average": average[i],
+            "worst_group": worst[i],
+            "gap": average[i] - worst[i],
+            "per_group": dict(zip(present_names, accs)),
+        }
+        for i, (r, accs) in enumerate(zip(rates, per_group.tolist()))
+    ]
     return SweepResult(table)
 
 

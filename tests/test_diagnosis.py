@@ -56,6 +56,31 @@ def test_string_attribute_values_give_what_their_codes_give(data):
     remover.revert()
 
 
+def test_the_searches_spread_over_the_cores_give_what_one_core_gives(data, monkeypatch):
+    """The diagnosis runs its searches (the attribute and each random draw) on threads: the same Diagnosis as on
+    one core, where map_on_cores runs them one after the other."""
+    import os
+
+    from hf_fcr import logistic
+
+    train, val, remover = data
+    calls = []
+    threaded = logistic.map_on_cores
+
+    def counting(fn, items):
+        calls.append(len(items))
+        return threaded(fn, items)
+
+    monkeypatch.setattr("hf_fcr.debias.map_on_cores", counting)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    spread = remover.diagnose(train, val, num_draws=3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    alone = remover.diagnose(train, val, num_draws=3)
+    assert calls == [4, 4]  # the attribute and three draws, both times
+    assert spread.to_dict() == alone.to_dict()
+    assert logistic.map_on_cores(lambda x: x * x, [3, 1, 2]) == [9, 1, 4]  # in order
+
+
 @pytest.mark.parametrize("spread", [False, True])
 def test_the_diagnosis_says_whether_one_weight_carries_the_cue(spread):
     train, val = cue_data(2000, 0.95, 0, spread), cue_data(1000, 0.5, 1, spread)

@@ -58,27 +58,36 @@ def test_default_grid_and_rules():
         result.best("best")
 
 
-def test_vectorized_sweep_equals_a_loop_over_rates():
-    """sweep_edits (only the edited rows re-evaluated, all rates at once) against argmax of the full edited logits."""
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorized_sweep_equals_a_loop_over_rates(seed):
+    """sweep_edits (only the samples whose prediction can move, only the edited rows, all rates at once) against
+    argmax of the full edited logits at each rate: exact ties, several edits per row, samples that cross between
+    the edited rows and the others, grids that do not start at 0."""
     from hf_fcr.edit import WeightEdit
     from hf_fcr.sweep import edited_logits, sweep_edits
 
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     feats = torch.rand(300, 16, generator=g)
     weight = torch.randn(5, 16, generator=g)
     base = feats @ weight.T
     base[:10] = base[:10].round()  # exact ties between rows in some samples
     labels = torch.randint(0, 5, (300,), generator=g)
     groups = labels % 3
+    scale = float(torch.rand(1, generator=g)) * 60
     edits = [
-        WeightEdit("w", 1, 3, float(weight[1, 3]), 0.0, 1.0, orthogonal_value=-40.0),
+        WeightEdit("w", 1, 3, float(weight[1, 3]), 0.0, 1.0, orthogonal_value=-scale),
         WeightEdit("w", 1, 7, float(weight[1, 7]), 0.0, 1.0, orthogonal_value=25.0),
         WeightEdit("w", 4, 2, float(weight[4, 2]), 0.0, 1.0, orthogonal_value=-9.0),
-    ]
-    rates = [i / 50 for i in range(51)]
-    result = sweep_edits(base, feats, edits, rates, labels, groups, ["a", "b", "c"])
-    for row, r in zip(result.table, rates):
-        pred = edited_logits(base, feats, edits, r).argmax(1)
-        expected = group_metrics(pred, labels, groups, ["a", "b", "c"])
-        assert row["average"] == expected["average"]
-        assert row["per_group"] == expected["per_group"]
+        WeightEdit("w", 0, 5, float(weight[0, 5]), 0.0, 1.0, orthogonal_value=scale / 3),
+    ][: 2 + seed]
+    for rates in ([i / 50 for i in range(51)], [0.3, 0.31, 0.5, 0.7]):
+        result = sweep_edits(base, feats, edits, rates, labels, groups, ["a", "b", "c"])
+        assert [row["r"] for row in result.table] == rates
+        moved = {int(edited_logits(base, feats, edits, r).argmax(1).ne(base.argmax(1)).sum()) for r in rates}
+        assert max(moved) > 0  # the edits do change predictions
+        for row, r in zip(result.table, rates):
+            pred = edited_logits(base, feats, edits, r).argmax(1)
+            expected = group_metrics(pred, labels, groups, ["a", "b", "c"])
+            assert row["average"] == expected["average"]
+            assert row["per_group"] == expected["per_group"]
+            assert row["worst_group"] == expected["worst_group"]

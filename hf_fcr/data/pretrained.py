@@ -111,13 +111,15 @@ def save_efficientnet_lite0(directory: str | os.PathLike) -> Path:
     return Path(directory)
 
 
-def skimage_photos() -> dict[str, Any]:
-    """Real RGB photos bundled with scikit-image, as PIL images."""
+def skimage_photos(
+    names: tuple[str, ...] = ("chelsea", "astronaut", "coffee", "rocket", "motorcycle"),
+) -> dict[str, Any]:
+    """Real photos bundled with scikit-image (``skimage.data`` names; ``motorcycle`` is the left stereo image), as
+    RGB PIL images."""
     import numpy as np
     import skimage.data
     from PIL import Image
 
-    names = ("chelsea", "astronaut", "coffee", "rocket", "motorcycle")
     photos = {}
     for name in names:
         array = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()

@@ -145,9 +145,10 @@ def subclass_removal(
     candidates: Sequence[str] = ("all", "supporting"),
 ) -> dict[str, Any]:
     """Figure 8: M' is fit on the sub-classes; each sub-class ``v`` is removed from its superclass (one weight) at
-    every rate ``r``; forget = accuracy on ``v``'s test samples, retain = accuracy on the others (averaged over
-    ``v``), for SCA against grad x act selection, each with the plain argmax (``"all"``, Algorithm 2; curves keyed
-    by the selection) and with the supporting-sign rule (curves keyed ``"<selection>_supporting"``)."""
+    every rate ``r``; forget = accuracy on ``v``'s test samples, retain = accuracy on the others, retain_same_class
+    = on the other sub-classes of ``v``'s superclass (each averaged over ``v``), for SCA against grad x act
+    selection, each with the plain argmax (``"all"``, Algorithm 2; curves keyed by the selection) and with the
+    supporting-sign rule (curves keyed ``"<selection>_supporting"``)."""
     fict = remover.fit_fictitious(train, attribute_column=subclass_column, label_column=label_column)
     labels, sub = test.labels(label_column), test.labels(subclass_column)
     out: dict[str, Any] = {"fictitious_head_accuracy": fict.accuracy, "curves": {}, "weights": {}}
@@ -156,7 +157,7 @@ def subclass_removal(
             key = selection if rule == "all" else f"{selection}_supporting"
             curve, weights = [], {}
             for r in r_values:
-                forget, retain = [], []
+                forget, retain, same = [], [], []
                 for value in fict.values:
                     members = train.labels(subclass_column) == value
                     superclass = int(torch.mode(train.labels(label_column)[members]).values)
@@ -168,7 +169,15 @@ def subclass_removal(
                     remover.revert()
                     forget.append(float(correct[sub == value].mean()))
                     retain.append(float(correct[sub != value].mean()))
-                curve.append({"r": r, "forget": sum(forget) / len(forget), "retain": sum(retain) / len(retain)})
+                    same.append(float(correct[(sub != value) & (labels == superclass)].mean()))
+                curve.append(
+                    {
+                        "r": r,
+                        "forget": sum(forget) / len(forget),
+                        "retain": sum(retain) / len(retain),
+                        "retain_same_class": sum(same) / len(same),
+                    }
+                )
             out["curves"][key] = curve
             out["weights"][key] = weights
     return out
