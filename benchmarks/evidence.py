@@ -131,6 +131,15 @@ def figure8_table(runs: list[dict], r_values: list[float], title: str) -> str:
                 for key in ("forget", "retain")
             ]
             lines.append(f"| {r} | " + " | ".join(cells) + " |")
+        if "retain_same_class" in runs[0]["curves"]["sca" + suffix][-1]:
+            same = [
+                mean_std([run["curves"][sel + suffix][-1]["retain_same_class"] for run in runs])
+                for sel in ("sca", "grad_x_act")
+            ]
+            lines.append(
+                f"\nAt r = {r_values[-1]}, the other sub-classes of the removed one's own class keep {same[0]} (SCA) "
+                f"and {same[1]} (grad x act)."
+            )
         if "weights" in runs[0]:
             sca, gxa = ([run["weights"][sel + suffix] for run in runs] for sel in ("sca", "grad_x_act"))
             differ = [sum(a[v] != b[v] for v in a) for a, b in zip(sca, gxa)]

@@ -219,8 +219,7 @@ def sweep_edits(
         raise ValueError("r_values is empty.")
     if len(labels) == 0:
         raise ValueError("no samples to evaluate.")
-    base = base_logits.to(torch.float64)
-    n, k = base.shape
+    n, k = base_logits.shape
     names = list(group_names)
     counts = torch.bincount(groups, minlength=len(names)).to(torch.float64)
     present = counts > 0
@@ -230,11 +229,13 @@ def sweep_edits(
     # Eq. 8 minus the old value: (r * f + (1 - r) * w) - w = r * (f - w), one rank-1 update of column `row` per edit
     delta = torch.tensor(rates, dtype=torch.float64)[:, None] * (ortho - old)[None, :]  # [R, E]
     edited, slot = torch.unique(rows, return_inverse=True)  # sorted, so ties keep argmax's first-index rule
-    others = base.clone()
+    # the best unedited row, taken in the logits' own dtype (float64 holds every value exactly, in the same order)
+    others = base_logits.detach().clone()
     others[:, edited] = -torch.inf
     other_val, other_idx = others.max(1) if len(edited) < k else (torch.full((n,), -torch.inf), torch.zeros(n).long())
     selected = features[:, [e.col for e in edits]].to(torch.float64)  # [N, E]
-    lines = _Lines(base[:, edited], other_val, other_idx, selected, edited, slot, delta)
+    edited_base = base_logits[:, edited].to(torch.float64)
+    lines = _Lines(edited_base, other_val.to(torch.float64), other_idx, selected, edited, slot, delta)
     hits = _correct_counts(lines, labels, groups, len(names))  # [R, G]
     per_group = (hits / counts.clamp(min=1))[:, present]
     worst = per_group.min(1).values.tolist()
