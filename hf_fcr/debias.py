@@ -7,9 +7,10 @@ weight carries the cue, against a random-attribute control. They use the remover
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from .head_edit import FIT_KEYS, HeadEdit, backbone_digest
 from .head_methods import FittedHead, fit_head, get_head_method, head_method_names
 from .logistic import map_on_cores
 from .metrics import group_metrics
-from .probe import POLICIES, EdgeRule, encode_values, fit_linear_probe
+from .probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
 from .scores import score_names
 from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
 
@@ -104,12 +105,20 @@ def _metrics_now(remover: FictitiousClassRemover, feats: FeatureSet, settings: S
 
 
 def _fcr_search(
-    remover: FictitiousClassRemover, train: FeatureSet, val: FeatureSet, settings: SearchSettings
+    remover: FictitiousClassRemover,
+    train: FeatureSet,
+    val: FeatureSet,
+    settings: SearchSettings,
+    shared: Callable[[], FictitiousHead] | None = None,
 ) -> tuple[Any, dict[str, Any], list, list[dict[str, Any]]]:
-    """M' on ``train`` and the grid search on ``val``, nothing applied: ``(M', choice, plan, tried)``."""
+    """M' on ``train`` (``shared()`` when given: the same fit, made once per call) and the grid search on ``val``,
+    nothing applied: ``(M', choice, plan, tried)``."""
     labels, ids, names = _selection_groups(remover, val, settings)
     rule = EdgeRule(selection=settings.selection, seed=settings.seed)
-    fict = remover.fit_fictitious(train, settings.attribute_column, settings.label_column, probe=settings.probe)
+    if shared is not None:
+        fict = shared()
+    else:
+        fict = remover.fit_fictitious(train, settings.attribute_column, settings.label_column, probe=settings.probe)
     choice, plan, tried = search_edits(
         lambda policy, n: remover._plan(fict, None, 1.0, n, policy, None, rule),
         settings.policies,
@@ -218,8 +227,13 @@ def run_neutralization(
     train_feats = remover._features(train, [s.label_column, *([s.attribute_column] if uses_attribute else [])])
     val_feats = remover._features(val, [s.label_column, *([s.group_column] if s.group_column else [])])
     candidates: dict[str, dict[str, Any]] = {}
+    # M' on the training split, fit on first use: auto's FCR candidate, the diagnosis (which fits it with the default
+    # probe) and the final search share one fit where each made its own
+    shared = functools.cache(
+        lambda: remover.fit_fictitious(train_feats, s.attribute_column, s.label_column, probe=s.probe)
+    )
     if method == "auto":
-        method, candidates = _auto(remover, train_feats, val_feats, s)
+        method, candidates = _auto(remover, train_feats, val_feats, s, shared)
     diagnosis = None
     if diagnose and uses_attribute and s.group_column:
         diagnosis = diagnose_cue(
@@ -233,6 +247,7 @@ def run_neutralization(
             num_draws=DIAGNOSIS_DRAWS,
             seed=s.seed,
             r_values=s.r_values,
+            shared=shared if s.probe is None else None,
         )
     call = {
         "label_column": s.label_column,
@@ -277,7 +292,7 @@ def run_neutralization(
             head=head,
             **found,
         )
-    fict, choice, plan, tried = _fcr_search(remover, train_feats, val_feats, s)
+    fict, choice, plan, tried = _fcr_search(remover, train_feats, val_feats, s, shared)
     r = choice["r"]
     applied = remover._apply([edit.with_rate(r, remover.head.weight.dtype) for edit in plan])
     chosen = {"method": "fcr", "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
@@ -302,7 +317,11 @@ def _keep(remover: FictitiousClassRemover, diagnosis: Diagnosis | None) -> None:
 
 
 def _auto(
-    remover: FictitiousClassRemover, train: FeatureSet, val: FeatureSet, settings: SearchSettings
+    remover: FictitiousClassRemover,
+    train: FeatureSet,
+    val: FeatureSet,
+    settings: SearchSettings,
+    shared: Callable[[], FictitiousHead] | None = None,
 ) -> tuple[str, dict[str, dict[str, Any]]]:
     """Fit each available method on half of ``val`` (split within each group) and score it on the other half by
     worst-group (or worst-class) accuracy, beside ``"none"`` (the model unchanged); returns the chosen method
@@ -319,7 +338,7 @@ def _auto(
 
     candidates: dict[str, dict[str, Any]] = {"none": metrics(base)}
     if settings.attribute_column:
-        _, choice, plan, _ = _fcr_search(remover, train, fit, settings)
+        _, choice, plan, _ = _fcr_search(remover, train, fit, settings, shared)
         candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
     for method in head_method_names():  # each registered head-level method whose group needs are met
         if settings.group_column or not get_head_method(method).needs_groups:
@@ -351,8 +370,10 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
     num_draws: int,
     seed: int,
     r_values: Sequence[float] | None,
+    shared: Callable[[], FictitiousHead] | None = None,
 ) -> Diagnosis:
-    """``FictitiousClassRemover.diagnose`` (documented there, with the defaults), on ``remover``: changes nothing."""
+    """``FictitiousClassRemover.diagnose`` (documented there, with the defaults), on ``remover``: changes nothing.
+    ``shared``: M' on ``train``'s attribute with the default probe, when the caller has it (``run_neutralization``)."""
     check_rule(rule)
     seed = check_seed(seed)
     if isinstance(num_draws, bool) or not isinstance(num_draws, numbers.Integral) or num_draws < 1:
@@ -395,8 +416,8 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
     # spread over the cores
     random_settings = dataclasses.replace(settings, attribute_column="_random")
     searches = map_on_cores(
-        lambda job: _fcr_search(remover, job[0], val, job[1]),
-        [(train, settings)] + [(data, random_settings) for data in shuffled],
+        lambda job: _fcr_search(remover, job[0], val, job[1], job[2]),
+        [(train, settings, shared)] + [(data, random_settings, None) for data in shuffled],
     )
     fict, choice, _, tried = searches[0]
     base = tried[0]["sweep"].table[0]  # r = 0: the unedited model

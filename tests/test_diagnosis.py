@@ -81,6 +81,33 @@ def test_the_searches_spread_over_the_cores_give_what_one_core_gives(data, monke
     assert logistic.map_on_cores(lambda x: x * x, [3, 1, 2]) == [9, 1, 4]  # in order
 
 
+@pytest.mark.parametrize("method", ["fcr", "auto"])
+def test_one_m_prime_fit_serves_auto_the_diagnosis_and_the_search(data, monkeypatch, method):
+    """neutralize_spurious fits M' on the attribute once (auto's FCR candidate, the diagnosis and the final search
+    used to fit it each), and gives what the separate calls give."""
+    from hf_fcr import FictitiousClassRemover
+
+    train, val, remover = data
+    fitted = []
+    original = FictitiousClassRemover.fit_fictitious
+
+    def counting(self, data, attribute_column, *args, **kwargs):
+        fitted.append(attribute_column)
+        return original(self, data, attribute_column, *args, **kwargs)
+
+    monkeypatch.setattr(FictitiousClassRemover, "fit_fictitious", counting)
+    search = remover.neutralize_spurious(train, val, method=method)
+    assert fitted.count("place") == 1 and fitted.count("_random") == 3
+    edits, diagnosis, chosen = [e.to_dict() for e in search.edits], search.diagnosis.to_dict(), search.choice
+    remover.revert()
+    monkeypatch.undo()
+    assert remover.diagnose(train, val).to_dict() == diagnosis  # M' fit on its own
+    again = remover.neutralize_spurious(train, val, method=method, diagnose=False)
+    assert again.choice == chosen
+    assert [e.to_dict() for e in again.edits] == edits
+    remover.revert()
+
+
 @pytest.mark.parametrize("spread", [False, True])
 def test_the_diagnosis_says_whether_one_weight_carries_the_cue(spread):
     train, val = cue_data(2000, 0.95, 0, spread), cue_data(1000, 0.5, 1, spread)
