@@ -151,6 +151,8 @@ def subclass_removal(
     supporting-sign rule (curves keyed ``"<selection>_supporting"``)."""
     fict = remover.fit_fictitious(train, attribute_column=subclass_column, label_column=label_column)
     labels, sub = test.labels(label_column), test.labels(subclass_column)
+    train_labels, train_sub = train.labels(label_column), train.labels(subclass_column)
+    superclass = {value: int(torch.mode(train_labels[train_sub == value]).values) for value in fict.values}
     out: dict[str, Any] = {"fictitious_head_accuracy": fict.accuracy, "curves": {}, "weights": {}}
     for rule in candidates:
         for selection in selections:
@@ -159,17 +161,15 @@ def subclass_removal(
             for r in r_values:
                 forget, retain, same = [], [], []
                 for value in fict.values:
-                    members = train.labels(subclass_column) == value
-                    superclass = int(torch.mode(train.labels(label_column)[members]).values)
                     edits = remover.neutralize(
-                        fict, classes=[superclass], values=[value], r=r, selection=selection, candidates=rule
+                        fict, classes=[superclass[value]], values=[value], r=r, selection=selection, candidates=rule
                     )
                     weights[str(value)] = [e.col for e in edits]
                     correct = (remover.logits(test.features).argmax(1) == labels).double()
                     remover.revert()
                     forget.append(float(correct[sub == value].mean()))
                     retain.append(float(correct[sub != value].mean()))
-                    same.append(float(correct[(sub != value) & (labels == superclass)].mean()))
+                    same.append(float(correct[(sub != value) & (labels == superclass[value])].mean()))
                 curve.append(
                     {
                         "r": r,
