@@ -140,6 +140,14 @@ def figure8_table(runs: list[dict], r_values: list[float], title: str) -> str:
                 f"\nAt r = {r_values[-1]}, the other sub-classes of the removed one's own class keep {same[0]} (SCA) "
                 f"and {same[1]} (grad x act)."
             )
+        if "random" + suffix in runs[0]["curves"]:
+            last = [run["curves"]["random" + suffix][-1] for run in runs]
+            lines.append(
+                f"\nControl, one random weight of the class's row{' (supporting)' if suffix else ''} at r = "
+                f"{r_values[-1]}: forget {mean_std([x['forget'] for x in last])}, retain "
+                f"{mean_std([x['retain'] for x in last])}, the removed one's class-mates "
+                f"{mean_std([x['retain_same_class'] for x in last])}."
+            )
         if "weights" in runs[0]:
             sca, gxa = ([run["weights"][sel + suffix] for run in runs] for sel in ("sca", "grad_x_act"))
             differ = [sum(a[v] != b[v] for v in a) for a, b in zip(sca, gxa)]
