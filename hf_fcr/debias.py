@@ -358,6 +358,38 @@ def _auto(
     return chosen, candidates
 
 
+def _m_prime_evidence(
+    fict: FictitiousHead,
+    train: FeatureSet,
+    val: FeatureSet,
+    attribute: torch.Tensor,
+    group_column: str,
+    attribute_column: str,
+) -> tuple[float, float, torch.Tensor, dict[str, float]]:
+    """The diagnosis' evidence on M' itself: ``(validation attribute accuracy, the majority value's rate, the
+    cumulative share of M''s logit over its ranked features, the accuracy of M' refit on its top 1 / 10 features)``.
+    ``attribute``: the training attribute in M''s value indices."""
+    try:  # the validation attribute in M''s value indices
+        raw = val[group_column]
+        targets = torch.tensor([fict.value_index(v) for v in (raw.tolist() if torch.is_tensor(raw) else raw)])
+    except KeyError:
+        raise ValueError(
+            f"validation column {group_column!r} holds values that {attribute_column!r} does not: the diagnosis "
+            "measures M' on the attribute it was fit on."
+        ) from None
+    val_acc = float((fict.logits(val.features).argmax(1) == targets).double().mean())
+    majority = float(torch.bincount(targets).max() / len(targets))
+    share = logit_share(fict.weight, train.features, attribute)
+    ranked = torch.argsort(share, descending=True, stable=True)
+    top_accuracy = {}
+    for k in (1, 10):
+        cols = ranked[: min(k, len(ranked))]
+        w, b = fit_linear_probe(train.features[:, cols], attribute, fict.num_values)
+        pred = (val.features[:, cols].double() @ w.T + b).argmax(1)
+        top_accuracy[f"top{k}"] = float((pred == targets).double().mean())
+    return val_acc, majority, torch.cumsum(share[ranked], 0), top_accuracy
+
+
 def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemover.diagnose
     remover: FictitiousClassRemover,
     train: Any,
@@ -412,41 +444,29 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
         FeatureSet(train.features, {label_column: labels, "_random": random_attribute(labels, attribute, seed + d)})
         for d in range(num_draws)
     ]
-    # the search on the attribute and on each random draw: independent (the default probe, a new estimator each),
-    # spread over the cores
+    # the search on the attribute (with M''s own evidence) and on each random draw: independent (the default probe,
+    # a new estimator each), spread over the cores
     random_settings = dataclasses.replace(settings, attribute_column="_random")
+
+    def job(item: tuple[FeatureSet, SearchSettings, Callable[[], FictitiousHead] | None, bool]) -> tuple:
+        data, job_settings, fit, evidence = item
+        found = _fcr_search(remover, data, val, job_settings, fit)
+        if not evidence:
+            return (*found, None)
+        return (*found, _m_prime_evidence(found[0], train, val, attribute, group_column, attribute_column))
+
     searches = map_on_cores(
-        lambda job: _fcr_search(remover, job[0], val, job[1], job[2]),
-        [(train, settings, shared)] + [(data, random_settings, None) for data in shuffled],
+        job, [(train, settings, shared, True)] + [(data, random_settings, None, False) for data in shuffled]
     )
-    fict, choice, _, tried = searches[0]
+    fict, choice, _, tried, (val_acc, majority, cumulative, top_accuracy) = searches[0]
     base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
     chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))
     random_gains, random_sweeps = [], []
-    for _, c, _, t in searches[1:]:
+    for _, c, _, t, _ in searches[1:]:
         random_gains.append(c["worst_group"] - base["worst_group"])
         random_sweeps.append(
             next(x for x in t if (x["policy"], x["num_weights"]) == (c["policy"], c["num_weights"]))["sweep"]
         )
-    try:  # the validation attribute in M''s value indices
-        raw = val[group_column]
-        targets = torch.tensor([fict.value_index(v) for v in (raw.tolist() if torch.is_tensor(raw) else raw)])
-    except KeyError:
-        raise ValueError(
-            f"validation column {group_column!r} holds values that {attribute_column!r} does not: the diagnosis "
-            "measures M' on the attribute it was fit on."
-        ) from None
-    val_acc = float((fict.logits(val.features).argmax(1) == targets).double().mean())
-    majority = float(torch.bincount(targets).max() / len(targets))
-    share = logit_share(fict.weight, train.features, attribute)  # encode_values gives M''s value indices
-    ranked = torch.argsort(share, descending=True, stable=True)
-    cumulative = torch.cumsum(share[ranked], 0)
-    top_accuracy = {}
-    for k in (1, 10):
-        cols = ranked[: min(k, len(ranked))]
-        w, b = fit_linear_probe(train.features[:, cols], attribute, fict.num_values)
-        pred = (val.features[:, cols].double() @ w.T + b).argmax(1)
-        top_accuracy[f"top{k}"] = float((pred == targets).double().mean())
     gain = choice["worst_group"] - base["worst_group"]
     average_change = choice["average"] - base["average"]
     ok, text = verdict(gain, random_gains, average_change, top_accuracy.get("top1", float("nan")), majority, val_acc)
@@ -454,7 +474,7 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
         attribute_column=attribute_column,
         fictitious_accuracy=val_acc,
         attribute_majority=majority,
-        logit_share={f"top{k}": float(cumulative[min(k, len(share)) - 1]) for k in (1, 10, 100)},
+        logit_share={f"top{k}": float(cumulative[min(k, len(cumulative)) - 1]) for k in (1, 10, 100)},
         top_accuracy=top_accuracy,
         base_worst_group=base["worst_group"],
         fcr_worst_group=choice["worst_group"],
