@@ -91,3 +91,28 @@ def test_vectorized_sweep_equals_a_loop_over_rates(seed):
             assert row["average"] == expected["average"]
             assert row["per_group"] == expected["per_group"]
             assert row["worst_group"] == expected["worst_group"]
+
+
+def test_a_single_change_of_prediction_settles_in_two_more_evaluations(monkeypatch):
+    """One edited row: each sample's prediction changes at most once over r (one line against a constant). The
+    split next to the two lines' crossing settles it with two evaluations past the two ends (halving the 201-rate
+    grid took about 8), and the counts stay those of a loop over the rates."""
+    from hf_fcr import sweep
+    from hf_fcr.edit import WeightEdit
+
+    g = torch.Generator().manual_seed(0)
+    feats, weight = torch.rand(400, 8, generator=g), torch.randn(3, 8, generator=g)
+    base = feats @ weight.T
+    labels = torch.randint(0, 3, (400,), generator=g)
+    edits = [WeightEdit("w", 2, 4, float(weight[2, 4]), 0.0, 1.0, orthogonal_value=8.0)]
+    rates = [i / 200 for i in range(201)]
+    evaluated = []
+    at = sweep._Lines.at
+    monkeypatch.setattr(sweep._Lines, "at", lambda self, s, i: evaluated.append(len(s)) or at(self, s, i))
+    result = sweep.sweep_edits(base, feats, edits, rates, labels, labels, ["a", "b", "c"])
+    changed = int(sweep.edited_logits(base, feats, edits, 1.0).argmax(1).ne(base.argmax(1)).sum())
+    assert changed > 40
+    assert sum(evaluated) <= 2 * len(labels) + 2 * changed
+    for row, r in zip(result.table, rates):
+        expected = group_metrics(sweep.edited_logits(base, feats, edits, r).argmax(1), labels, labels, ["a", "b", "c"])
+        assert row["per_group"] == expected["per_group"]
