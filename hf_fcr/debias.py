@@ -132,8 +132,15 @@ def _fcr_search(
     return fict, choice, plan, tried
 
 
-def _retrained(remover: FictitiousClassRemover, val: FeatureSet, settings: SearchSettings, method: str) -> FittedHead:
-    """The registered head-level ``method`` fit on ``val`` (groups: label x the group column, when there is one)."""
+def _retrained(
+    remover: FictitiousClassRemover,
+    val: FeatureSet,
+    settings: SearchSettings,
+    method: str,
+    tuned: dict[str, Any] | None = None,
+) -> FittedHead:
+    """The registered head-level ``method`` fit on ``val`` (groups: label x the group column, when there is one);
+    ``tuned``: the params of its fit validated by ``auto``."""
     labels, ids, _ = _selection_groups(remover, val, settings)
     return fit_head(
         method,
@@ -144,6 +151,7 @@ def _retrained(remover: FictitiousClassRemover, val: FeatureSet, settings: Searc
         seed=settings.seed,
         bias=remover.head.bias is not None,
         class_names=remover.class_names,
+        tuned=tuned,
     )
 
 
@@ -227,13 +235,14 @@ def run_neutralization(
     train_feats = remover._features(train, [s.label_column, *([s.attribute_column] if uses_attribute else [])])
     val_feats = remover._features(val, [s.label_column, *([s.group_column] if s.group_column else [])])
     candidates: dict[str, dict[str, Any]] = {}
+    tuned: dict[str, dict[str, Any]] = {}  # auto: each head-level candidate's params, validated on half of val
     # M' on the training split, fit on first use: auto's FCR candidate, the diagnosis (which fits it with the default
     # probe) and the final search share one fit where each made its own
     shared = functools.cache(
         lambda: remover.fit_fictitious(train_feats, s.attribute_column, s.label_column, probe=s.probe)
     )
     if method == "auto":
-        method, candidates = _auto(remover, train_feats, val_feats, s, shared)
+        method, candidates, tuned = _auto(remover, train_feats, val_feats, s, shared)
     diagnosis = None
     if diagnose and uses_attribute and s.group_column:
         diagnosis = diagnose_cue(
@@ -275,7 +284,7 @@ def run_neutralization(
             **found,
         )
     if method != "fcr":
-        head = _retrained(remover, val_feats, s, method)
+        head = _retrained(remover, val_feats, s, method, tuned.get(method))
         applied = remover._apply([_head_edit(remover, head)])
         chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
         remover._record("neutralize_spurious", **call, chosen=chosen)
@@ -322,12 +331,13 @@ def _auto(
     val: FeatureSet,
     settings: SearchSettings,
     shared: Callable[[], FictitiousHead] | None = None,
-) -> tuple[str, dict[str, dict[str, Any]]]:
+) -> tuple[str, dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Fit each available method on half of ``val`` (split within each group) and score it on the other half by
-    worst-group (or worst-class) accuracy, beside ``"none"`` (the model unchanged); returns the chosen method
-    and every candidate's held-out metrics (and ``score``). A group with fewer than ``AUTO_MIN_GROUP`` rows
-    cannot be split (the head fits need two rows of it): the choice is then made on all of ``val``, with a
-    warning naming the group."""
+    worst-group (or worst-class) accuracy, beside ``"none"`` (the model unchanged); returns the chosen method,
+    every candidate's held-out metrics (and ``score``) and each head-level candidate's ``params`` (what the refit
+    on all of ``val`` reuses: the built-ins' ``C``, so it is not tuned a second time). A group with fewer than
+    ``AUTO_MIN_GROUP`` rows cannot be split (the head fits need two rows of it): the choice is then made on all of
+    ``val``, with a warning naming the group."""
     _, ids, names = _selection_groups(remover, val, settings)
     fit, held = _split_by_group(val, ids, names, settings.seed)
     labels, ids, names = _selection_groups(remover, held, settings)
@@ -337,6 +347,7 @@ def _auto(
         return group_metrics(logits.argmax(1), labels, ids, names)
 
     candidates: dict[str, dict[str, Any]] = {"none": metrics(base)}
+    tuned: dict[str, dict[str, Any]] = {}
     if settings.attribute_column:
         _, choice, plan, _ = _fcr_search(remover, train, fit, settings, shared)
         candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
@@ -344,6 +355,7 @@ def _auto(
         if settings.group_column or not get_head_method(method).needs_groups:
             head = _retrained(remover, fit, settings, method)
             candidates[method] = metrics(head.logits(held.features))
+            tuned[method] = head.params
     for row in candidates.values():  # across methods, the worst group decides (see neutralize_spurious)
         row["score"] = row["worst_group"]
     fixes = [m for m in candidates if m != "none"]
@@ -355,7 +367,7 @@ def _auto(
     else:
         chosen = best
     logger.info("auto: %s (held-out: %s)", chosen, {m: round(c["score"], 4) for m, c in candidates.items()})
-    return chosen, candidates
+    return chosen, candidates, tuned
 
 
 def _m_prime_evidence(

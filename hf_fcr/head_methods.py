@@ -8,7 +8,11 @@ A method is one function, registered by name (as peft's ``register_peft_method``
 when the method does not need groups and no attribute was given); it returns the new head's ``weight
 [num_classes, D]``, its ``bias [num_classes]`` (or None) and a JSON-able dict of what to record (hyper-parameters,
 data sizes). A function whose signature also names ``intercept`` is told whether the head has a bias (built-ins use
-it to fit without an intercept). DFR and class-balanced retraining are registered here like any user method;
+it to fit without an intercept). One whose signature names ``tuned`` can refit a configuration already validated:
+``method="auto"`` fits every candidate on half of validation, scores it on the other half, and refits the chosen
+one on all of validation passing ``tuned=`` the ``params`` that candidate's fit returned (the built-ins then reuse
+its ``C`` instead of tuning again; a method without ``tuned`` is refit from scratch). DFR and class-balanced
+retraining are registered here like any user method;
 ``neutralize_spurious(method=name)``, ``method="auto"`` (when the method's group needs are met), the record, the
 card and ``hf-fcr neutralize --method name`` (with the module in ``HF_FCR_PLUGINS``) all go through this registry.
 An edited artifact holds the new head's tensors, so it reloads where the method was never registered.
@@ -53,6 +57,7 @@ class HeadMethod:
     fit: Callable[..., tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]]
     needs_groups: bool
     takes_intercept: bool = False
+    takes_tuned: bool = False
 
 
 @dataclass
@@ -93,8 +98,8 @@ def register_head_method(
         raise TypeError(f"needs_groups must be True or False, got {needs_groups!r}.")
     if name in _REGISTRY and _REGISTRY[name].fit is not fit and not overwrite:
         raise ValueError(f"a head-level method {name!r} is already registered; pass overwrite=True to replace it.")
-    takes_intercept = "intercept" in inspect.signature(fit).parameters
-    method = HeadMethod(name, fit, needs_groups, takes_intercept)
+    parameters = inspect.signature(fit).parameters
+    method = HeadMethod(name, fit, needs_groups, "intercept" in parameters, "tuned" in parameters)
     _REGISTRY[name] = method
     return method
 
@@ -114,7 +119,7 @@ def get_head_method(name: str) -> HeadMethod:
     return _REGISTRY[name]
 
 
-def fit_head(
+def fit_head(  # noqa: PLR0913 -- the registry's call: keyword options with defaults
     name: str,
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -124,9 +129,11 @@ def fit_head(
     seed: int,
     bias: bool = True,
     class_names: Sequence[str] | None = None,
+    tuned: dict[str, Any] | None = None,
 ) -> FittedHead:
     """Fit the registered method ``name`` and check what it returns: ``weight [num_classes, D]``, ``bias
-    [num_classes]`` (None for a head without a bias), finite, and JSON-able ``params``.
+    [num_classes]`` (None for a head without a bias), finite, and JSON-able ``params``. ``tuned``: the ``params`` of
+    a validated fit of the same method, passed on to a method that takes it (ignored by one that does not).
 
     Raises:
         ValueError: a method that needs groups given none, a class without rows (named with ``class_names``: a
@@ -139,6 +146,8 @@ def fit_head(
         )
     check_every_class(labels, num_classes, class_names)
     extra = {"intercept": bias} if method.takes_intercept else {}
+    if method.takes_tuned and tuned is not None:
+        extra["tuned"] = tuned
     weight, new_bias, params = method.fit(features, labels, groups, num_classes=num_classes, seed=seed, **extra)
     return FittedHead(name, *_checked(name, weight, new_bias, params, num_classes, features.shape[1], bias))
 
@@ -171,7 +180,7 @@ def _checked(
 # ------------------------------------------------------------------------------------------- the built-in methods
 
 
-def _retrained(
+def _retrained(  # noqa: PLR0913 -- retrain_head's options, keyword-only
     features: torch.Tensor,
     labels: torch.Tensor,
     balance_by: torch.Tensor,
@@ -181,10 +190,15 @@ def _retrained(
     intercept: bool,
     selection: str,
     name: str,
+    tuned: dict[str, Any] | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
     """``retrain_head`` balanced by ``balance_by``, as a registered method returns it (its ``FIT_KEYS`` recorded);
-    a warning names the method, C and iterations of every fit that stopped at its iteration cap."""
-    head = retrain_head(features, labels, balance_by, num_classes, seed=seed, intercept=intercept)
+    a warning names the method, C and iterations of every fit that stopped at its iteration cap. With ``tuned`` (a
+    validated fit's params) its ``C`` is reused, and ``selection`` says where it was chosen."""
+    C = None if tuned is None else tuned.get("C")
+    head = retrain_head(features, labels, balance_by, num_classes, seed=seed, intercept=intercept, C=C)
+    if C is not None:
+        selection = f"{selection}, validated by auto on half of validation"
     if head.unconverged:
         logger.warning(
             "%s: %d of its logistic fits stopped at the iteration cap without converging (C, iterations: %s); the "
@@ -198,15 +212,23 @@ def _retrained(
     return head.weight, head.bias if intercept else None, params
 
 
-def dfr(features, labels, groups, *, num_classes, seed, intercept=True):
+def dfr(features, labels, groups, *, num_classes, seed, intercept=True, tuned=None):
     """DFR (``retrain.retrain_head``): the head retrained on group-balanced validation data, C chosen by held-out
-    worst-group accuracy."""
+    worst-group accuracy (or ``tuned["C"]``, validated by ``auto``)."""
     return _retrained(
-        features, labels, groups, num_classes, seed, intercept=intercept, selection="worst_group", name="dfr"
+        features,
+        labels,
+        groups,
+        num_classes,
+        seed,
+        intercept=intercept,
+        selection="worst_group",
+        name="dfr",
+        tuned=tuned,
     )
 
 
-def class_balanced(features, labels, groups, *, num_classes, seed, intercept=True):
+def class_balanced(features, labels, groups, *, num_classes, seed, intercept=True, tuned=None):
     """Class-balanced last-layer retraining: DFR's recipe balanced by class (no group labels needed)."""
     return _retrained(
         features,
@@ -217,6 +239,7 @@ def class_balanced(features, labels, groups, *, num_classes, seed, intercept=Tru
         intercept=intercept,
         selection="worst_class",
         name="class_balanced",
+        tuned=tuned,
     )
 
 

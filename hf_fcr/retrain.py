@@ -124,7 +124,7 @@ def check_every_class(labels: torch.Tensor, num_classes: int, class_names: Seque
         )
 
 
-def retrain_head(
+def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defaults
     features: torch.Tensor,
     labels: torch.Tensor,
     groups: torch.Tensor,
@@ -133,23 +133,27 @@ def retrain_head(
     num_fits: int = 20,
     c_grid: Sequence[float] = DFR_C_GRID,
     intercept: bool = True,
+    C: float | None = None,
 ) -> RetrainedHead:
     """Retrain a head on validation ``features`` with class ``labels``, balanced by ``groups``: label x attribute
-    ids for DFR, the labels themselves for class-balanced retraining. ``C`` is chosen by the worst accuracy over
-    ``groups`` on a held-out half; the final head averages ``num_fits`` fits on balanced subsets of all rows, with
-    the standardization folded in. ``intercept=False`` for a head without a bias.
+    ids for DFR, the labels themselves for class-balanced retraining. ``C`` is chosen from ``c_grid`` by the worst
+    accuracy over ``groups`` on a held-out half; the final head averages ``num_fits`` fits on balanced subsets of all
+    rows, with the standardization folded in. ``intercept=False`` for a head without a bias. A given ``C`` (one
+    already validated, as ``method="auto"`` does on half of validation) skips the tuning: ``tuning`` is then empty.
 
     Every one of the ``num_classes`` classes must have rows: a retrained head cannot score a class it never saw, and
     giving that class an arbitrary row would silently delete it from the model (refused instead).
 
     Raises:
-        ValueError: a class without rows, or a group with fewer than two rows.
+        ValueError: a class without rows, a group with fewer than two rows, or a ``C`` that is not a positive number.
     """
+    if C is not None and (isinstance(C, bool) or not isinstance(C, (int, float)) or not 0 < C < float("inf")):
+        raise ValueError(f"C is the inverse regularization strength, a positive number; got {C!r}.")
     with one_blas_thread():  # entered once: threadpoolctl's limit costs tens of milliseconds each time
-        return _retrain_head(features, labels, groups, num_classes, seed, num_fits, c_grid, intercept)
+        return _retrain_head(features, labels, groups, num_classes, seed, num_fits, c_grid, intercept, C)
 
 
-def _retrain_head(
+def _retrain_head(  # noqa: PLR0913 -- retrain_head's arguments, checked
     features: torch.Tensor,
     labels: torch.Tensor,
     groups: torch.Tensor,
@@ -158,6 +162,7 @@ def _retrain_head(
     num_fits: int,
     c_grid: Sequence[float],
     intercept: bool,
+    given_c: float | None,
 ) -> RetrainedHead:
     """``retrain_head``'s work (under one BLAS thread)."""
     check_every_class(labels, num_classes)
@@ -168,8 +173,6 @@ def _retrain_head(
     y, g = labels.cpu().numpy(), groups.cpu().numpy()
     rng = np.random.default_rng(seed)
     xs, mean, scale, keep = _standardized(x, intercept)
-    order = rng.permutation(len(y))
-    tune, held = order[: len(y) // 2], order[len(y) // 2 :]
     unconverged = []
 
     def fit(rows: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
@@ -179,13 +182,18 @@ def _retrain_head(
         return w, b
 
     tuning = {}
-    for C in c_grid:
-        scores = []
-        for _ in range(3):
-            w, b = fit(tune[_balanced_subset(g[tune], rng)], C)
-            scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
-        tuning[float(C)] = float(np.mean(scores))
-    best_c = max(tuning, key=lambda c: (tuning[c], -list(tuning).index(c)))
+    if given_c is None:
+        order = rng.permutation(len(y))
+        tune, held = order[: len(y) // 2], order[len(y) // 2 :]
+        for C in c_grid:
+            scores = []
+            for _ in range(3):
+                w, b = fit(tune[_balanced_subset(g[tune], rng)], C)
+                scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
+            tuning[float(C)] = float(np.mean(scores))
+        best_c = max(tuning, key=lambda c: (tuning[c], -list(tuning).index(c)))
+    else:
+        best_c = float(given_c)
     ws, bs = [], []
     for _ in range(num_fits):
         sub = _balanced_subset(g, rng)

@@ -427,3 +427,35 @@ def test_head_and_weight_edits_stack_and_revert_in_order(tmp_path):
     assert state_equal(snapshot(fresh.model), base_state)
     with pytest.raises(EditRecordError, match="SHA-256"):
         FCRConfig.from_dict({**bad, "edits": [{**bad["edits"][1], "new_sha256": "xyz"}]})
+
+
+def test_auto_refits_its_choice_with_the_C_it_validated_on_half_of_validation(monkeypatch):
+    """auto tunes each head-level candidate on half of validation; the chosen one is refit on all of it with the C
+    that half validated (not tuned a second time): the head equals retrain_head at that C on all rows, called
+    directly."""
+    from hf_fcr import head_methods
+
+    train, val = cue_data(1000, 0.95, 1, True), cue_data(500, 0.5, 2, True)
+    remover = erm_remover(train)
+    calls = []
+    real = head_methods.retrain_head
+
+    def spy(features, *args, **kwargs):
+        head = real(features, *args, **kwargs)
+        calls.append((len(features), kwargs.get("C"), head.C))
+        return head
+
+    monkeypatch.setattr(head_methods, "retrain_head", spy)
+    search = remover.neutralize_spurious(train, val, method="auto", diagnose=False)
+    assert search.method == "class_balanced"  # this case's choice; the refit below is what is checked
+    (dfr_half, balanced_half, refit) = calls
+    assert dfr_half[1] is None and balanced_half[1] is None and balanced_half[0] < len(val)  # tuned on a half
+    assert refit == (len(val), balanced_half[2], balanced_half[2])  # all rows, the validated C, no new tuning
+    labels = val.labels("label")
+    direct = real(val.features, labels, labels, 2, seed=0, C=balanced_half[2])
+    assert direct.tuning == {}
+    torch.testing.assert_close(remover.head.weight.detach(), direct.weight.float(), rtol=0, atol=0)
+    (edit,) = search.edits
+    assert edit.C == balanced_half[2] and edit.selection == "worst_class, validated by auto on half of validation"
+    with pytest.raises(ValueError, match="positive number"):
+        real(val.features, labels, labels, 2, C=0.0)

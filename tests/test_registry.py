@@ -139,3 +139,36 @@ def test_registering_checks_names_and_what_a_method_returns(registry):
     with pytest.raises(ValueError, match="unknown method 'lasso'.*dfr, class_balanced"):
         remover.neutralize_spurious(train, val, method="lasso", diagnose=False)
     assert state_equal(snapshot(remover.model), before)
+
+
+def test_auto_refits_a_method_that_takes_tuned_with_what_its_candidate_returned(registry):
+    """A method whose signature names ``tuned`` gets, when auto refits it on all of validation, the params its fit
+    on auto's half returned; ridge (no ``tuned``) is refit from scratch, and fit_head passes nothing to it."""
+    from hf_fcr.head_methods import fit_head
+
+    seen = []
+
+    def ridge_tuned(features, labels, groups, *, num_classes, seed, tuned=None):
+        seen.append((len(features), tuned))
+        weight, bias, params = registry.ridge(features, labels, groups, num_classes=num_classes, seed=seed)
+        return weight * 10, bias * 10, {**params, "round": len(seen)}  # scaled: a margin auto will prefer
+
+    from hf_fcr import head_methods
+
+    head_methods._REGISTRY.clear()  # (the fixture restores it) auto's only head-level candidate; no FCR either
+    hf_fcr.register_head_method("ridge_tuned", ridge_tuned, needs_groups=False)
+    train, val = cue_data(600, 0.95, 0, True), cue_data(300, 0.5, 1, True)
+    remover = erm_remover(train)
+    search = remover.neutralize_spurious(
+        train, val, method="auto", attribute_column=None, val_attribute_column=None, diagnose=False
+    )
+    assert search.method == "ridge_tuned"  # it beats the unchanged model on the held-out half
+    (half, refit) = seen
+    assert half[1] is None and half[0] < len(val)
+    assert refit == (len(val), {"alpha": 1.0, "rows": refit[1]["rows"], "round": 1})  # what the half's fit returned
+    hf_fcr.register_head_method("ridge", registry.ridge, needs_groups=False)
+    labels = val.labels("label")
+    fit_head("ridge_tuned", val.features, labels, None, num_classes=2, seed=0, tuned={"alpha": 2.0})
+    assert seen[-1] == (len(val), {"alpha": 2.0})
+    fitted = fit_head("ridge", val.features, labels, None, num_classes=2, seed=0, tuned={"alpha": 2.0})
+    assert fitted.params["alpha"] == 1.0  # ridge does not take tuned: ignored
