@@ -264,10 +264,12 @@ def ill_conditioned(n: int, correlation: float, seed: int, near_constant: bool =
     return {"features": torch.tensor(x, dtype=torch.float32), "label": torch.tensor(y), "colour": torch.tensor(a)}
 
 
-def _cold_retrain(features, labels, groups, num_classes, seed=0, num_fits=20, c_grid=None, intercept=True):
+def _cold_retrain(  # noqa: PLR0913 -- retrain_head's signature
+    features, labels, groups, num_classes, seed=0, num_fits=20, c_grid=None, intercept=True, C=None
+):
     """The head fits as they were before warm starts and the near-constant rule (hf-fcr 0.1.0 up to this change):
-    every one of the 41 fits restarts the solver from zero on StandardScaler features. The reference for the
-    ratios."""
+    every one of the 41 fits restarts the solver from zero on StandardScaler features, and ``auto``'s refit tunes C
+    again (the ``C`` it validated is ignored). The reference for the ratios."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler

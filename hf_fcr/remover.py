@@ -403,8 +403,9 @@ class FictitiousClassRemover(HeadEditor):
                 on one half of ``val`` (FCR's own choices by ``rule``) and scored on the other half by worst-group
                 accuracy (worst-class without group labels), beside the model unchanged (``"none"``); FCR is kept
                 when it is within ``AUTO_MARGIN`` of the best (fewer weights changed), the choice is refit on all of
-                ``val``, and when no method beats the unchanged model nothing is changed (``method="none"``, no
-                edits, a warning). Each group is split in half; a group of fewer than ``AUTO_MIN_GROUP`` rows makes
+                ``val`` (a head-level choice with the configuration its half validated: the built-ins' ``C``), and
+                when no method beats the unchanged model nothing is changed (``method="none"``, no edits, a
+                warning). Each group is split in half; a group of fewer than ``AUTO_MIN_GROUP`` rows makes
                 the choice on all of ``val`` instead, with a warning naming it. Across methods the score is
                 the worst group, not ``rule``: ``min_gap`` rewards an edit that drags every group down to the same
                 accuracy (measured: on the fine-tuned EfficientNet-Lite0 it preferred FCR at 51% worst-group over
