@@ -129,7 +129,7 @@ class FictitiousHead:
         registered score (``scores.register_score``)."""
         scores = edge_score(selection, self.stats, value_index, generator)
         order = torch.argsort(scores, descending=True, stable=True)
-        return [(int(k), float(scores[k])) for k in order]
+        return list(zip(order.tolist(), scores[order].tolist()))
 
     def dominant(self, cls: int) -> int:
         """The attribute value most frequent among the samples of real class ``cls``."""
