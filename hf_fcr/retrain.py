@@ -21,6 +21,7 @@ Robust to ill-conditioned features (those of a briefly fine-tuned or collapsed m
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
     Raises:
         ValueError: a class without rows, a group with fewer than two rows, or a ``C`` that is not a positive number.
     """
-    if C is not None and (isinstance(C, bool) or not isinstance(C, (int, float)) or not 0 < C < float("inf")):
+    if C is not None and (isinstance(C, bool) or not isinstance(C, numbers.Real) or not 0 < C < float("inf")):
         raise ValueError(f"C is the inverse regularization strength, a positive number; got {C!r}.")
     with one_blas_thread():  # entered once: threadpoolctl's limit costs tens of milliseconds each time
         return _retrain_head(features, labels, groups, num_classes, seed, num_fits, c_grid, intercept, C)
