@@ -115,8 +115,8 @@ def method_table(runs: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# the row of each method auto can choose: what that method gives alone on all of validation (tuned again)
-ALONE = {"dfr": "dfr", "class_balanced": "dfr_class_balanced", "none": "erm", "fcr": "fcr"}
+# the row of each head-level method auto can choose: what that method gives alone on all of validation (tuned again)
+ALONE = {"dfr": "dfr", "class_balanced": "dfr_class_balanced"}
 
 
 def auto_refit_lines(runs: list[dict]) -> list[str]:
@@ -126,7 +126,7 @@ def auto_refit_lines(runs: list[dict]) -> list[str]:
     pairs = [
         (r["methods"]["auto"], r["methods"][ALONE[r["methods"]["auto"]["choice"]["method"]]])
         for r in runs
-        if r["methods"]["auto"]["choice"]["method"] in ("dfr", "class_balanced")
+        if r["methods"]["auto"]["choice"]["method"] in ALONE
     ]
     if not pairs:
         return []

@@ -460,16 +460,14 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
     # a new estimator each), spread over the cores
     random_settings = dataclasses.replace(settings, attribute_column="_random")
 
-    def job(item: tuple[FeatureSet, SearchSettings, Callable[[], FictitiousHead] | None, bool]) -> tuple:
-        data, job_settings, fit, evidence = item
+    def job(item: tuple[FeatureSet, SearchSettings, Callable[[], FictitiousHead] | None]) -> tuple:
+        data, job_settings, fit = item
         found = _fcr_search(remover, data, val, job_settings, fit)
-        if not evidence:
+        if data is not train:  # a random draw
             return (*found, None)
         return (*found, _m_prime_evidence(found[0], train, val, attribute, group_column, attribute_column))
 
-    searches = map_on_cores(
-        job, [(train, settings, shared, True)] + [(data, random_settings, None, False) for data in shuffled]
-    )
+    searches = map_on_cores(job, [(train, settings, shared)] + [(data, random_settings, None) for data in shuffled])
     fict, choice, _, tried, (val_acc, majority, cumulative, top_accuracy) = searches[0]
     base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
     chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))

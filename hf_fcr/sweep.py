@@ -150,7 +150,7 @@ class _Lines:
     selected: torch.Tensor  # [N, E] each edit's input feature
     edited: torch.Tensor  # [E'] the edited rows, sorted
     slot: torch.Tensor  # [E] each edit's position in ``edited``
-    delta: torch.Tensor  # [R, E] each edit's change at each rate
+    step: torch.Tensor  # [E] each edit's change per unit of r (Eq. 8: f - w)
     rates: torch.Tensor  # [R] the rates, ascending
     slope: torch.Tensor  # [N, E'] each edited row's logit change per unit of r
     position: torch.Tensor  # [K] each class's position in ``edited``, -1 for the unedited ones
@@ -159,7 +159,7 @@ class _Lines:
         """``(prediction, clear)``: the predicted class of each sample at its rate, and whether it leads the
         runner-up by more than rounding could erase."""
         z = self.edited_base[samples]  # (indexing copies)
-        z.index_add_(1, self.slot, self.selected[samples] * self.delta[rate_idx])
+        z.index_add_(1, self.slot, self.selected[samples] * (self.rates[rate_idx][:, None] * self.step))
         z_val, z_pos = z.max(1)
         z_idx = self.edited[z_pos]
         other_val, other_idx = self.other_val[samples], self.other_idx[samples]
@@ -212,7 +212,7 @@ def _correct_counts(lines: _Lines, labels: torch.Tensor, groups: torch.Tensor, n
     prediction is constant in between. Intervals that are not are split (``_Lines.split``): next to where the line
     of the top class at the upper end overtakes that of the lower end's, so a single change of prediction is settled
     by two more evaluations (halving took about ``log2(R)``); at the midpoint otherwise."""
-    n, num_rates = len(labels), lines.delta.shape[0]
+    n, num_rates = len(labels), len(lines.rates)
     diff = torch.zeros(num_groups, num_rates + 1, dtype=torch.float64)  # +1 where a correct run starts, -1 after
 
     def fill(samples: torch.Tensor, first: torch.Tensor, stop: torch.Tensor, pred: torch.Tensor) -> None:
@@ -263,8 +263,7 @@ def sweep_edits(
     old = torch.tensor([e.old_value for e in edits], dtype=torch.float64)
     ortho = torch.tensor([e.value_at(1.0) for e in edits], dtype=torch.float64)
     # Eq. 8 minus the old value: (r * f + (1 - r) * w) - w = r * (f - w), one rank-1 update of column `row` per edit
-    rate = torch.tensor(rates, dtype=torch.float64)
-    delta = rate[:, None] * (ortho - old)[None, :]  # [R, E]
+    step = ortho - old
     edited, slot = torch.unique(rows, return_inverse=True)  # sorted, so ties keep argmax's first-index rule
     # the best unedited row, taken in the logits' own dtype (float64 holds every value exactly, in the same order)
     others = base_logits.detach().clone()
@@ -272,11 +271,20 @@ def sweep_edits(
     other_val, other_idx = others.max(1) if len(edited) < k else (torch.full((n,), -torch.inf), torch.zeros(n).long())
     selected = features[:, [e.col for e in edits]].to(torch.float64)  # [N, E]
     edited_base = base_logits[:, edited].to(torch.float64)
-    slope = torch.zeros(n, len(edited), dtype=torch.float64).index_add_(1, slot, selected * (ortho - old))
+    slope = torch.zeros(n, len(edited), dtype=torch.float64).index_add_(1, slot, selected * step)
     position = torch.full((k,), -1, dtype=torch.long)
     position[edited] = torch.arange(len(edited))
     lines = _Lines(
-        edited_base, other_val.to(torch.float64), other_idx, selected, edited, slot, delta, rate, slope, position
+        edited_base,
+        other_val.to(torch.float64),
+        other_idx,
+        selected,
+        edited,
+        slot,
+        step,
+        torch.tensor(rates, dtype=torch.float64),
+        slope,
+        position,
     )
     hits = _correct_counts(lines, labels, groups, len(names))  # [R, G]
     per_group = (hits / counts.clamp(min=1))[:, present]
