@@ -81,11 +81,20 @@ class HubOptions:
     local_files_only: bool = False
 
 
+def _check_exists(name: str) -> None:
+    """FileNotFoundError for a ``name`` that is a path (``.``, ``/``, ``~`` first, or more than one ``/``) with
+    nothing there: it cannot be a Hub id either."""
+    if not os.path.exists(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise FileNotFoundError(f"no checkpoint folder at {name!r} (and it is not a Hub id: org/name).")
+
+
 def _resolve(name_or_path: str, filename: str, hub: HubOptions) -> str | None:
-    """The local path of ``filename`` in a folder or a Hub repo (downloaded), or None if it is not there."""
+    """The local path of ``filename`` in a folder or a Hub repo (downloaded), or None if it is not there. A path
+    with no folder there (one removed since it was checked, too) is a FileNotFoundError, not a Hub lookup."""
     if os.path.isdir(name_or_path):
         path = os.path.join(name_or_path, filename)
         return path if os.path.isfile(path) else None
+    _check_exists(name_or_path)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
@@ -276,8 +285,7 @@ def load_checkpoint(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     name = os.fspath(name_or_path)
-    if not os.path.exists(name) and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-        raise FileNotFoundError(f"no checkpoint folder at {name!r} (and it is not a Hub id: org/name).")
+    _check_exists(name)
     if os.path.isfile(name):
         raise NotADirectoryError(f"{name!r} is a file; pass the checkpoint's folder or a Hub id.")
     record = None if name.startswith(("hf-hub:", "hf_hub:")) else read_record(name, hub)

@@ -174,3 +174,12 @@ def test_missing_or_corrupt_checkpoints(tmp_path):
     (tmp_path / "bad" / "config.json").write_text("{not json")
     with pytest.raises(OSError, match="corrupt"):
         FictitiousClassRemover.from_pretrained(str(tmp_path / "bad"))
+
+
+def test_a_folder_removed_after_it_was_checked_is_not_looked_up_on_the_hub(tmp_path):
+    """load_checkpoint checks the folder, then reads its files: a folder another process removes in between (an
+    overwrite=True re-save) is a FileNotFoundError naming it, not a Hub lookup of a path (HFValidationError)."""
+    from hf_fcr.hub import read_record
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder at"):
+        read_record(str(tmp_path / "removed"))
