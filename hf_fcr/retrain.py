@@ -65,17 +65,30 @@ def _balanced_subset(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.concatenate([rng.choice(np.flatnonzero(groups == g), size, replace=False) for g in present])
 
 
-def _fit(
-    x: np.ndarray, y: np.ndarray, C: float, num_classes: int, intercept: bool, seed: int
+def _fit(  # noqa: PLR0913 -- one fit's data and settings
+    x: np.ndarray,
+    y: np.ndarray,
+    C: float,
+    num_classes: int,
+    intercept: bool,
+    seed: int,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(weight [num_classes, D], bias [num_classes], iterations)``; classes absent from ``y`` get a -1e9 bias."""
+    """``(weight [num_classes, D], bias [num_classes], iterations)``; classes absent from ``y`` get a -1e9 bias.
+    ``start``: a head ``(weight, bias)`` the multinomial solver starts from instead of zero (liblinear, the binary
+    L1 solver, always starts from zero)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    if len(np.unique(y)) > 2:
+    classes = np.unique(y)
+    if start is not None and not np.all(start[1][classes] > -1e9):  # a class the start never saw: from zero
+        start = None
+    if len(classes) > 2:
         # liblinear's L1 is binary, and one-vs-rest L1 fits ran for minutes each on 5-class MNIST features: with
         # more than two classes the head is a multinomial L2 fit (lbfgs): a documented departure from DFR
-        model = LogisticRegression(C=C, max_iter=MAX_ITER, fit_intercept=intercept)
+        model = LogisticRegression(C=C, max_iter=MAX_ITER, fit_intercept=intercept, warm_start=start is not None)
+        if start is not None:  # read by fit() with warm_start: the rows of the classes present, in their order
+            model.coef_, model.intercept_ = start[0][classes].copy(), start[1][classes].copy()
     else:
         # liblinear shuffles its coordinates; without random_state it draws from numpy's global generator, so the
         # head depended on whatever ran before (measured: one test sample's prediction in the demo's DFR)
@@ -176,10 +189,17 @@ def _retrain_head(  # noqa: PLR0913 -- retrain_head's arguments, checked
     xs, mean, scale, keep = _standardized(x, intercept)
     unconverged = []
 
+    last: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # each C's latest fit
+
     def fit(rows: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
-        w, b, iterations = _fit(xs[rows], y[rows], C, num_classes, intercept, seed)
+        # warm starts: a fit starts where the latest one at this C ended, or the latest at the C before it on the
+        # path (balanced subsets of the same rows have nearby optima; on 12,000 x 84 features class-balanced
+        # retraining's 20 final fits took 9-21 lbfgs iterations instead of 33-64)
+        start = last.get(float(C), last[next(reversed(last))] if last else None)
+        w, b, iterations = _fit(xs[rows], y[rows], C, num_classes, intercept, seed, start)
         if iterations >= MAX_ITER:
             unconverged.append((float(C), iterations))
+        last[float(C)] = (w, b)
         return w, b
 
     tuning = {}
