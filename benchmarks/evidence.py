@@ -70,25 +70,19 @@ def run(benchmark: str, seeds: list[int], out: Path) -> None:
 
 def compare_with_cold_fits(compare: Callable[..., Any]) -> Callable[..., Any]:
     """``compare_methods``, preceded on the same features by DFR, class-balanced retraining and auto with every head
-    fit started from zero (``retrain._fit`` without its warm start: the fits before warm starts), stored as
+    fit started from zero (``speed.from_zero``: the fits before warm starts), stored as
     ``methods["cold_fits"]``: the paired control of what warm starts change, in the same process."""
-    from unittest import mock
+    from speed import from_zero
 
-    from hf_fcr import retrain
     from hf_fcr.experiments.compare import _groups
     from hf_fcr.metrics import group_metrics
-
-    fit = retrain._fit
-
-    def cold(*args: Any, start: Any = None) -> Any:
-        return fit(*args[:6])
 
     def wrapped(remover: Any, splits: tuple, **kwargs: Any) -> tuple[dict, Any]:
         train, val, test = splits
         columns = {k: kwargs[k] for k in ("label_column", "attribute_column", "rule", "seed")}
         ids, names = _groups(test, columns["label_column"], columns["attribute_column"])
         rows = {}
-        with mock.patch.object(retrain, "_fit", cold):
+        with from_zero():
             for name, method in (("dfr", "dfr"), ("dfr_class_balanced", "class_balanced"), ("auto", "auto")):
                 balance = {"val_attribute_column": None} if method == "class_balanced" else {}
                 search = remover.neutralize_spurious(train, val, **columns, method=method, diagnose=False, **balance)

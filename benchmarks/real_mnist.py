@@ -86,7 +86,7 @@ def ccexam_removal(mnist, seeds, log):
 def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None, magnitude=28):
     from hf_fcr import FictitiousClassRemover
     from hf_fcr.data.spuco import spuco_mnist
-    from hf_fcr.experiments.compare import Benchmark, run_spurious
+    from hf_fcr.experiments.compare import METHOD_ORDER, Benchmark, run_spurious
     from hf_fcr.experiments.erm import train_classifier
     from hf_fcr.experiments.mnist import mnist_cnn
 
@@ -105,7 +105,7 @@ def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None, m
         runs.append(result)
         save(runs)  # a long run keeps what it has done
         m = result["methods"]
-        log(f"spuco seed {seed}: " + ", ".join(f"{k} {100 * v['worst_group']:.1f}" for k, v in m.items()))
+        log(f"spuco seed {seed}: " + ", ".join(f"{k} {100 * m[k]['worst_group']:.1f}" for k in METHOD_ORDER))
     return runs
 
 
