@@ -87,8 +87,8 @@ def compare_with_cold_fits(compare: Callable[..., Any]) -> Callable[..., Any]:
                 balance = {"val_attribute_column": None} if method == "class_balanced" else {}
                 search = remover.neutralize_spurious(train, val, **columns, method=method, diagnose=False, **balance)
                 pred = remover.logits(test.features).argmax(1)
-                rows[name] = {**group_metrics(pred, test.labels(columns["label_column"]), ids, names)}
-                rows[name]["choice"] = search.choice
+                metrics = group_metrics(pred, test.labels(columns["label_column"]), ids, names)
+                rows[name] = {**metrics, "choice": search.choice}
                 remover.revert()
         methods, search = compare(remover, splits, **kwargs)
         return {**methods, "cold_fits": rows}, search
