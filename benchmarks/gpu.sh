@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# One command for a lent GPU machine (the `device` tool): installs hf-fcr, then measures images/s of plain
-# inference and of collect() for timm resnet50 at 224 px (bf16 autocast, channels_last, batch 256) on synthetic
-# images, and writes the JSON to ${OUT:-.}/gpu.json. Meant to finish in well under 5 minutes on an H200.
-set -euo pipefail
+# One call on a lent GPU machine, which reaches no package index. Here, first (once per checkout):
+#     bash benchmarks/gpu_wheels.sh          # the wheels that machine lacks, into the git-ignored .whl/
+# then, through the `device` tool: run(command="bash benchmarks/gpu.sh", carry=[".whl"]).
+# It installs those wheels and hf-fcr without an index, then runs, in this order: the pass benchmark
+# (benchmarks/gpu.py: plain bf16 inference vs collect / extract_features, on-device batches and end to end from a
+# Dataset of JPEGs) and the whole fast test suite with CUDA visible. It prints one table and writes
+# ${OUT:-outputs/gpu}/gpu.json (with the versions and the failed tests) beside the logs.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e . 2>&1 | grep -v WARNING || true
-PYTHONUNBUFFERED=1 python3 benchmarks/speed.py --gpu --output "${OUT:-.}/gpu.json"
+out="${OUT:-outputs/gpu}"
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "installing .whl/ failed" >&2; exit 1; }
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || { echo "installing hf-fcr failed" >&2; exit 1; }
+python3 -c "import hf_fcr, datasets, evaluate, timm, transformers" || { echo "run benchmarks/gpu_wheels.sh here first" >&2; exit 1; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/nvidia-smi.txt"
+python3 benchmarks/gpu.py --output "$out/bench.json" 2>&1 | tee "$out/bench.log"
+python3 -m pytest -q -m "not slow" -p no:cacheprovider --junitxml="$out/tests.xml" 2>&1 | tee "$out/tests.log" | tail -n 40
+python3 benchmarks/gpu.py --report "$out/bench.json" --junit "$out/tests.xml" --output "$out/gpu.json"

@@ -1,7 +1,8 @@
 """Performance benchmark: FCR's cost should be one inference pass and almost nothing more.
 
     python benchmarks/speed.py --output bench.json          # CPU, a few minutes
-    python benchmarks/speed.py --gpu --output gpu.json      # one GPU: images/s of plain inference vs collect
+
+The pass on a GPU is measured by benchmarks/gpu.py (through benchmarks/gpu.sh).
 
 Prints a table of ratios measured in one run (these machines are noisy: absolute seconds do not compare across
 runs) and writes every figure to JSON.
@@ -439,50 +440,9 @@ def spuco_head_fits(seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def gpu(arch: str = "resnet50", n: int = 4096, size: int = 224, batch_size: int = 256) -> dict[str, Any]:
-    """images/s of plain bf16 channels-last inference and of collect for ``arch`` on synthetic images (one GPU)."""
-    import timm
-
-    from hf_fcr.remover import FictitiousClassRemover
-
-    if not torch.cuda.is_available():
-        raise SystemExit("--gpu needs a CUDA device.")
-    torch.backends.cudnn.benchmark = True
-    model = timm.create_model(arch, pretrained=False).cuda().eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch_size, 3, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 1000, (batch_size,), device="cpu")
-    loader = [{"image": x, "label": labels}] * (n // batch_size)
-
-    def plain() -> None:
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-            for batch in loader:
-                model(batch["image"])
-        torch.cuda.synchronize()
-
-    remover = FictitiousClassRemover(model)
-
-    def collect() -> None:
-        remover.collect(loader, rows=[0], device="cuda", autocast_dtype=torch.bfloat16, channels_last=True)
-        torch.cuda.synchronize()
-
-    t_plain, t_collect = _best_of(plain, 2), _best_of(collect, 2)
-    images = (n // batch_size) * batch_size
-    return {
-        "device": torch.cuda.get_device_name(),
-        "model": arch,
-        "images": images,
-        "batch_size": batch_size,
-        "dtype": "bfloat16 autocast, channels_last",
-        "plain_images_per_s": images / t_plain,
-        "collect_images_per_s": images / t_collect,
-        "collect_over_pass": t_collect / t_plain,
-    }
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", default="bench.json")
-    p.add_argument("--gpu", action="store_true", help="only the GPU measurement (needs CUDA)")
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
     p.add_argument("--head_fits", action="store_true", help="only the head-level fits (DFR, class-balanced, auto)")
     p.add_argument("--spuco", action="store_true", help="with --head_fits: also on a real-MNIST SpuCo-style model")
@@ -490,10 +450,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the benchmark builds everything locally; set for its run only
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     torch.manual_seed(0)
-    if args.gpu:
-        results: dict[str, Any] = {"gpu": gpu()}
-    elif args.head_fits:
-        results = {"torch_threads": torch.get_num_threads(), "head_fits": head_fits()}
+    if args.head_fits:
+        results: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "head_fits": head_fits()}
         if args.spuco:
             results["spuco_head_fits"] = spuco_head_fits()
     else:
@@ -515,12 +473,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def format_report(results: dict[str, Any]) -> str:
     lines = []
-    if "gpu" in results:
-        g = results["gpu"]
-        return (
-            f"{g['device']}: {g['model']} {g['dtype']}, batch {g['batch_size']}: plain {g['plain_images_per_s']:.0f} "
-            f"img/s, collect {g['collect_images_per_s']:.0f} img/s (ratio {g['collect_over_pass']:.3f})"
-        )
     lines.append(f"{'measure':<62}{'value':>10}  target")
     for key in [k for k in ("resnet18", "tiny") if k in results]:
         r = results[key]

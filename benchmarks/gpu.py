@@ -1,0 +1,300 @@
+"""The pass on an accelerator: images/s of a plain bf16 inference pass against ``collect`` and ``extract_features``.
+
+    python benchmarks/gpu.py --output gpu.json                      # a CUDA device (benchmarks/gpu.sh runs it)
+    python benchmarks/gpu.py --device cpu --quick --output x.json   # the same code on tiny models (checks the script)
+
+Two measurements, each a ratio of times measured in one run (target: at most 1.10 on an H200):
+
+* batches already on the device: timm resnet50 (channels_last) and transformers ViT-B/16 (random weights), batch
+  256, bf16 autocast; the plain pass is ``model(x)`` under autocast, then one synchronization;
+* end to end from a ``datasets.Dataset`` of encoded JPEG images (256 px): a hand-written ``DataLoader`` (the same
+  workers, pinned memory, timm's eval transform) + the bf16 forward, against the library reading the Dataset with
+  the same workers and the same transform.
+
+Prints one table and writes every figure to JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is built here
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_of(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest of ``repeats`` timed runs after one warm-up, in seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _models(quick: bool) -> dict[str, Callable[[], tuple[torch.nn.Module, bool]]]:
+    """name -> a builder of ``(model, channels_last)``: resnet50 and ViT-B/16 (tiny stand-ins with ``quick``)."""
+    import timm
+    from transformers import ViTConfig, ViTForImageClassification
+
+    def vit() -> tuple[torch.nn.Module, bool]:
+        config = (
+            ViTConfig(num_labels=1000)
+            if not quick
+            else ViTConfig(
+                hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=1000
+            )
+        )
+        return ViTForImageClassification(config), False
+
+    return {
+        "timm resnet50": lambda: (timm.create_model("resnet18" if quick else "resnet50", pretrained=False), True),
+        "transformers ViT-B/16": vit,
+    }
+
+
+def on_device(device: torch.device, n: int, batch_size: int, quick: bool, repeats: int) -> list[dict[str, Any]]:
+    """Plain pass, ``collect`` and ``extract_features`` on batches already on ``device``."""
+    from hf_fcr import FictitiousClassRemover
+
+    out = []
+    for name, build in _models(quick).items():
+        model, channels_last = build()
+        model = model.to(device).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        size = 224
+        x = torch.randn(batch_size, 3, size, size, device=device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, 1000, (batch_size,))
+        loader = [{"image": x, "label": labels}] * (n // batch_size)
+        autocast = dict(device_type=device.type, dtype=torch.bfloat16)
+
+        def plain(model: torch.nn.Module = model, loader: list = loader, autocast: dict = autocast) -> None:
+            with torch.inference_mode(), torch.autocast(**autocast):
+                for batch in loader:
+                    model(batch["image"])
+            _sync(device)
+
+        remover = FictitiousClassRemover(model)
+        options = dict(
+            device=device, batch_size=batch_size, autocast_dtype=torch.bfloat16, channels_last=channels_last
+        )
+
+        def collect(remover: Any = remover, loader: list = loader, options: dict = options) -> None:
+            remover.collect(loader, rows=[0], **options)
+            _sync(device)
+
+        def extract(remover: Any = remover, loader: list = loader, options: dict = options) -> None:
+            remover.extract_features(loader, **options)
+            _sync(device)
+
+        t_plain, t_collect, t_extract = (_best_of(f, repeats) for f in (plain, collect, extract))
+        images = len(loader) * batch_size
+        out.append(
+            {
+                "model": name,
+                "images": images,
+                "plain_images_per_s": images / t_plain,
+                "collect_images_per_s": images / t_collect,
+                "extract_images_per_s": images / t_extract,
+                "collect_over_pass": t_collect / t_plain,
+                "extract_over_pass": t_extract / t_plain,
+            }
+        )
+        print(out[-1], flush=True)
+        del model, remover
+    return out
+
+
+def jpeg_dataset(n: int, size: int = 256, seed: int = 0) -> Any:
+    """``n`` encoded JPEG images of ``size`` px (smooth colour fields with some noise, as photos compress) and
+    labels, as a ``datasets.Dataset`` with an ``Image`` feature."""
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    blobs = []
+    for _ in range(n):
+        coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BILINEAR)
+        pixels = np.asarray(coarse, dtype=np.int16) + rng.integers(-12, 13, (size, size, 3))
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+        blobs.append({"bytes": buffer.getvalue(), "path": None})
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=1000)})
+    return datasets.Dataset.from_dict({"image": blobs, "label": rng.integers(0, 1000, n).tolist()}, features=features)
+
+
+def end_to_end(
+    device: torch.device, n: int, batch_size: int, workers: int, quick: bool, repeats: int
+) -> dict[str, Any]:
+    """A hand-written DataLoader + timm transform + bf16 forward against the library reading the same Dataset."""
+    from hf_fcr import FictitiousClassRemover
+    from hf_fcr.preprocess import timm_transform
+
+    t0 = time.perf_counter()
+    data = jpeg_dataset(n)
+    build_s = time.perf_counter() - t0
+    model, _ = _models(quick)["timm resnet50"]()
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    transform = timm_transform(model)
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return {"image": transform([r["image"] for r in rows]), "label": torch.tensor([r["label"] for r in rows])}
+
+    def plain() -> None:
+        loader = torch.utils.data.DataLoader(
+            data, batch_size=batch_size, num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda"
+        )
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+            for batch in loader:
+                x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                model(x)
+        _sync(device)
+
+    remover = FictitiousClassRemover(model, transform=transform)
+    options = dict(
+        device=device, batch_size=batch_size, autocast_dtype=torch.bfloat16, channels_last=True, num_workers=workers
+    )
+
+    def extract() -> None:
+        remover.extract_features(data, **options)
+        _sync(device)
+
+    def collect() -> None:
+        remover.collect(data, rows=[0], **options)
+        _sync(device)
+
+    t_plain, t_extract, t_collect = (_best_of(f, repeats) for f in (plain, extract, collect))
+    out = {
+        "model": "timm resnet50" if not quick else "timm resnet18",
+        "images": n,
+        "workers": workers,
+        "dataset_build_s": build_s,
+        "plain_images_per_s": n / t_plain,
+        "collect_images_per_s": n / t_collect,
+        "extract_images_per_s": n / t_extract,
+        "collect_over_pass": t_collect / t_plain,
+        "extract_over_pass": t_extract / t_plain,
+    }
+    print(out, flush=True)
+    return out
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = [
+        f"{results['device']}, torch {results['torch']}, batch {results['batch_size']}, bf16 autocast",
+        f"{'measure':<58}{'plain img/s':>12}{'collect':>10}{'ratio':>8}{'extract':>10}{'ratio':>8}",
+    ]
+    rows = [(f"{r['model']}, batches on the device", r) for r in results["on_device"]]
+    if "end_to_end" in results:
+        e = results["end_to_end"]
+        rows.append((f"{e['model']}, Dataset of {e['images']} JPEGs, {e['workers']} workers", e))
+    for what, r in rows:
+        lines.append(
+            f"{what:<58}{r['plain_images_per_s']:>12.0f}{r['collect_images_per_s']:>10.0f}"
+            f"{r['collect_over_pass']:>8.3f}{r['extract_images_per_s']:>10.0f}{r['extract_over_pass']:>8.3f}"
+        )
+    lines.append("target: every ratio at most 1.10 on an H200")
+    return "\n".join(lines)
+
+
+def test_results(junit_xml: str) -> dict[str, Any]:
+    """Counts and failed test ids from pytest's ``--junitxml`` file."""
+    import xml.etree.ElementTree as ET
+
+    cases = ET.parse(junit_xml).getroot().iter("testcase")
+    out: dict[str, Any] = {"passed": 0, "failed": [], "skipped": 0}
+    for case in cases:
+        name = f"{case.get('classname')}::{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            out["failed"].append(name)
+        elif case.find("skipped") is not None:
+            out["skipped"] += 1
+        else:
+            out["passed"] += 1
+    return out
+
+
+def versions() -> dict[str, str]:
+    import datasets
+    import timm
+    import transformers
+
+    return {m.__name__: m.__version__ for m in (torch, timm, transformers, datasets)}
+
+
+def report(bench_json: str, junit_xml: str | None, output: str) -> dict[str, Any]:
+    """The benchmark's figures with the fast suite's results (``gpu.sh``'s last step): one table, one JSON."""
+    with open(bench_json) as f:
+        results = json.load(f)
+    results["versions"] = versions()
+    if junit_xml is not None and os.path.isfile(junit_xml):
+        results["tests"] = test_results(junit_xml)
+    with open(output, "w") as f:
+        json.dump(results, f, indent=2)
+    table = format_table(results)
+    versions_line = ", ".join(f"{k} {v}" for k, v in results["versions"].items())
+    print(f"{table}\n{versions_line}")
+    if "tests" in results:
+        t = results["tests"]
+        print(f"fast tests with CUDA visible: {t['passed']} passed, {len(t['failed'])} failed, {t['skipped']} skipped")
+        for name in t["failed"]:
+            print(f"  FAILED {name}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--output", default="gpu.json")
+    p.add_argument("--report", metavar="BENCH_JSON", help="print the table of a finished run (with --junit) and exit")
+    p.add_argument("--junit", help="with --report: pytest's --junitxml file of the fast suite")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--quick", action="store_true", help="tiny models and few images (checks the script anywhere)")
+    p.add_argument("--workers", type=int, default=12, help="DataLoader workers of the end-to-end measurement")
+    p.add_argument("--no_end_to_end", action="store_true")
+    args = p.parse_args(argv)
+    if args.report:
+        return report(args.report, args.junit, args.output)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("no CUDA device: pass --device cpu (with --quick) to check the script on a CPU.")
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    batch_size = 16 if args.quick else 256
+    results: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "batch_size": batch_size,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    repeats = 1 if args.quick else 3
+    results["on_device"] = on_device(device, 4 * batch_size if args.quick else 4096, batch_size, args.quick, repeats)
+    if not args.no_end_to_end:
+        n = 4 * batch_size if args.quick else 8192
+        results["end_to_end"] = end_to_end(device, n, batch_size, args.workers, args.quick, 1 if args.quick else 2)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=2)
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
