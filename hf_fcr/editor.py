@@ -129,17 +129,19 @@ class HeadEditor:
 
     @torch.no_grad()
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """The head's logits for head inputs ``features`` (as the model computes them, with the current edits)."""
+        """The head's logits for head inputs ``features`` (as the model computes them, with the current edits), float32
+        on the device of ``features`` (computed where the head is)."""
         weight = self.head.weight.detach()
         bias = None if self.head.bias is None else self.head.bias.detach()
-        return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
+        logits = F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias)
+        return logits.to(device=features.device, dtype=torch.float32)
 
     def _check_labels(self, labels: torch.Tensor, label_column: str) -> torch.Tensor:
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            bad = int(labels[(labels < 0) | (labels >= self.num_classes)][0])
+            row = int(((labels < 0) | (labels >= self.num_classes)).nonzero()[0, 0])
             raise ValueError(
-                f"label {bad} in column {label_column!r} is outside the head's classes [0, {self.num_classes}): "
-                "map the labels to the model's class indices."
+                f"label {int(labels[row])} in column {label_column!r} (row {row}) is outside the head's classes "
+                f"[0, {self.num_classes}): map the labels to the model's class indices."
             )
         return labels
 

@@ -30,11 +30,71 @@ from .batches import (
     to_tensor_column,
 )
 from .feature_set import FeatureSet
-from .heads import HeadCapture
+from .heads import HeadCapture, not_logits
 
-__all__ = ["FeaturePass", "PassOptions"]
+__all__ = ["BatchChecks", "FeaturePass", "PassOptions"]
 
 logger = logging.getLogger(__name__)
+
+# Features an extraction keeps on the device before copying them to the host in one go (one synchronization per
+# 256 MiB: 32,768 rows of a 2,048-wide head).
+DEVICE_ROWS_BYTES = 2**28
+
+
+class BatchChecks:
+    """The value checks of a pass, kept on the device: each kind of problem keeps the first bad ``(batch, row)``
+    as one device integer, so that no batch waits for the host; ``raise_first`` reads them all at once.
+
+    Args:
+        image_column, head_name: named in the errors.
+    """
+
+    _NONE = 2**62  # no bad row yet
+    _ROW_BITS = 32  # a code is batch * 2**32 + row
+
+    def __init__(self, image_column: str = "image", head_name: str = "head") -> None:
+        self.image_column, self.head_name = image_column, head_name
+        self.first: dict[str, torch.Tensor] = {}
+
+    def record(self, kind: str, bad: torch.Tensor, batch: int) -> None:
+        """Note the rows of batch ``batch`` where ``bad`` (a bool vector) holds, for problem ``kind``: ``"images"``,
+        ``"head"`` or ``"features"``."""
+        if bad.numel() == 0:
+            return
+        rows = torch.arange(len(bad), device=bad.device) + (batch << self._ROW_BITS)
+        code = torch.where(bad, rows, self._NONE).min()
+        seen = self.first.get(kind)
+        self.first[kind] = code if seen is None else torch.minimum(seen, code)
+
+    def raise_first(self) -> None:
+        """Raise the error of the first bad row of any kind (one read of the device), or nothing."""
+        if not self.first:
+            return
+        codes = dict(zip(self.first, torch.stack(list(self.first.values())).tolist()))
+        order = ("images", "head", "features")  # at one row, the cause before its effects
+        found = sorted((code, order.index(kind), kind) for kind, code in codes.items() if code < self._NONE)
+        if not found:
+            return
+        code, _, kind = found[0]
+        where = f"batch {code >> self._ROW_BITS}, row {code & (2**self._ROW_BITS - 1)}"
+        if kind == "images":
+            raise ValueError(
+                f"the image column {self.image_column!r} holds NaN or inf values ({where}): clean or re-preprocess "
+                "the data."
+            )
+        if kind == "head":
+            raise not_logits(self.head_name, f"their values differ at {where}")
+        raise ValueError(f"the model produced NaN or inf features ({where}): check the inputs' preprocessing.")
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when ``a`` and ``b`` are views of the same memory with the same shape (nothing to compare)."""
+    return a.shape == b.shape and a.stride() == b.stride() and a.data_ptr() == b.data_ptr() and a.dtype == b.dtype
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise closeness of a head's output and the logits, on their device."""
+    return torch.isclose(a.float(), b.float(), rtol=1e-4, atol=1e-5)
 
 
 @dataclass(frozen=True)
@@ -78,17 +138,15 @@ class PassOptions:
             object.__setattr__(self, "checkpoint_dir", self.resume_from)
 
     @classmethod
-    def for_model(cls, model: nn.Module, device: Any = "auto", **options: Any) -> PassOptions:
-        """Options for a pass of ``model``; ``device="auto"`` is this process' device from Accelerate's state (its
-        own GPU under a launcher, the GPU alone, else the CPU), and the model is moved there (it stays)."""
+    def for_device(cls, device: Any = "auto", **options: Any) -> PassOptions:
+        """Options for a pass; ``device="auto"`` is this process' device from Accelerate's state (its own GPU under a
+        launcher, the GPU alone), or None on a CPU machine: the pass runs where the model's parameters are."""
         if device == "auto":
             from .distributed import device as process_device
 
             device = process_device()
             if device.type == "cpu":
-                device = None  # keep the model where it is
-            else:
-                model.to(device)
+                device = None
         return cls(device=device, **options)
 
     def checkpoint_due(self, batches_done: int) -> bool:
@@ -154,13 +212,19 @@ class FeaturePass:
         return torch.device(device) if device is not None else next(self.model.parameters()).device
 
     def features(
-        self, data: Any, columns: Sequence[str] = ("label",), skip_batches: int = 0
+        self, data: Any, columns: Sequence[str] = ("label",), skip_batches: int = 0, checks: BatchChecks | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
         """Run the model over this process' share of ``data``, yielding ``(positions, head inputs [B, D] float32 on
-        the CPU, {column: values})`` per batch: the streaming core of ``extract`` and ``collect``.
+        the pass's device, {column: values on the CPU})`` per batch: the streaming core of ``extract`` and
+        ``collect``.
+
+        The model runs on ``options.device`` and is moved back to where it was when the pass ends (also when it
+        fails). No batch waits for the host: the values are checked on the device (``checks``, read when the pass
+        ends; a caller that saves a checkpoint reads them first with ``checks.raise_first()``).
 
         Raises:
-            ValueError: the model produced NaN or inf features (or a column cannot be read).
+            ValueError: NaN or inf images or features, naming the first bad batch and row (or a column cannot be
+                read).
             KeyError: a requested column is missing.
             TypeError: the head is not usable (see ``heads.HeadCapture``) or the data is not a supported source.
         """
@@ -169,42 +233,43 @@ class FeaturePass:
         from .distributed import process_info
 
         columns, image_column, options, model = self._columns(columns), self.image_column, self.options, self.model
+        checks = BatchChecks(image_column, self.head_name) if checks is None else checks
         rank, world_size = process_info()
         param = next(model.parameters())
-        device = self._device()
+        home, device = param.device, self._device()
+        dtype = param.dtype if param.dtype.is_floating_point else None
         capture = HeadCapture(self.head, self.head_name)
         was_training = model.training
         model.eval()
         total = len(data) if hasattr(data, "__len__") and world_size == 1 else None
         bar = tqdm(total=total, disable=not options.progress or rank != 0, desc="features", unit="img")
         try:
+            model.to(device)
             with capture.hooked(), torch.inference_mode():
-                for pos, batch in self.batches(data, columns, skip_batches):
+                for index, (pos, batch) in enumerate(self.batches(data, columns, skip_batches), skip_batches):
                     pixels = images_to_tensor(batch[image_column], self.transform)
-                    if pixels.dtype.is_floating_point and not torch.isfinite(pixels).all():
-                        raise ValueError(
-                            f"the image column {image_column!r} holds NaN or inf values: clean or re-preprocess the "
-                            "data."
-                        )
-                    pixels = pixels.to(
-                        device=device, dtype=param.dtype if param.dtype.is_floating_point else None, non_blocking=True
-                    )
+                    pixels = pixels.to(device=device, dtype=dtype, non_blocking=True)
+                    if pixels.is_floating_point():
+                        checks.record("images", ~torch.isfinite(pixels).flatten(1).all(1), index)
                     if options.channels_last and pixels.ndim == 4:
                         pixels = pixels.contiguous(memory_format=torch.channels_last)
                     autocast = options.autocast_dtype
                     with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                         output = model(pixels)
-                    f, _ = capture.features(output)
-                    f = f.float().cpu()
-                    if not torch.isfinite(f).all():
-                        raise ValueError("the model produced NaN or inf features: check the inputs' preprocessing.")
+                    f, head_output, logits = capture.split(output)
+                    if not _same_tensor(head_output, logits):
+                        checks.record("head", ~_close(head_output, logits).all(1), index)
+                    f = f.float()
+                    checks.record("features", ~torch.isfinite(f).all(1), index)
                     bar.update(len(f))
                     yield pos, f, {c: to_tensor_column(batch[c]) for c in columns}
+            checks.raise_first()
         finally:
             bar.close()
+            model.to(home)
             model.train(was_training)
 
-    def _cache(self, cache_dir: str | os.PathLike | None, identity: dict[str, Any], data: Any) -> str | None:
+    def _cache(self, cache_dir: str | os.PathLike | None, identity: dict[str, Any] | None, data: Any) -> str | None:
         """The cache entry of this pass over ``data`` in ``cache_dir``, or None when it cannot be cached."""
         from .pass_state import cache_entry
 
@@ -252,7 +317,9 @@ class FeaturePass:
         from .pass_state import load_feature_parts, save_cache_entry, save_feature_part
 
         columns, options = self._columns(columns), self.options
-        identity = self.identity(data, columns)
+        # the identity hashes every weight: computed only for what keys files by it (the cache, checkpoints)
+        keyed = cache_dir is not None or options.checkpoint_dir is not None
+        identity = self.identity(data, columns) if keyed else None
         entry = self._cache(cache_dir, identity, data)
         damaged = False
         if entry is not None and os.path.isdir(entry):
@@ -267,7 +334,8 @@ class FeaturePass:
                 logger.warning("the feature cache entry %s cannot be read (%s): recomputing it.", entry, err)
                 damaged = True
         rank, world_size = process_info()
-        identity = self._run_identity(identity, data, columns, "features")
+        if identity is not None:
+            identity = self._run_identity(identity, data, columns, "features")
         rows = _Rows(columns)
         done, parts = (
             (0, []) if options.resume_from is None else load_feature_parts(options.resume_from, rank, identity)
@@ -275,10 +343,12 @@ class FeaturePass:
         for part in parts:
             rows.add(*part)
         rows.saved, part_index = len(rows.features), len(parts)
-        for pos, f, cols in self.features(data, columns, done):
+        checks = BatchChecks(self.image_column, self.head_name)
+        for pos, f, cols in self.features(data, columns, done, checks):
             rows.add(pos, f, cols)
             done += 1
             if options.checkpoint_due(done):
+                checks.raise_first()  # nothing bad is saved
                 save_feature_part(options.checkpoint_dir, rank, part_index, *rows.unsaved(), identity)
                 part_index += 1
         features, columns_out = rows.all(self.head.in_features)
@@ -304,7 +374,8 @@ class FeaturePass:
         """Eq. 3-4 streamed over ``data`` batch by batch: no feature matrix is kept, so memory does not grow with the
         data.
 
-        ``logits(features)`` gives the head's logits and ``check_labels(labels)`` validates a batch's labels. Each
+        The sums are kept in float64 on the pass's device and returned on the CPU. ``logits(features)`` gives the
+        head's logits (on the features' device) and ``check_labels(labels)`` validates a batch's labels. Each
         process sums its own share of the data; the sums are then added across processes, so every process returns
         what one process would. With ``options.checkpoint_dir`` the sums are saved every ``checkpoint_every``
         batches (one file per process); ``options.resume_from`` continues from them, exactly. A state of another
@@ -319,23 +390,27 @@ class FeaturePass:
         from .pass_state import head_fingerprint, load_collect_state, save_collect_state
         from .stats import EdgeStatistics
 
-        head, options = self.head, self.options
-        stats = EdgeStatistics.empty(head.out_features, head.in_features, head.out_features, rows=rows)
+        head, options, device = self.head, self.options, self._device()
+        stats = EdgeStatistics.empty(head.out_features, head.in_features, head.out_features, rows=rows, device=device)
         rank = process_info()[0]
-        identity = {
-            **self.identity(data, [label_column]),
-            "head": head_fingerprint(head),
-            "rows": None if rows is None else list(rows),
-        }
         problem: Exception | None = None
         try:
-            identity = self._run_identity(identity, data, [label_column], "collect")
+            identity = None
+            if options.checkpoint_dir is not None:  # the identity hashes every weight: only checkpoints need it
+                identity = {
+                    **self.identity(data, [label_column]),
+                    "head": head_fingerprint(head),
+                    "rows": None if rows is None else list(rows),
+                }
+                identity = self._run_identity(identity, data, [label_column], "collect")
             done = 0 if options.resume_from is None else load_collect_state(options.resume_from, rank, stats, identity)
-            for _, features, columns in self.features(data, [label_column], done):
-                labels = check_labels(FeatureSet(features, columns).labels(label_column))
-                stats.update(features, logits(features), labels)
+            checks = BatchChecks(self.image_column, self.head_name)
+            for index, (_, features, columns) in enumerate(self.features(data, [label_column], done, checks), done):
+                labels = self._host_labels(FeatureSet(features, columns), label_column, check_labels, checks, index)
+                stats.update(features, logits(features), labels.to(device, non_blocking=True), check_values=False)
                 done += 1
                 if options.checkpoint_due(done):
+                    checks.raise_first()  # nothing bad is saved
                     save_collect_state(options.checkpoint_dir, rank, stats, identity, done)
         except Exception as err:  # every kind: under several processes, one failing must not leave the others waiting
             problem = err
@@ -343,9 +418,26 @@ class FeaturePass:
         if problems:
             raise problems[0]
         reduce_sum(stats.tensors())
+        stats = stats.to("cpu")
         if int(stats.count.sum()) == 0:
             raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
         return stats
+
+    @staticmethod
+    def _host_labels(
+        batch: FeatureSet,
+        label_column: str,
+        check_labels: Callable[[torch.Tensor], torch.Tensor],
+        checks: BatchChecks,
+        index: int,
+    ) -> torch.Tensor:
+        """A batch's labels, checked on the host where they were read (nothing waits for the device). A bad label
+        is reported with its batch, after any problem of an earlier batch that the device checks hold."""
+        try:
+            return check_labels(batch.labels(label_column))
+        except ValueError as err:
+            checks.raise_first()
+            raise ValueError(f"batch {index}: {err}") from None
 
     def _first_batch_digest(self, data: Any, columns: list[str]) -> str:
         """SHA-256 of the first batch this process reads (images as the model gets them, and the columns): the
@@ -378,9 +470,9 @@ class FeaturePass:
         from .pass_state import start_run
 
         options = self.options
-        identity = {**identity, "batch_size": options.batch_size}
         if options.checkpoint_dir is None:
             return identity
+        identity = {**identity, "batch_size": options.batch_size}
         if identity["data"] is None:
             identity["first_batch"] = self._first_batch_digest(data, columns)
         rank = process_info()[0]
@@ -388,22 +480,39 @@ class FeaturePass:
 
 
 class _Rows:
-    """The rows of a pass as they arrive (positions, features, columns), and how many of them are saved."""
+    """The rows of a pass as they arrive (positions, features, columns), and how many of them are saved. Features
+    stay on the pass's device until ``DEVICE_ROWS_BYTES`` of them wait, then go to the host in one copy."""
 
     def __init__(self, columns: list[str]) -> None:
         self.positions: list[torch.Tensor] = []
         self.features: list[torch.Tensor] = []
         self.columns: dict[str, list[Any]] = {c: [] for c in columns}
         self.saved = 0
+        self.on_device: list[int] = []  # indices into features of the batches not yet copied to the host
 
     def add(self, positions: torch.Tensor, features: torch.Tensor, columns: dict[str, Any]) -> None:
         self.positions.append(positions)
         self.features.append(features)
         for c, values in self.columns.items():
             values.append(columns[c])
+        if features.device.type != "cpu":
+            self.on_device.append(len(self.features) - 1)
+            if sum(self.features[i].nbytes for i in self.on_device) >= DEVICE_ROWS_BYTES:
+                self.to_host()
+
+    def to_host(self) -> None:
+        """Copy the features still on the device to the host, all in one copy."""
+        if not self.on_device:
+            return
+        parts = [self.features[i] for i in self.on_device]
+        host = torch.cat(parts).cpu().split([len(p) for p in parts])
+        for i, part in zip(self.on_device, host):
+            self.features[i] = part
+        self.on_device = []
 
     def unsaved(self) -> tuple[int, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """``(count, positions, features, columns)`` of the rows since the last save, now counted as saved."""
+        self.to_host()
         new = slice(self.saved, len(self.features))
         out = (
             len(self.features) - self.saved,
@@ -415,6 +524,8 @@ class _Rows:
         return out
 
     def all(self, dim: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Every row, the features on the host."""
+        self.to_host()
         features = torch.cat(self.features) if self.features else torch.zeros(0, dim)
         columns = {c: concat_column(v) if v else torch.zeros(0, dtype=torch.long) for c, v in self.columns.items()}
         return features, columns

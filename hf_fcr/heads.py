@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HeadCapture", "class_names_of", "find_head", "logits_of"]
+__all__ = ["HeadCapture", "class_names_of", "find_head", "logits_of", "not_logits"]
 
 
 def _fail(model: nn.Module, why: str) -> TypeError:
@@ -91,8 +91,18 @@ def logits_of(output: Any) -> torch.Tensor:
     raise TypeError(f"cannot find logits in the model's output of type {type(output).__name__}.")
 
 
+def not_logits(head_name: str, detail: str) -> TypeError:
+    """The error for a head whose output is not the model's logits (``detail`` says where they differ)."""
+    return TypeError(
+        f"the output of {head_name!r} is not the model's logits ({detail}): something transforms it afterwards (e.g. "
+        "a second, distilled head). FCR needs the final nn.Linear to produce the logits; pass head_name= to choose "
+        "another module."
+    )
+
+
 class HeadCapture:
-    """Records the head's input and output during one forward pass, and checks that the output is the logits."""
+    """Records the head's input and output during one forward pass (the pass compares the output with the logits:
+    ``features.BatchChecks``)."""
 
     def __init__(self, head: nn.Linear, head_name: str = "head") -> None:
         self.head, self.head_name = head, head_name
@@ -114,8 +124,9 @@ class HeadCapture:
             for handle in handles:
                 handle.remove()
 
-    def features(self, model_output: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(head_input [B, D], logits [B, K])`` of the last forward pass, then clear the buffers."""
+    def split(self, model_output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(head_input [B, D], head_output, logits [B, K])`` of the last forward pass, then clear the
+        buffers. Checks the structure (one head call, shapes), not the values: nothing here waits for the device."""
         inputs, outputs = self.inputs, self.outputs
         self.inputs, self.outputs = [], []
         logits = logits_of(model_output)
@@ -125,15 +136,11 @@ class HeadCapture:
                 "produces the logits once (pass head_name= to choose another module)."
             )
         feats, out = inputs[0], outputs[0]
-        if out.shape != logits.shape or not torch.allclose(out.float(), logits.float(), rtol=1e-4, atol=1e-5):
-            raise TypeError(
-                f"the output of {self.head_name!r} (shape {tuple(out.shape)}) is not the model's logits (shape "
-                f"{tuple(logits.shape)}): something transforms it afterwards (e.g. a second, distilled head). FCR "
-                "needs the final nn.Linear to produce the logits; pass head_name= to choose another module."
-            )
+        if out.shape != logits.shape:
+            raise not_logits(self.head_name, f"shape {tuple(out.shape)}, the logits' {tuple(logits.shape)}")
         if feats.ndim != 2:
             raise TypeError(
                 f"the head {self.head_name!r} receives inputs of shape {tuple(feats.shape)}; "
                 "FCR needs [batch, features]."
             )
-        return feats, logits
+        return feats, out, logits

@@ -178,7 +178,7 @@ def save_collect_state(
 ) -> None:
     """Write the sums, what they belong to and the number of batches done as one file, replaced atomically."""
     metadata = {"identity": _dumps(identity), "batches": str(batches)}
-    _save_atomic(_state_path(directory, rank), stats.tensors(), metadata)
+    _save_atomic(_state_path(directory, rank), {k: v.cpu() for k, v in stats.tensors().items()}, metadata)
 
 
 def load_collect_state(

@@ -73,8 +73,9 @@ class FictitiousClassRemover(HeadEditor):
         Args:
             dataset: a ``datasets.Dataset``, a streaming ``datasets.IterableDataset`` or a torch ``DataLoader`` of
                 dicts. PIL images go through ``transform``; arrays and tensors are fed to the model as they are.
-            device: ``"auto"`` moves the model to the GPU when there is one (it stays there); None keeps it where
-                it is; or a device.
+            device: where the pass runs: ``"auto"`` is this process' GPU when there is one (its own under a
+                launcher), else where the model is; None is where the model is; or a device. The model is back on
+                the device it was on when the call returns (also when it fails).
             gather: under ``accelerate launch`` / ``torchrun`` the data is sharded across the processes; with
                 ``gather=True`` every process gets all rows in the order one process would produce.
             cache_dir: keep the features on disk, keyed by the pass's identity (the weights but the head's, the
@@ -143,7 +144,7 @@ class FictitiousClassRemover(HeadEditor):
             transform_config=self.transform_config,
             head_name=self.head_name,
             image_column=image_column,
-            options=PassOptions.for_model(self.model, device, **options),
+            options=PassOptions.for_device(device, **options),
         )
 
     # ----------------------------------------------------------------------------------------------- the method

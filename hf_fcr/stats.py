@@ -26,8 +26,12 @@ __all__ = ["EdgeStatistics", "check_batch", "edge_statistics"]
 MAX_GRADIENT_ELEMENTS = 2**27
 
 
-def check_batch(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-    """Validate one batch of head inputs, logits and labels; raise ValueError naming the problem."""
+def check_batch(
+    features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, num_classes: int, values: bool = True
+) -> None:
+    """Validate one batch of head inputs, logits and labels; raise ValueError naming the problem. With
+    ``values=False`` only shapes and dtypes are checked (nothing reads the tensors, so nothing waits for a device):
+    for callers that check the values themselves."""
     if features.ndim != 2:
         raise ValueError(f"features must be a [N, D] matrix, got shape {tuple(features.shape)}.")
     if logits.ndim != 2 or logits.shape[0] != features.shape[0]:
@@ -46,6 +50,8 @@ def check_batch(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tens
             f"num_classes={num_classes} exceeds the {logits.shape[1]} outputs of the head: the loss of Eq. 4 needs "
             "each class to be an output of the head being scored."
         )
+    if not values:
+        return
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
         raise ValueError(
@@ -80,10 +86,15 @@ class EdgeStatistics:
 
     @classmethod
     def empty(
-        cls, num_classes: int, num_features: int, num_outputs: int | None = None, rows: Sequence[int] | None = None
+        cls,
+        num_classes: int,
+        num_features: int,
+        num_outputs: int | None = None,
+        rows: Sequence[int] | None = None,
+        device: torch.device | str | None = None,
     ) -> EdgeStatistics:
         """Zero statistics for ``num_classes`` classes, ``num_features`` head inputs and ``num_outputs``
-        head outputs."""
+        head outputs, kept on ``device`` (the CPU by default)."""
         num_outputs = num_classes if num_outputs is None else int(num_outputs)
         if num_classes < 1 or num_features < 1 or num_outputs < 1:
             raise ValueError(
@@ -104,12 +115,12 @@ class EdgeStatistics:
                 f"the gradient statistics would hold {num_classes} x {n_rows} x {num_features} values; pass rows= "
                 "with the head rows you need (e.g. rows=[cls] to score class `cls`)."
             )
-        f64 = torch.float64
+        f64 = dict(dtype=torch.float64, device=device)
         return cls(
-            activation=torch.zeros(num_classes, num_features, dtype=f64),
-            signed_activation=torch.zeros(num_classes, num_features, dtype=f64),
-            gradient=torch.zeros(num_classes, n_rows, num_features, dtype=f64),
-            count=torch.zeros(num_classes, dtype=torch.long),
+            activation=torch.zeros(num_classes, num_features, **f64),
+            signed_activation=torch.zeros(num_classes, num_features, **f64),
+            gradient=torch.zeros(num_classes, n_rows, num_features, **f64),
+            count=torch.zeros(num_classes, dtype=torch.long, device=device),
             rows=rows,
             num_outputs=num_outputs,
         )
@@ -140,11 +151,23 @@ class EdgeStatistics:
         """``[C, D]``: Eq. 4 for the edges of head output ``row``, for every class."""
         return self.gradient[:, self.row_index(row)]
 
+    def to(self, device: torch.device | str) -> EdgeStatistics:
+        """These statistics on ``device`` (self when they are there already)."""
+        if self.activation.device == torch.device(device):
+            return self
+        moved = {name: t.to(device) for name, t in self.tensors().items()}
+        return EdgeStatistics(**moved, rows=self.rows, num_outputs=self.num_outputs)
+
     @torch.no_grad()
-    def update(self, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> EdgeStatistics:
-        """Add one batch: ``features`` [N, D] (head inputs), ``logits`` [N, K], ``labels`` [N] class indices."""
+    def update(
+        self, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, check_values: bool = True
+    ) -> EdgeStatistics:
+        """Add one batch: ``features`` [N, D] (head inputs), ``logits`` [N, K], ``labels`` [N] class indices, on any
+        device (the sums are added on theirs). ``check_values=False`` skips the checks that read the values (labels
+        in range, finite features and logits; shapes are always checked), so that nothing waits for the device: for
+        a caller that checked them already (the pass checks them on the device, ``features.BatchChecks``)."""
         labels = torch.as_tensor(labels)
-        check_batch(features, logits, labels, self.num_classes)
+        check_batch(features, logits, labels, self.num_classes, values=check_values)
         if features.shape[1] != self.num_features or logits.shape[1] != self.num_outputs:
             raise ValueError(
                 f"batch has D={features.shape[1]}, K={logits.shape[1]}; these statistics expect "
@@ -158,7 +181,7 @@ class EdgeStatistics:
         abs_a = a.abs()
         self.activation.index_add_(0, labels, abs_a)
         self.signed_activation.index_add_(0, labels, a)
-        self.count += torch.bincount(labels, minlength=self.num_classes)
+        self.count.index_add_(0, labels, torch.ones_like(labels))  # bincount would read the labels' maximum
 
         # |softmax(z) - onehot(y)| on the kept rows only, then one matrix product per batch:
         # G[c, r, k] += sum_n onehot(y_n)_c * err[n, r] * |a[n, k]|.
@@ -167,14 +190,16 @@ class EdgeStatistics:
             err = probs
             err[torch.arange(len(labels), device=device), labels] -= 1.0
         else:
-            rows = torch.tensor(self.rows, device=device)
+            rows = torch.tensor(self.rows).to(device, non_blocking=True)  # a blocking copy would wait
             err = probs[:, rows]
             hit = labels[:, None] == rows[None, :]
             err = err - hit.to(err.dtype)
         err = err.abs()
-        # Temporary memory is at most n x 16 x R (the one-hot product): chunk the batch to about 16M values.
+        # Temporary memory: n x 16 x R (the one-hot product) or n x R x D (the per-sample products of many
+        # classes): chunk the batch to about 16M values.
         n_rows = err.shape[1]
-        step = max(1, 2**24 // max(1, n_rows * min(self.num_classes, 16)))
+        width = n_rows * (self.num_classes if self.num_classes <= 16 else self.num_features)
+        step = max(1, 2**24 // max(1, width))
         for start in range(0, len(labels), step):
             self._add_gradient(err[start : start + step], abs_a[start : start + step], labels[start : start + step])
         return self
@@ -187,15 +212,10 @@ class EdgeStatistics:
             onehot_err[torch.arange(n, device=err.device), labels] = err
             self.gradient += (onehot_err.reshape(n, -1).T @ abs_a).reshape(self.gradient.shape)
             return
-        # many classes: group the samples by class, one product err_c^T @ |a_c| per class present (N*R*D work
-        # in all, instead of the C times more that the one-hot product would spend on zeros)
-        order = torch.argsort(labels, stable=True)
-        classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
-        err, abs_a = err[order], abs_a[order]
-        start = 0
-        for c, count in zip(classes.tolist(), counts.tolist()):
-            self.gradient[c] += err[start : start + count].T @ abs_a[start : start + count]
-            start += count
+        # many classes: each sample's err[n, r] * |a[n, k]| added into its class' slice (N*R*D work in all, instead
+        # of the C times more that the one-hot product would spend on zeros; no per-class loop, nothing read back)
+        products = (err[:, :, None] * abs_a[:, None, :]).reshape(n, -1)
+        self.gradient.view(self.num_classes, -1).index_add_(0, labels, products)
 
     def _check_compatible(self, other: EdgeStatistics) -> None:
         if (

@@ -1,8 +1,10 @@
 """Algorithm 1 on a small CNN trained on sklearn's real digits; the feature pass from every kind of source."""
 
+import datasets
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from torch import nn
 from utils import snapshot, state_equal
 
@@ -271,8 +273,43 @@ def test_a_datasets_own_transform_is_honoured(digits_model, digits):
 def test_nan_pixels_are_blamed_on_the_data(digits_model):
     x = torch.zeros(4, 1, 8, 8)
     x[1, 0, 2, 2] = float("nan")
-    with pytest.raises(ValueError, match="holds NaN or inf values"):
+    with pytest.raises(ValueError, match=r"holds NaN or inf values \(batch 0, row 1\)"):
         FictitiousClassRemover(digits_model).extract_features([{"image": x, "label": torch.arange(4)}], device=None)
+
+
+def _three_batches(bad):
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(12, 1, 8, 8, generator=g), torch.arange(12) % 10
+    if bad == "pixels":
+        images[9, 0, 2, 2] = float("nan")  # batch 2, row 1 (batches of 4)
+    else:
+        labels[9] = 10
+    return datasets.Dataset.from_dict({"image": images.numpy(), "label": labels.numpy()})
+
+
+@pytest.mark.parametrize("run, bad", [("extract", "pixels"), ("collect", "pixels"), ("collect", "label")])
+def test_a_bad_last_batch_is_named_and_leaves_nothing_behind(digits_model, tmp_path, bad, run):
+    """Values are checked on the pass's device and read when the pass ends (labels on the host, as read): a NaN
+    image or an out-of-range label in the last batch still raises, naming batch 2 and row 1, no cache entry is
+    written, the checkpoints cover the two good batches only, and the model is back where and as it was."""
+    data = _three_batches(bad)
+    remover = FictitiousClassRemover(digits_model)
+    device, options = next(digits_model.parameters()).device, dict(batch_size=4, checkpoint_every=1, device=None)
+    match = r"\(batch 2, row 1\)" if bad == "pixels" else r"batch 2: label 10 in column 'label' \(row 1\)"
+    with pytest.raises(ValueError, match=match):
+        if run == "extract":
+            remover.extract_features(data, cache_dir=tmp_path / "cache", checkpoint_dir=tmp_path / "parts", **options)
+        else:
+            remover.collect(data, checkpoint_dir=tmp_path / "parts", **options)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    saved = sorted(p.name for p in (tmp_path / "parts").glob("*.safetensors"))
+    if run == "extract":
+        assert saved == [f"features.rank0.part{i:06d}.safetensors" for i in (0, 1)]
+    else:
+        with safe_open(tmp_path / "parts" / "collect.rank0.state.safetensors", "pt") as f:
+            assert f.metadata()["batches"] == "2"
+            assert int(f.get_tensor("count").sum()) == 8
+    assert next(digits_model.parameters()).device == device and not digits_model.training
 
 
 def test_numpy_class_indices_and_unsigned_labels_are_accepted(digits_model):
