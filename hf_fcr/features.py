@@ -87,6 +87,13 @@ class BatchChecks:
         raise ValueError(f"the model produced NaN or inf features ({where}): check the inputs' preprocessing.")
 
 
+def _nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool: the rows of ``t`` with a NaN or inf, reduced in ``t``'s own memory layout (a ``flatten`` of
+    channels-last images would first copy them with a strided kernel)."""
+    finite = torch.isfinite(t)
+    return ~finite.all(dim=tuple(range(1, t.ndim))) if t.ndim > 1 else ~finite
+
+
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     """True when ``a`` and ``b`` are views of the same memory with the same shape (nothing to compare)."""
     return a.shape == b.shape and a.stride() == b.stride() and a.data_ptr() == b.data_ptr() and a.dtype == b.dtype
@@ -250,7 +257,7 @@ class FeaturePass:
                     pixels = images_to_tensor(batch[image_column], self.transform)
                     pixels = pixels.to(device=device, dtype=dtype, non_blocking=True)
                     if pixels.is_floating_point():
-                        checks.record("images", ~torch.isfinite(pixels).flatten(1).all(1), index)
+                        checks.record("images", _nonfinite_rows(pixels), index)
                     if options.channels_last and pixels.ndim == 4:
                         pixels = pixels.contiguous(memory_format=torch.channels_last)
                     autocast = options.autocast_dtype
@@ -260,7 +267,7 @@ class FeaturePass:
                     if not _same_tensor(head_output, logits):
                         checks.record("head", ~_close(head_output, logits).all(1), index)
                     f = f.float()
-                    checks.record("features", ~torch.isfinite(f).all(1), index)
+                    checks.record("features", _nonfinite_rows(f), index)
                     bar.update(len(f))
                     yield pos, f, {c: to_tensor_column(batch[c]) for c in columns}
             checks.raise_first()
