@@ -126,6 +126,53 @@ def on_device(device: torch.device, n: int, batch_size: int, quick: bool, repeat
     return out
 
 
+def profile(device: torch.device, batch_size: int, quick: bool, path: str) -> dict[str, Any]:
+    """torch.profiler over 4 batches of the plain pass and of ``collect`` for the first model: the host-device
+    synchronizations and copies each makes, host and device time, and the costliest host ops (to ``path``)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from hf_fcr import FictitiousClassRemover
+
+    name, build = next(iter(_models(quick).items()))
+    model, channels_last = build()
+    model = model.to(device).eval().to(memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    x = torch.randn(batch_size, 3, 224, 224, device=device)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    loader = [{"image": x, "label": torch.randint(0, 1000, (batch_size,))}] * 4
+    remover = FictitiousClassRemover(model)
+
+    def plain() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+            for batch in loader:
+                model(batch["image"])
+        _sync(device)
+
+    def collect() -> None:
+        remover.collect(loader, rows=[0], device=device, autocast_dtype=torch.bfloat16, channels_last=channels_last)
+        _sync(device)
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    out: dict[str, Any] = {"model": name}
+    with open(path, "w") as report:
+        for what, fn in (("plain", plain), ("collect", collect)):
+            fn()  # warm-up
+            with torch_profile(activities=activities) as prof:
+                fn()
+            events = prof.key_averages()
+            counts = {e.key: e.count for e in events}
+            out[what] = {
+                "synchronizations": sum(n for k, n in counts.items() if "Synchronize" in k),
+                "copies": sum(n for k, n in counts.items() if "Memcpy" in k or k == "aten::copy_"),
+                "host_ms": sum(e.self_cpu_time_total for e in events) / 1e3,
+                "device_ms": sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e3,
+            }
+            report.write(f"== {name}: {what}, 4 batches of {batch_size}\n")
+            report.write(events.table(sort_by="self_cpu_time_total", row_limit=25) + "\n")
+    print(out, flush=True)
+    return out
+
+
 def _jpeg(seed: int, size: int) -> bytes:
     """One encoded JPEG of ``size`` px: a smooth colour field with some noise, as photos compress."""
     from PIL import Image
@@ -227,6 +274,13 @@ def format_table(results: dict[str, Any]) -> str:
             f"{r['collect_over_pass']:>8.3f}{r['extract_images_per_s']:>10.0f}{r['extract_over_pass']:>8.3f}"
         )
     lines.append("target: every ratio at most 1.10 on an H200")
+    if "profile" in results:
+        p = results["profile"]
+        for what in ("plain", "collect"):
+            lines.append(
+                f"profile, {p['model']} {what} (4 batches): {p[what]['synchronizations']} synchronizations, "
+                f"{p[what]['copies']} copies, host {p[what]['host_ms']:.1f} ms, device {p[what]['device_ms']:.1f} ms"
+            )
     return "\n".join(lines)
 
 
@@ -284,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="tiny models and few images (checks the script anywhere)")
     p.add_argument("--workers", type=int, default=12, help="DataLoader workers of the end-to-end measurement")
     p.add_argument("--no_end_to_end", action="store_true")
+    p.add_argument("--profile", metavar="TXT", help="also profile 4 batches of the plain pass and of collect into TXT")
     args = p.parse_args(argv)
     if args.report:
         return report(args.report, args.junit, args.output)
@@ -305,6 +360,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_end_to_end:
         n = 4 * batch_size if args.quick else 8192
         results["end_to_end"] = end_to_end(device, n, batch_size, args.workers, args.quick, 1 if args.quick else 2)
+    if args.profile:
+        results["profile"] = profile(device, batch_size, args.quick, args.profile)
     with open(args.output, "w") as f:
         json.dump(results, f, indent=2)
     print(format_table(results))

@@ -252,7 +252,11 @@ class FeaturePass:
         bar = tqdm(total=total, disable=not options.progress or rank != 0, desc="features", unit="img")
         try:
             model.to(device)
-            with capture.hooked(), torch.inference_mode():
+            autocast = options.autocast_dtype
+            # one autocast region for the whole pass, as a plain inference loop has: the weights' low-precision
+            # copies are cast once, not once per batch (the cache lives until the outermost region ends). Outside
+            # the model's call it is disabled, so what consumes the features runs in full precision.
+            with capture.hooked(), torch.inference_mode(), torch.autocast(device.type, enabled=False):
                 for index, (pos, batch) in enumerate(self.batches(data, columns, skip_batches), skip_batches):
                     pixels = images_to_tensor(batch[image_column], self.transform)
                     pixels = pixels.to(device=device, dtype=dtype, non_blocking=True)
@@ -260,7 +264,6 @@ class FeaturePass:
                         checks.record("images", _nonfinite_rows(pixels), index)
                     if options.channels_last and pixels.ndim == 4:
                         pixels = pixels.contiguous(memory_format=torch.channels_last)
-                    autocast = options.autocast_dtype
                     with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                         output = model(pixels)
                     f, head_output, logits = capture.split(output)

@@ -370,3 +370,23 @@ def test_class_removal_controls_against_direct_computations(setup):
         pred = remover.logits(test.features).argmax(1)
         remover.head.bias[5] = old
     assert subset[0]["mask_retain"] == float((pred[labels == 2] == 2).double().mean())
+
+
+def test_an_autocast_pass_runs_only_the_model_in_low_precision(digits_model):
+    """bf16 autocast covers the model's call alone: the features are those of a plain autocast loop, and the
+    statistics streamed under it equal those computed afterwards in full precision from the extracted features."""
+    g = torch.Generator().manual_seed(0)
+    batches = [{"image": torch.rand(16, 1, 8, 8, generator=g), "label": torch.arange(16) % 10} for _ in range(3)]
+    remover = FictitiousClassRemover(digits_model)
+    options = dict(device="cpu", autocast_dtype=torch.bfloat16)
+    feats = remover.extract_features(batches, **options)
+    captured = []
+    hook = remover.head.register_forward_pre_hook(lambda m, args: captured.append(args[0].float()))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for b in batches:
+            digits_model(b["image"])
+    hook.remove()
+    torch.testing.assert_close(feats.features, torch.cat(captured), rtol=0, atol=0)
+    streamed = remover.collect(batches, **options)
+    for name, tensor in remover.collect(feats).tensors().items():
+        torch.testing.assert_close(streamed.tensors()[name], tensor, rtol=1e-12, atol=1e-12)
