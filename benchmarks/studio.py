@@ -31,12 +31,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(session: Any) -> tuple[Any, str]:
-    """``(app, url)``: the studio on ``session``, served on a free 127.0.0.1 port in this process."""
+def serve(session: Any, policy: Any = None) -> tuple[Any, str]:
+    """``(app, url)``: the studio on ``session`` (saving as ``policy`` allows), served on a free 127.0.0.1 port in
+    this process."""
     from hf_fcr.studio import build_app
 
     port = free_port()
-    app = build_app(session=session)
+    app = build_app(session=session, policy=policy)
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     return app, f"http://127.0.0.1:{port}/"
 

@@ -259,7 +259,11 @@ def _output(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="save only fcr_config.json, the card and the new heads of head-level edits",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output_dir if it holds an hf-fcr checkpoint (only then)",
+    )
     p.add_argument("--dry_run", action="store_true", help="compute and print the edits, write nothing")
 
 
@@ -398,6 +402,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.add_argument(
+        "--save_root",
+        default="studio-saves",
+        help="the only folder the page may save under (default ./studio-saves); paths that leave it are refused",
+    )
+    p.add_argument(
+        "--allow_server_token",
+        action="store_true",
+        help="let a push with an empty token field use this machine's login / HF_TOKEN (off: visitors type theirs)",
+    )
+    p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="a login for the page (Gradio's auth)")
+    p.add_argument(
+        "--i_understand_this_is_public",
+        action="store_true",
+        help="serve beyond 127.0.0.1 (or --share) without --auth: anyone who reaches the port can use the page",
+    )
     p.set_defaults(func=_studio)
     return parser
 
@@ -408,6 +428,7 @@ def _studio(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise ImportError(f"hf-fcr studio needs Gradio: pip install 'hf-fcr[studio]' ({err})") from None
     from .studio import StudioSource
+    from .studio.policy import StudioPolicy
 
     source = StudioSource(
         model_name_or_path=args.model_name_or_path,
@@ -419,7 +440,22 @@ def _studio(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         seed=args.seed,
     )
-    launch(source, host=args.host, port=args.port, share=args.share)
+    auth = None
+    if args.auth is not None:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("--auth takes USER:PASSWORD (both non-empty).")
+        auth = (user, password)
+    policy = StudioPolicy(save_root=args.save_root, allow_server_token=args.allow_server_token)
+    launch(
+        source,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        policy=policy,
+        auth=auth,
+        public=args.i_understand_this_is_public,
+    )
     return 0
 
 
@@ -432,7 +468,8 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
 
 def _check_arguments(args: argparse.Namespace) -> str | None:
     """What the parser cannot check, before anything is computed: an --output_dir that would be overwritten
-    without --overwrite (a non-empty folder; for sweep, its own files), an attribute the method needs."""
+    without --overwrite (a non-empty folder; for sweep, its own files) or, with it, that holds something other than
+    an hf-fcr checkpoint; an attribute the method needs."""
     out = getattr(args, "output_dir", None)
     if out and not getattr(args, "dry_run", False) and not getattr(args, "overwrite", False):
         if os.path.exists(out) and not os.path.isdir(out):
@@ -445,6 +482,14 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
                 return f"--output_dir {out} already holds {', '.join(clash)}: {fix}"
         elif args.command != "demo" and os.path.isdir(out) and os.listdir(out):  # demo checks its own outputs
             return f"--output_dir {out} is not empty: {fix}"
+    if out and not getattr(args, "dry_run", False) and getattr(args, "overwrite", False):
+        if args.command != "demo" and not getattr(args, "output_files", None):  # a checkpoint folder is replaced
+            from .hub import check_replaceable
+
+            try:
+                check_replaceable(out, overwrite=True)
+            except FileExistsError as err:
+                return f"--output_dir --overwrite: {str(err).replace('overwrite=True', '--overwrite')}"
     method = getattr(args, "method", None)
     if method is not None and method not in ("fcr", "auto"):
         from .head_methods import get_head_method
@@ -464,14 +509,20 @@ PLUGINS_VARIABLE = "HF_FCR_PLUGINS"
 
 
 def _import_plugins() -> None:
-    """Import the modules named in ``HF_FCR_PLUGINS`` (comma-separated), which register head-level methods."""
+    """Import the modules named in ``HF_FCR_PLUGINS`` (comma-separated), which register head-level methods and
+    scores. A plugin is code run with your rights; modules resolve from the working folder first, as ``python -m``
+    would. Anything a plugin raises on import (a syntax error, ``SystemExit``) becomes an ImportError naming it."""
     import importlib
 
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
         try:
             importlib.import_module(name)
-        except ImportError as err:
-            raise ImportError(f"{PLUGINS_VARIABLE} names {name!r}, which cannot be imported: {err}") from None
+        except (Exception, SystemExit) as err:  # any failure of user code is reported, not raised
+            raise ImportError(
+                f"{PLUGINS_VARIABLE} names {name!r}, which cannot be imported: {type(err).__name__}: {err}"
+            ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

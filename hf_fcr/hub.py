@@ -25,7 +25,15 @@ from .constants import CARD_NAME, CONFIG_NAME, HEAD_EDITS_NAME, SAFE_WEIGHTS_NAM
 from .files import CorruptFileError, open_safetensors, read_json
 from .preprocess import processor_transform, timm_transform
 
-__all__ = ["Checkpoint", "library_of", "load_checkpoint", "read_record", "save_checkpoint", "upload_folder"]
+__all__ = [
+    "Checkpoint",
+    "check_replaceable",
+    "library_of",
+    "load_checkpoint",
+    "read_record",
+    "save_checkpoint",
+    "upload_folder",
+]
 
 BACKENDS = ("auto", "timm", "transformers", "pytorch")
 
@@ -343,8 +351,6 @@ def save_checkpoint(
     target = Path(os.path.realpath(save_directory)) if os.path.islink(save_directory) else Path(save_directory)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} is a file; pass a folder path to save into.")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target} is not empty; pass overwrite=True to replace its contents.")
     base = config.base_model_name_or_path
     if edits_only and base and target.exists() and os.path.exists(base):
         if os.path.samefile(base, target) or Path(os.path.realpath(base)).is_relative_to(os.path.realpath(target)):
@@ -352,6 +358,7 @@ def save_checkpoint(
                 f"{target} holds the base checkpoint these edits apply to: saving the edits alone there would delete "
                 "the weights they depend on. Save them to another folder."
             )
+    check_replaceable(target, overwrite)
     library = config.library_name
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -382,6 +389,30 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def check_replaceable(target: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse to write into ``target`` when it holds anything that a save would replace without ``overwrite``, and,
+    with it, anything but an hf-fcr checkpoint (a folder with ``fcr_config.json``): a save never deletes a folder
+    that hf-fcr did not write.
+
+    Raises:
+        FileExistsError: naming what is there and the fix.
+    """
+    target = Path(target)
+    if not target.is_dir():
+        return
+    names = sorted(p.name for p in target.iterdir())
+    if not names:
+        return
+    if not overwrite:
+        raise FileExistsError(f"{target} is not empty; pass overwrite=True to replace its contents.")
+    if not (target / CONFIG_NAME).is_file():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise FileExistsError(
+            f"{target} holds files that are not an hf-fcr checkpoint ({shown}; no {CONFIG_NAME}): overwrite=True "
+            "replaces only a folder that hf-fcr saved. Choose another folder, or empty this one yourself."
+        )
 
 
 def _apply_umask(folder: Path) -> None:
@@ -428,11 +459,20 @@ def upload_folder(
     token: Any = None,
 ) -> Any:
     """Create ``repo_id`` if needed (and the ``revision`` branch) and upload ``folder`` as it is with
-    ``huggingface_hub.HfApi``; returns the commit info."""
+    ``huggingface_hub.HfApi``; returns the commit info.
+
+    Raises:
+        ValueError: ``private=True`` and ``repo_id`` exists as a public repository (nothing is uploaded).
+    """
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
+    if private and not api.model_info(repo_id).private:  # create_repo leaves an existing repo as it is
+        raise ValueError(
+            f"{repo_id} already exists and is public: pushing with private=True would publish the files anyway. "
+            "Make the repository private on the Hub first, push with private=False, or choose another repo_id."
+        )
     if revision is not None and not create_pr:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     return api.upload_folder(

@@ -21,6 +21,7 @@ class HubState:
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, bytes]] = {}
         self.commits: dict[str, list[str]] = {}
+        self.private: dict[str, bool] = {}  # visibility, set when a repo is created (as the Hub: never changed after)
         self.requests: list[tuple[str, str, bytes, dict[str, str]]] = []
         self.lock = threading.Lock()
 
@@ -108,6 +109,7 @@ class HubHandler(BaseHTTPRequestHandler):
             if repo not in self.state.repos:
                 self.state.repos[repo] = {}
                 self.state.commits[repo] = [_sha(repo.encode())[:40]]
+                self.state.private[repo] = req.get("private") is True or req.get("visibility") == "private"
         return self._send(200, {"url": f"http://{self.headers['Host']}/{repo}", "name": repo})
 
     def _preupload(self, m: re.Match, body: bytes) -> None:
@@ -175,7 +177,7 @@ class HubHandler(BaseHTTPRequestHandler):
                 "modelId": repo,
                 "sha": self.state.head(repo),
                 "siblings": siblings,
-                "private": False,
+                "private": self.state.private.get(repo, False),
                 "tags": [],
                 "downloads": 0,
                 "likes": 0,

@@ -45,6 +45,18 @@ def test_a_non_empty_output_dir_is_refused_before_anything_is_computed(tmp_path,
     assert (out / "results.json").read_text() == "{}"
 
 
+def test_overwrite_of_a_folder_hf_fcr_did_not_save_is_refused_before_anything_is_computed(tmp_path, capsys):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "train.py").write_text("print('mine')")
+    err = _usage_error(
+        capsys, "neutralize", "--model_name_or_path", str(tmp_path / "nowhere"), "--dataset_name", "spurious_digits",
+        "--attribute_column", "place", "--output_dir", str(out), "--overwrite",
+    )  # fmt: skip
+    assert "not an hf-fcr checkpoint (train.py; no fcr_config.json): --overwrite replaces only" in err
+    assert (out / "train.py").read_text() == "print('mine')"
+
+
 def test_sweep_never_overwrites_its_files_silently(tmp_path, capsys):
     out = tmp_path / "plots"
     out.mkdir()

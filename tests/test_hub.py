@@ -184,3 +184,29 @@ def test_a_folder_removed_after_it_was_checked_is_not_looked_up_on_the_hub(tmp_p
 
     with pytest.raises(FileNotFoundError, match="no checkpoint folder at"):
         read_record(str(tmp_path / "removed"))
+
+
+def test_private_into_an_existing_public_repo_is_refused(tmp_path, monkeypatch):
+    """Against a local server that speaks the Hub protocol (huggingface.co cannot be reached): create_repo leaves
+    an existing repo's visibility as it is, so a push with private=True into a public repo is refused before any
+    file is uploaded, and a new repo is created private."""
+    import huggingface_hub.constants as constants
+
+    from hf_fcr.hub import upload_folder
+
+    from hub_server import HubServer
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "README.md").write_text("card")
+    with HubServer() as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        upload_folder(folder, "tester/public", private=False, token="hf_x")
+        commits = list(hub.state.commits["tester/public"])
+        with pytest.raises(ValueError, match="already exists and is public"):
+            upload_folder(folder, "tester/public", private=True, token="hf_x")
+        assert hub.state.commits["tester/public"] == commits
+        upload_folder(folder, "tester/new", private=True, token="hf_x")
+        assert hub.state.private["tester/new"] is True and "README.md" in hub.state.repos["tester/new"]

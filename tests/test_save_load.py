@@ -28,6 +28,22 @@ def test_edits_only_save_onto_its_own_base_is_refused(tmp_path):
     assert file_bytes(base) == before
 
 
+def test_overwrite_replaces_only_a_folder_hf_fcr_saved(tmp_path, digits_model):
+    """overwrite=True never deletes a folder that hf-fcr did not write (a source tree, notes): it names what is
+    there and leaves it, and still replaces an hf-fcr checkpoint."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    (notes / "train.py").write_text("print()")
+    remover = FictitiousClassRemover(digits_model)
+    with pytest.raises(FileExistsError, match=r"not an hf-fcr checkpoint \(todo.txt, train.py; no fcr_config.json\)"):
+        remover.save_pretrained(notes, overwrite=True)
+    assert file_bytes(notes) == {"todo.txt": b"mine", "train.py": b"print()"}
+    ours = remover.save_pretrained(tmp_path / "ours")
+    remover.save_pretrained(ours, overwrite=True)  # an hf-fcr checkpoint is replaced
+    assert (ours / CONFIG_NAME).is_file()
+
+
 def test_a_competing_writer_is_never_replaced_without_overwrite(tmp_path):
     from hf_fcr.hub import _replace_dir
 

@@ -16,6 +16,7 @@ import torch
 
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.studio import StudioSession, StudioSource
+from hf_fcr.studio.policy import StudioPolicy, check_host
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import studio as page  # noqa: E402 -- benchmarks/studio.py: the browser helpers the latency benchmark uses too
@@ -97,7 +98,7 @@ def test_the_page_in_a_real_browser(session, tmp_path):
         pytest.skip("needs Debian's chromium + chromium-driver and the [studio] extra with selenium")
     from selenium.webdriver.common.by import By
 
-    app, url = page.serve(session)
+    app, url = page.serve(session, StudioPolicy(save_root=tmp_path))
     driver = page.browser()
     try:
         page.open_page(driver, url)
@@ -129,7 +130,7 @@ def test_the_page_in_a_real_browser(session, tmp_path):
         # save: the folder reloads with from_pretrained, edited at the r of the page
         tabs = driver.find_elements(By.XPATH, "//button[contains(., 'Save and push')]")
         next(t for t in tabs if t.is_displayed()).click()
-        page.field(driver, "folder").send_keys(str(tmp_path / "saved"))
+        page.field(driver, "folder").send_keys("saved")  # under the save root
         driver.find_element(By.ID, "save").click()
         page.wait(lambda: "Saved to" in page.text(driver, "status"), 60)
         card = page.text(driver, "card")
@@ -198,3 +199,68 @@ def test_the_studio_pushes_privately_and_never_sends_the_token_in_a_body(session
         files = set(hub.state.repos["tester/studio-model"])
     saved = set(os.listdir(session.save(tmp_path / "saved", 0.05)))
     assert files == saved
+
+
+def test_the_page_saves_only_under_its_root_and_pushes_only_with_the_typed_token(tmp_path):
+    """Anyone who reaches the port uses the page: a save path that leaves the save root (.., an absolute path, a
+    link out of it) is refused, and an empty token field never means the server's own credentials unless allowed."""
+    root = tmp_path / "root"
+    (root / "inside").mkdir(parents=True)
+    (root / "out").symlink_to(tmp_path)
+    policy = StudioPolicy(save_root=root)
+    assert policy.save_path("my-model") == (root / "my-model").resolve()
+    assert policy.save_path(str(root / "inside" / "m")) == (root / "inside" / "m").resolve()
+    for typed in ("../elsewhere", str(tmp_path / "elsewhere"), "/etc/x", "out/x", ".", "inside/../.."):
+        with pytest.raises(ValueError, match="save root"):
+            policy.save_path(typed)
+    with pytest.raises(ValueError, match="give a folder"):
+        policy.save_path("  ")
+    assert policy.push_token(" hf_abc ") == "hf_abc"
+    with pytest.raises(ValueError, match="--allow_server_token"):
+        policy.push_token("")
+    assert StudioPolicy(allow_server_token=True).push_token("") is None
+
+
+def test_serving_beyond_this_machine_needs_a_login_or_an_explicit_yes():
+    assert check_host("127.0.0.1", None, False) is None and check_host("localhost", None, False) is None
+    assert check_host("::1", None, False) is None
+    assert check_host("0.0.0.0", ("user", "secret"), False) is None
+    with pytest.raises(ValueError, match="--auth user:password"):
+        check_host("0.0.0.0", None, False)
+    assert check_host("192.168.1.5", None, True).startswith("WARNING")
+
+
+@pytest.mark.slow
+def test_a_save_during_other_events_writes_the_numbers_the_page_shows(session, tmp_path):
+    """A save at r measures the unedited model with the edit applied once (the card's worst group is the page's
+    and the reloaded model's), and a slider moving in another thread meanwhile neither changes what is saved nor
+    reads a half-edited model (the session's lock)."""
+    import threading
+
+    import yaml
+
+    from hf_fcr.metrics import group_metrics
+
+    r, shown = 0.1, session.at_rate(0.1)["validation"]
+    stop, seen = threading.Event(), []
+
+    def slider():
+        while not stop.is_set():
+            seen.append(session.at_rate(0.3)["validation"]["worst_group"])
+
+    mover = threading.Thread(target=slider)
+    mover.start()
+    try:
+        saved = session.save(tmp_path / "saved", r)
+    finally:
+        stop.set()
+        mover.join()
+    assert session.remover.edits == [] and set(seen) == {session.at_rate(0.3)["validation"]["worst_group"]}
+    card = open(os.path.join(saved, "README.md"), encoding="utf-8").read().split("---")[1]
+    results = yaml.safe_load(card)["model-index"][0]["results"][0]["metrics"]
+    carded = next(m["value"] for m in results if m["type"] == "worst_group_accuracy")
+    reloaded = FictitiousClassRemover.from_pretrained(saved)
+    feats = session.features["validation"]
+    labels, ids, names = reloaded._groups(feats, "label", ["place"])
+    worst = group_metrics(reloaded.logits(feats.features).argmax(1), labels, ids, names)["worst_group"]
+    assert carded == pytest.approx(shown["worst_group"]) and worst == pytest.approx(shown["worst_group"])

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from .policy import StudioPolicy, check_host
 from .session import DEMO, StudioSession, StudioSource
 
 __all__ = ["build_app", "launch"]
@@ -90,8 +93,11 @@ def _at_rate(session: StudioSession, r: float) -> tuple:
 class _Handlers:
     """What each control of the page does, on the current session (one per served app)."""
 
-    def __init__(self, source: StudioSource, session: StudioSession | None, loaded: int, follow: int) -> None:
+    def __init__(
+        self, source: StudioSource, session: StudioSession | None, loaded: int, follow: int, policy: StudioPolicy
+    ) -> None:
         self.source, self.session, self.loaded, self.follow = source, session, loaded, follow
+        self.policy = policy
 
     def show(self, session: StudioSession) -> list[Any]:
         d = session.search.diagnosis
@@ -154,10 +160,9 @@ class _Handlers:
 
     def save(self, value: float, path: str, replace: bool) -> list[Any]:
         try:
-            if not path.strip():
-                raise ValueError("give a folder to save to.")
+            target = self.policy.save_path(path)
             text = _card_markdown(self.session.card(float(value)))
-            written = self.session.save(os.path.expanduser(path.strip()), float(value), overwrite=replace)
+            written = self.session.save(target, float(value), overwrite=replace)
         except Exception as err:
             return [_error(err), gr.update()]
         return [f"Saved to `{written}` (r = {float(value):.4f}).", text]
@@ -166,17 +171,21 @@ class _Handlers:
         try:
             if not repo_id.strip():
                 raise ValueError("give a Hub repo id (org/name) to push to.")
+            token = self.policy.push_token(secret)
             text = _card_markdown(self.session.card(float(value), repo_id.strip()))
-            self.session.push(repo_id.strip(), float(value), token=secret or None, private=is_private)
+            self.session.push(repo_id.strip(), float(value), token=token, private=is_private)
         except Exception as err:
             return [_error(err), gr.update()]
         return [f"Pushed to `{repo_id.strip()}` ({'private' if is_private else 'public'}).", text]
 
 
-def build_app(source: StudioSource | None = None, session: StudioSession | None = None) -> Any:
+def build_app(
+    source: StudioSource | None = None, session: StudioSession | None = None, policy: StudioPolicy | None = None
+) -> Any:
     """The studio as a ``gradio.Blocks`` (not launched). ``session``: an already loaded one (else ``source`` is
-    loaded when the page first opens; None: the built-in demo)."""
-    source = source or StudioSource()
+    loaded when the page first opens; None: the built-in demo). ``policy``: where saves may go and which token a
+    push uses (default: ``StudioPolicy()``, saves under ./studio-saves, the typed token only)."""
+    source, policy = source or StudioSource(), policy or StudioPolicy()
     with gr.Blocks(title="hf-fcr studio") as app:
         gr.Markdown(
             "# hf-fcr studio\nFictitious Class Removal: one last-layer weight edited in closed form at rate r, beside "
@@ -219,17 +228,22 @@ def build_app(source: StudioSource | None = None, session: StudioSession | None 
             card = gr.Markdown(elem_id="card")
             preview = gr.Button("Preview the card at r", elem_id="preview")
             with gr.Row():
-                folder = gr.Textbox(label="folder", elem_id="folder")
+                folder = gr.Textbox(label=f"folder (under {Path(policy.save_root).resolve()})", elem_id="folder")
                 overwrite = gr.Checkbox(label="overwrite", value=False)
                 save = gr.Button("Save", elem_id="save")
             with gr.Row():
                 repo = gr.Textbox(label="Hub repo id", elem_id="repo")
-                token = gr.Textbox(label="token (used once, never stored)", type="password", elem_id="token")
+                token = gr.Textbox(
+                    label="token (used once, never stored)"
+                    + ("; empty: the server's login" if policy.allow_server_token else ""),
+                    type="password",
+                    elem_id="token",
+                )
                 private = gr.Checkbox(label="private", value=True)
                 push = gr.Button("Push", elem_id="push")
         follow = [worst, average, bars, curve, methods]
         loaded = [verdict, diagnosis_plot, r, cls, *follow, flips]
-        h = _Handlers(source, session, len(loaded), len(follow))
+        h = _Handlers(source, session, len(loaded), len(follow), policy)
         load.click(h.load, [model_box, data_box, label_box, attribute_box], [status, *loaded])
         app.load(h.open, None, [status, *loaded])
         # the numbers and plots first, without the queue (closed form: tens of milliseconds), then the gallery
@@ -243,9 +257,25 @@ def build_app(source: StudioSource | None = None, session: StudioSession | None 
 
 
 def launch(
-    source: StudioSource | None = None, host: str = "127.0.0.1", port: int | None = None, share: bool = False
+    source: StudioSource | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    policy: StudioPolicy | None = None,
+    auth: tuple[str, str] | None = None,
+    public: bool = False,
 ) -> Any:
-    """Build and serve the studio on ``host:port`` (127.0.0.1 by default; ``share`` only when asked)."""
+    """Build and serve the studio on ``host:port`` (127.0.0.1 by default; ``share`` only when asked).
+
+    Beyond this machine (another host, or a ``share`` link) the page needs a login (``auth``: Gradio's user and
+    password) or ``public=True``, which serves it to anyone with a warning (``policy.check_host``).
+
+    Raises:
+        ValueError: another host or ``share`` without ``auth`` and without ``public``.
+    """
+    warning = check_host("0.0.0.0" if share else host, auth, public)
+    if warning:
+        print(warning, file=sys.stderr)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = build_app(source)
-    return app.launch(server_name=host, server_port=port, share=share)
+    app = build_app(source, policy=policy)
+    return app.launch(server_name=host, server_port=port, share=share, auth=auth)

@@ -2,21 +2,44 @@
 one feature pass per split, FCR's search with its diagnosis, the head-level fixes beside it, and every r re-evaluated
 in closed form (``FictitiousClassRemover.sweep``) without running the model again. The model stays unedited between
 calls; ``save`` and ``push`` apply the chosen edit at the chosen r, write, and revert.
+
+A page runs its events at the same time (a slider moved during a save): every method that reads or edits the model
+takes the session's lock, so none sees another's edit half done, and metrics are always those of the unedited model
+with the edit applied once.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import statistics
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from ..sweep import edited_logits
 
 __all__ = ["DEMO", "StudioSession", "StudioSource"]
+
+logger = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Run ``method`` holding the session's lock (re-entrant: a locked method may call another)."""
+
+    @functools.wraps(method)
+    def run(self: StudioSession, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
 
 DEMO = "the built-in demo (SpuriousDigits, timm test_resnet trained here)"
 
@@ -48,6 +71,7 @@ class StudioSession:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     _curves: dict[str, Any] = field(default_factory=dict, repr=False)
     _image_dir: str | None = field(default=None, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------------------------ loading
 
@@ -105,6 +129,7 @@ class StudioSession:
     def chosen_r(self) -> float:
         return float(self.search.r)
 
+    @_locked
     def at_rate(self, r: float) -> dict[str, dict[str, Any]]:
         """``{split: metrics}`` of FCR's chosen edit re-applied at rate ``r`` (``remover.sweep``, closed form):
         ``worst_group``, ``average``, ``gap`` and ``per_group``."""
@@ -119,6 +144,7 @@ class StudioSession:
             for split in self.splits
         }
 
+    @_locked
     def curve(self, split: str | None = None) -> Any:
         """The sweep of the chosen edit over the default r grid on ``split`` (validation by default; a
         ``SweepResult``, computed once)."""
@@ -132,6 +158,7 @@ class StudioSession:
             )
         return self._curves[split]
 
+    @_locked
     def flips(self, r: float, split: str | None = None, limit: int = 12) -> list[dict[str, Any]]:
         """The rows of ``split`` (validation by default) whose prediction changes at rate ``r``, the most confident
         (edited softmax probability of the new class) first: ``index``, ``before``, ``after``, ``group``,
@@ -183,6 +210,7 @@ class StudioSession:
         pixels = (array.squeeze(-1) * 255).round().to(torch.uint8).numpy()
         return Image.fromarray(pixels).resize((96, 96), Image.NEAREST)
 
+    @_locked
     def table(self, r: float, fcr: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """One row per method: worst group, average and gap on validation and test; FCR's row at rate ``r``
         (``fcr``: ``at_rate(r)`` when already computed)."""
@@ -190,6 +218,10 @@ class StudioSession:
         fcr = self.at_rate(r) if fcr is None else fcr
         for name, metrics in {"fcr": fcr, **self.methods}.items():
             row = {"method": f"fcr (r={r:.3f})" if name == "fcr" else name}
+            if "error" in metrics:
+                row["failed"] = metrics["error"]
+                rows.append(row)
+                continue
             for split, m in metrics.items():
                 for key in ("worst_group", "average", "gap"):
                     row[f"{split} {key}"] = round(float(m[key]), 4)
@@ -197,6 +229,7 @@ class StudioSession:
         order = ["erm", "fcr", "fcr_random_attribute", "dfr", "class_balanced", "auto"]
         return sorted(rows, key=lambda row: _rank(row["method"], order))
 
+    @_locked
     def remove_class(self, cls: int | str, num_weights: int, r: float) -> dict[str, Any]:
         """Algorithm 1 on the validation features: forget (the class's accuracy) and retain (the others') per
         class before and after, and the edited weights; the model is reverted afterwards."""
@@ -224,31 +257,35 @@ class StudioSession:
 
     # ------------------------------------------------------------------------------------------------ writing
 
+    @_locked
     def card(self, r: float, repo_id: str | None = None) -> str:
         """The model card ``save`` (or ``push`` to ``repo_id``) would write for the edit at rate ``r``."""
         from ..card import model_card
         from ..hub import library_of
 
+        info = self._card_info(r, repo_id)  # measured on the unedited model, the edit at r applied once
         self._apply(r)
         try:
-            info = self._card_info(r, repo_id)
             return str(model_card(self.remover.edit_record(), library_of(self.remover.model), **info))
         finally:
             self.remover.revert()
 
+    @_locked
     def save(self, folder: str | os.PathLike, r: float, overwrite: bool = False) -> str:
         """``save_pretrained`` of the edit at rate ``r`` (the same files), then the model is reverted."""
+        info = self._card_info(r)  # before the edit: at_rate applies it to the unedited model
         self._apply(r)
         try:
-            return str(self.remover.save_pretrained(folder, overwrite=overwrite, **self._card_info(r)))
+            return str(self.remover.save_pretrained(folder, overwrite=overwrite, **info))
         finally:
             self.remover.revert()
 
+    @_locked
     def push(self, repo_id: str, r: float, token: str | None, private: bool = True) -> Any:
         """``push_to_hub`` of the edit at rate ``r`` (``private`` by default); the token is passed on, never kept."""
+        info = self._card_info(r, repo_id)  # before the edit: at_rate applies it to the unedited model
         self._apply(r)
         try:
-            info = self._card_info(r, repo_id)
             return self.remover.push_to_hub(repo_id, private=private, token=token or None, **info)
         finally:
             self.remover.revert()
@@ -307,9 +344,14 @@ class StudioSession:
             for split in self.splits
         }
         for method in (*head_method_names(), "auto"):
-            self.remover.neutralize_spurious(train, val, **common, method=method, diagnose=False)
-            methods[method] = self._metrics()
-            self.remover.revert()
+            try:
+                self.remover.neutralize_spurious(train, val, **common, method=method, diagnose=False)
+                methods[method] = self._metrics()
+            except Exception as err:  # a failing (registered) method is shown as failed; the page works on
+                logger.warning("the head-level method %r failed in the studio: %s", method, err)
+                methods[method] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            finally:
+                self.remover.revert()
         return methods
 
     def _metrics(self) -> dict[str, dict[str, Any]]:
