@@ -319,6 +319,8 @@ class FeaturePass:
         loads them and runs only the remaining batches, so an interrupted run gives exactly what an uninterrupted
         one gives. Parts made with another identity or batch size are refused.
 
+        A cache that cannot be written (an unwritable folder, a full disk) logs a warning; the features are returned.
+
         Raises:
             ValueError: empty data, non-finite features, or a checkpoint of another run.
             KeyError: a requested column is missing.
@@ -369,7 +371,10 @@ class FeaturePass:
             raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
         result = FeatureSet(features, columns_out, class_label_names(data, columns))
         if entry is not None and gather and is_main_process():
-            save_cache_entry(entry, result.save, damaged)
+            try:
+                save_cache_entry(entry, result.save, damaged)
+            except OSError as err:  # the pass is done: a cache that cannot be written must not lose it
+                logger.warning("the features could not be cached in %s (%s): returned without caching.", entry, err)
         return result
 
     def collect(

@@ -101,7 +101,11 @@ def save_cache_entry(path: str, save: Any, damaged: bool = False) -> None:
     writer of the same entry wins; ours is dropped). A ``damaged`` entry already there is removed first."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(path))
-    save(tmp)
+    try:
+        save(tmp)
+    except BaseException:  # a full disk: no half-written entry stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if damaged:
         shutil.rmtree(path, ignore_errors=True)
     try:

@@ -126,9 +126,11 @@ class FictitiousHead:
     ) -> list[tuple[int, float]]:
         """Head inputs ``k`` ranked for M' row ``v``, best first, as ``(k, score)``: by SCA (Eq. 6, plain argmax
         order as in Algorithm 2), by ``"grad_x_act"`` (``G[v, v, k] * A[v, k]``, no CA ratio), ``"random"`` or any
-        registered score (``scores.register_score``)."""
+        registered score (``scores.register_score``). Inputs with a NaN or infinite score are left out, as
+        Algorithm 1's ``top_edges`` leaves them out (a descending sort would put NaN first)."""
         scores = edge_score(selection, self.stats, value_index, generator)
         order = torch.argsort(scores, descending=True, stable=True)
+        order = order[torch.isfinite(scores[order])]
         return list(zip(order.tolist(), scores[order].tolist()))
 
     def dominant(self, cls: int) -> int:

@@ -61,3 +61,21 @@ def test_a_damaged_cache_entry_is_recomputed(tmp_path, digits_model, digits, cap
     assert torch.equal(again.features, first.features)
     assert "recomputing" in caplog.text
     assert torch.equal(FeatureSet.load(entry).features, first.features)  # the entry was rewritten
+
+
+def test_a_cache_that_cannot_be_written_returns_the_features(tmp_path, digits_model, digits, caplog, monkeypatch):
+    """An unwritable cache folder (a path below a file) or a full disk during the write: the computed pass is
+    returned with a warning, and no half-written entry stays."""
+    remover = FictitiousClassRemover(digits_model)
+    reference = remover.extract_features(digits["test"], device=None)
+    (tmp_path / "a-file").write_text("")
+    got = remover.extract_features(digits["test"], cache_dir=tmp_path / "a-file" / "cache", device=None)
+    assert torch.equal(got.features, reference.features) and "could not be cached" in caplog.text
+
+    def full_disk(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FeatureSet, "save", full_disk)
+    got = remover.extract_features(digits["test"], cache_dir=tmp_path / "cache", device=None)
+    assert torch.equal(got.features, reference.features)
+    assert list((tmp_path / "cache").iterdir()) == []

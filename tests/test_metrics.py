@@ -42,3 +42,16 @@ def test_training_frequencies_that_do_not_describe_the_groups_are_refused(metric
             groups=["a", "a", "b", "b"],
             train_group_frequencies=frequencies,
         )
+
+
+def test_fractional_group_ids_are_refused_not_merged(metric):
+    """The integer feature would truncate 0.2 and 0.7 into one group 0 (worst group 0.5 where it is 0.0)."""
+    import numpy as np
+
+    args = {"predictions": [1, 0], "references": [1, 1]}
+    for groups in ([0.2, 0.7], np.array([0.2, 0.7])):
+        with pytest.raises(ValueError, match="group id 0.2 is not a whole number"):
+            metric.compute(**args, groups=groups)
+    with pytest.raises(ValueError, match="not a whole number"):
+        metric.add(prediction=1, reference=1, group=0.5)
+    assert metric.compute(**args, groups=[0.0, 1.0])["worst_group_accuracy"] == 0.0  # whole floats are ids

@@ -129,3 +129,38 @@ def test_a_user_score_ranks_edges_for_both_algorithms(digits_model, digits):
             remover.remove_class(3, feats, score="nope")
     finally:
         _SCORES.pop("activation", None)
+
+
+def test_non_finite_scores_are_skipped_alike_by_both_algorithms(digits_model, digits):
+    """A score with NaN and inf entries: Algorithm 1 skipped them, Algorithm 2 sorted NaN first and edited exactly
+    those weights. Both now pick the best finite entry (brute force: argmax over the finite ones)."""
+    import hf_fcr
+    from hf_fcr import FeatureSet, FictitiousClassRemover
+    from hf_fcr.scores import _SCORES
+
+    def poisoned(stats, cls, *, generator=None):
+        score = stats.activation[cls].clone()
+        score[::3] = torch.nan
+        score[1::3] = torch.inf
+        return score
+
+    hf_fcr.register_score("poisoned", poisoned)
+    try:
+        remover = FictitiousClassRemover(digits_model)
+        feats = remover.extract_features(digits["train"], device=None)
+        y = feats.labels("label")
+        data = FeatureSet(feats.features, {"label": y, "big": (y >= 5).long()})
+        fict = remover.fit_fictitious(data, "big")
+        v = fict.dominant(0)
+        ranked = fict.ranked_features(v, "poisoned")
+        finite = poisoned(fict.stats, v)
+        assert [k for k, _ in ranked] == sorted(
+            (k for k in range(len(finite)) if torch.isfinite(finite[k])), key=lambda k: -float(finite[k])
+        )
+        edits = remover.neutralize(fict, classes=[0], selection="poisoned", policy="dominant", candidates="all")
+        assert edits[0].col % 3 == 2 and torch.isfinite(torch.tensor(edits[0].score))
+        remover.revert()
+        (edit,) = remover.remove_class(3, feats, score="poisoned", candidates="all")
+        assert edit.col % 3 == 2
+    finally:
+        _SCORES.pop("poisoned", None)

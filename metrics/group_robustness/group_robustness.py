@@ -4,6 +4,8 @@ by the training group frequencies (the average DFR and group DRO report for Wate
 Load it offline by path: ``evaluate.load("metrics/group_robustness")``.
 """
 
+import numbers
+
 import datasets
 import evaluate
 import torch
@@ -38,6 +40,16 @@ _CITATION = """
 """
 
 
+def _check_groups(groups):
+    """Numeric group ids must be whole numbers: the integer feature would truncate 0.2 and 0.7 to one group 0."""
+    for g in groups if groups is not None else ():
+        if isinstance(g, numbers.Real) and not isinstance(g, numbers.Integral) and not float(g).is_integer():
+            raise ValueError(
+                f"group id {float(g)} is not a whole number: groups are strings or integer ids (a float id would be "
+                "truncated into another group). Map them to integers or strings first."
+            )
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class GroupRobustness(evaluate.Metric):
     def _info(self):
@@ -56,6 +68,16 @@ class GroupRobustness(evaluate.Metric):
                 for kind in ("string", "int64")
             ],
         )
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of predictions, references and groups (fractional numeric group ids are refused)."""
+        _check_groups(kwargs.get("groups"))
+        return super().add_batch(predictions=predictions, references=references, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one prediction, reference and group (a fractional numeric group id is refused)."""
+        _check_groups([kwargs["group"]] if "group" in kwargs else kwargs.get("groups"))
+        return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def _compute(self, predictions, references, groups, train_group_frequencies=None):
         values = sorted(set(groups))
