@@ -479,15 +479,17 @@ class FeaturePass:
         return digest.hexdigest()
 
     def _run_identity(self, identity: dict[str, Any], data: Any, columns: list[str], kind: str) -> dict[str, Any]:
-        """The identity a checkpointed pass's files carry: the pass's identity, the batch size, the first batch's
-        digest for sources without a fingerprint, and the run's id (see ``pass_state.start_run``)."""
+        """The identity a checkpointed pass's files carry: the pass's identity, the batch size, the number of
+        processes, the first batch's digest for sources without a fingerprint, and the run's id (see
+        ``pass_state.start_run``)."""
         from .distributed import process_info
         from .pass_state import start_run
 
         options = self.options
         if options.checkpoint_dir is None:
             return identity
-        identity = {**identity, "batch_size": options.batch_size}
+        # each process keeps its own share: a resume under another process count would read other rows
+        identity = {**identity, "batch_size": options.batch_size, "processes": process_info()[1]}
         if identity["data"] is None:
             identity["first_batch"] = self._first_batch_digest(data, columns)
         rank = process_info()[0]

@@ -25,6 +25,7 @@ from .files import open_safetensors, read_json, write_json
 from .stats import EdgeStatistics
 
 __all__ = [
+    "architecture_fingerprint",
     "cache_entry",
     "data_fingerprint",
     "head_fingerprint",
@@ -43,6 +44,12 @@ def model_fingerprint(model: nn.Module, head: nn.Linear) -> str:
     """``values_digest`` of every parameter and buffer except the head's (edits to the head do not change the
     features); the dtype is part of a pass's identity on its own."""
     return values_digest(without_module((*model.named_parameters(), *model.named_buffers()), head))
+
+
+def architecture_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's class and module tree as ``repr`` prints it (each module's type and settings: a
+    pooling's type, a layer's shape), which the weights' values do not capture."""
+    return hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}".encode()).hexdigest()
 
 
 def head_fingerprint(head: nn.Linear) -> str:
@@ -67,9 +74,12 @@ def pass_identity(
     channels_last: bool,
     transform_config: Any,
 ) -> dict[str, Any]:
-    """What the features of a pass depend on: the same for the cache, the collect and the extraction checkpoints."""
+    """What the features of a pass depend on: the same for the cache, the collect and the extraction checkpoints.
+    The weights alone do not say how they are wired (``reset_classifier(global_pool="max")`` changes the features,
+    not the weights): the module tree does."""
     return {
         "model": model_fingerprint(model, head),
+        "architecture": architecture_fingerprint(model),
         "data": data_fingerprint(data),
         "dtype": str(next(model.parameters()).dtype),
         "autocast_dtype": str(autocast_dtype),
@@ -141,8 +151,9 @@ def start_run(directory: str | os.PathLike, rank: int, kind: str, identity: dict
             run = read_json(run_file, "the checkpoint's run file", _FIX)
             if run.get("identity") != json.loads(_dumps(identity)):
                 raise ValueError(
-                    f"the checkpoint in {directory} belongs to another model, dataset, batch size, rows or columns; "
-                    "resume with the same arguments, or start afresh in an empty folder without resume_from."
+                    f"the checkpoint in {directory} belongs to another model, dataset, batch size, number of "
+                    "processes, rows or columns; resume with the same arguments, or start afresh in an empty folder "
+                    "without resume_from."
                 )
             return {**identity, "run": run["run"]}
         # the folder exists but this process saved nothing before the interruption: a fresh run
@@ -159,8 +170,8 @@ def _checked_metadata(handle: Any, identity: dict[str, Any], what: str) -> dict[
     metadata = handle.metadata() or {}
     if metadata.get("identity") != _dumps(identity):
         raise ValueError(
-            f"{what} belong to another model, dataset, batch size, rows or columns; resume with the same "
-            "arguments, or start afresh in an empty folder without resume_from."
+            f"{what} belong to another model, dataset, batch size, number of processes, rows or columns; resume "
+            "with the same arguments, or start afresh in an empty folder without resume_from."
         )
     return metadata
 

@@ -79,3 +79,21 @@ def test_a_cache_that_cannot_be_written_returns_the_features(tmp_path, digits_mo
     got = remover.extract_features(digits["test"], cache_dir=tmp_path / "cache", device=None)
     assert torch.equal(got.features, reference.features)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_pooling_changed_in_place_is_not_served_from_the_cache(tmp_path):
+    """reset_classifier(global_pool="max") leaves every backbone weight as it was but changes the features: the
+    pass's identity holds the module tree, so the cached average-pooled features are not returned."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
+    data = datasets.Dataset.from_dict(
+        {"image": torch.rand(8, 3, 128, 128).numpy(), "label": [0, 1, 2, 0, 1, 2, 0, 1]}
+    ).with_format(None)
+    average = FictitiousClassRemover(model, transform=None).extract_features(data, cache_dir=tmp_path, device=None)
+    model.reset_classifier(3, global_pool="max")
+    remover = FictitiousClassRemover(model, transform=None)
+    got = remover.extract_features(data, cache_dir=tmp_path, device=None)
+    assert torch.equal(got.features, remover.extract_features(data, device=None).features)
+    assert not torch.equal(got.features, average.features) and len(list(tmp_path.iterdir())) == 2

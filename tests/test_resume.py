@@ -39,6 +39,21 @@ def test_parts_of_an_older_run_are_never_read(tmp_path, digits_model, digits):
     assert torch.equal(resumed.features, whole.features)
 
 
+def test_a_checkpoint_of_two_processes_is_refused_by_one(tmp_path, digits_model, digits, monkeypatch):
+    """Each process keeps its own share of the rows: one process resuming from the files of two would read rank 0's
+    share alone (47 of 48 rows were dropped). The number of processes is part of the run's identity."""
+    import hf_fcr.distributed as distributed
+
+    remover = FictitiousClassRemover(digits_model)
+    data = digits["test"].select(range(96))
+    with monkeypatch.context() as patch:  # rank 0 of two: its half of the rows, its files
+        patch.setattr(distributed, "process_info", lambda: (0, 2))
+        remover.extract_features(data, batch_size=16, checkpoint_dir=tmp_path, checkpoint_every=1, gather=False,
+                                 device=None)  # fmt: skip
+    with pytest.raises(ValueError, match="number of processes"):
+        remover.extract_features(data, batch_size=16, resume_from=tmp_path, checkpoint_every=1, device=None)
+
+
 def test_resume_from_a_missing_folder_is_an_error(tmp_path, digits_model, digits):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         FictitiousClassRemover(digits_model).collect(digits["test"], resume_from=tmp_path / "nope", device=None)
