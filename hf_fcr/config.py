@@ -255,6 +255,23 @@ def _is_sha256(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and set(value) <= _SHA
 
 
+def check_fit_fields(raw: dict[str, Any], where: str = "") -> None:
+    """The typed fit fields of a head-level record (``head_edit.FIT_KEYS``): ``C`` positive, the counts
+    non-negative integers, ``selection`` a string; each may be null.
+
+    Raises:
+        EditRecordError: naming the field (after ``where``).
+    """
+    if raw.get("C") is not None and not (_is_number(raw["C"]) and raw["C"] > 0):
+        raise EditRecordError(f"{where}'C' must be a positive number or null, got {raw['C']!r}.")
+    for key in ("num_samples", "samples_per_fit", "num_fits"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise EditRecordError(f"{where}{key!r} must be a non-negative integer or null, got {value!r}.")
+    if raw.get("selection") is not None and not isinstance(raw["selection"], str):
+        raise EditRecordError(f"{where}'selection' must be a string or null.")
+
+
 def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
     if not isinstance(raw.get("weight_param"), str) or not (
         raw.get("bias_param") is None or isinstance(raw["bias_param"], str)
@@ -273,14 +290,7 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
             continue
         if not _is_sha256(value):
             raise EditRecordError(f"edit {index}: {key!r} must be a SHA-256 hex digest, got {value!r}.")
-    if raw.get("C") is not None and not (_is_number(raw["C"]) and raw["C"] > 0):
-        raise EditRecordError(f"edit {index}: 'C' must be a positive number or null, got {raw['C']!r}.")
-    for key in ("num_samples", "samples_per_fit", "num_fits"):
-        value = raw.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise EditRecordError(f"edit {index}: {key!r} must be a non-negative integer or null, got {value!r}.")
-    if raw.get("selection") is not None and not isinstance(raw["selection"], str):
-        raise EditRecordError(f"edit {index}: 'selection' must be a string or null.")
+    check_fit_fields(raw, f"edit {index}: ")
     fields = {k: raw.get(k) for k in HEAD_RECORD_KEYS if k != "hyperparameters"}
     return HeadEdit(**fields, hyperparameters=dict(extra or {}))
 

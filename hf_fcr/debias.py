@@ -21,7 +21,7 @@ from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
 from .edit import check_rate
 from .feature_set import FeatureSet
 from .head_edit import FIT_KEYS, HeadEdit, backbone_digest
-from .head_methods import FittedHead, fit_head, get_head_method, head_method_names
+from .head_methods import FittedHead, fit_head, get_head_method, head_method_names, is_builtin
 from .logistic import map_on_cores
 from .metrics import group_metrics
 from .probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
@@ -353,13 +353,21 @@ def _auto(
         candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
     for method in head_method_names():  # each registered head-level method whose group needs are met
         if settings.group_column or not get_head_method(method).needs_groups:
-            head = _retrained(remover, fit, settings, method)
+            try:
+                head = _retrained(remover, fit, settings, method)
+            except Exception as err:  # a plugin that fails is one candidate fewer, not the end of auto
+                if is_builtin(method):
+                    raise
+                logger.warning(
+                    "auto: the head-level method %r failed and is left out of the candidates: %s", method, err
+                )
+                continue
             candidates[method] = metrics(head.logits(held.features))
             tuned[method] = head.params
     for row in candidates.values():  # across methods, the worst group decides (see neutralize_spurious)
         row["score"] = row["worst_group"]
     fixes = [m for m in candidates if m != "none"]
-    best = max(fixes, key=lambda m: candidates[m]["score"])
+    best = max(fixes, key=lambda m: candidates[m]["score"]) if fixes else "none"
     if candidates[best]["score"] <= candidates["none"]["score"]:
         chosen = "none"  # no fix beats the model as it is on held-out data: change nothing
     elif "fcr" in candidates and candidates["fcr"]["score"] >= candidates[best]["score"] - AUTO_MARGIN:

@@ -21,6 +21,7 @@ An edited artifact holds the new head's tensors, so it reloads where the method 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .config import is_plain
+from .config import EditRecordError, check_fit_fields, is_plain
 from .head_edit import FIT_KEYS
 from .retrain import check_every_class, retrain_head
 
@@ -42,11 +43,13 @@ __all__ = [
     "fit_head",
     "get_head_method",
     "head_method_names",
+    "is_builtin",
     "register_head_method",
 ]
 
 RESERVED_NAMES = ("fcr", "auto", "none")  # the other values of neutralize_spurious(method=...)
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+MAX_PARAMS_BYTES = 64 * 2**10  # what one method may record (the whole record is read up to 16 MiB)
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,9 @@ def fit_head(  # noqa: PLR0913 -- the registry's call: keyword options with defa
     extra = {"intercept": bias} if method.takes_intercept else {}
     if method.takes_tuned and tuned is not None:
         extra["tuned"] = tuned
+    if not is_builtin(name):  # a plugin gets copies: changing them must not change what the caller measures
+        features, labels = features.clone(), labels.clone()
+        groups = None if groups is None else groups.clone()
     weight, new_bias, params = method.fit(features, labels, groups, num_classes=num_classes, seed=seed, **extra)
     return FittedHead(name, *_checked(name, weight, new_bias, params, num_classes, features.shape[1], bias))
 
@@ -174,6 +180,16 @@ def _checked(
         bias = torch.zeros(num_classes, dtype=weight.dtype)  # no intercept fit: the head's bias becomes zero
     if not isinstance(params, dict) or not is_plain(params, 2):  # what the record's "hyperparameters" may hold
         raise ValueError(f"method {name!r} must return a dict of JSON values (numbers, strings, lists) to record.")
+    size = len(json.dumps(params))
+    if size > MAX_PARAMS_BYTES:
+        raise ValueError(
+            f"method {name!r} returned params of {size:,} bytes as JSON; a record keeps at most {MAX_PARAMS_BYTES:,} "
+            "per edit: record what was chosen (numbers, short lists), not data."
+        )
+    try:  # checked now as the record's reader will check them, not when the record is saved
+        check_fit_fields(params)
+    except EditRecordError as err:
+        raise ValueError(f"method {name!r} returned params that a record refuses: {err}") from None
     return weight, bias, dict(params)
 
 
@@ -245,3 +261,9 @@ def class_balanced(features, labels, groups, *, num_classes, seed, intercept=Tru
 
 register_head_method("dfr", dfr, needs_groups=True)
 register_head_method("class_balanced", class_balanced, needs_groups=False)
+_BUILTIN_FITS = (dfr, class_balanced)
+
+
+def is_builtin(name: str) -> bool:
+    """True for a method whose fit is one of hf-fcr's own (DFR, class-balanced retraining), not a plugin's."""
+    return get_head_method(name).fit in _BUILTIN_FITS

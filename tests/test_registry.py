@@ -172,3 +172,58 @@ def test_auto_refits_a_method_that_takes_tuned_with_what_its_candidate_returned(
     assert seen[-1] == (len(val), {"alpha": 2.0})
     fitted = fit_head("ridge", val.features, labels, None, num_classes=2, seed=0, tuned={"alpha": 2.0})
     assert fitted.params["alpha"] == 1.0  # ridge does not take tuned: ignored
+
+
+def test_a_plugin_is_checked_where_it_returns_gets_copies_and_cannot_stop_auto(registry, caplog):
+    """What a plugin returns is checked at fit time as the record's reader would check it (a negative C, 70 KB of
+    params: refused before the head changes, not at save time); it gets copies of the features and labels (changing
+    them does not change what the caller measures); and in auto, a plugin that raises or returns NaN is left out of
+    the candidates with a warning naming it, while the built-ins still compete."""
+    train, val = cue_data(200, 0.95, 0, True), cue_data(100, 0.5, 1, True)
+    remover = erm_remover(train)
+    before = snapshot(remover.model)
+
+    def negative_c(features, labels, groups, *, num_classes, seed):
+        return registry.ridge(features, labels, groups, num_classes=num_classes, seed=seed)[:2] + ({"C": -1.0},)
+
+    def huge(features, labels, groups, *, num_classes, seed):
+        return registry.ridge(features, labels, groups, num_classes=num_classes, seed=seed)[:2] + (
+            {"trace": [0.5] * 20_000},
+        )
+
+    for name, fit, message in (("negative_c", negative_c, "'C' must be a positive"), ("huge", huge, "bytes as JSON")):
+        hf_fcr.register_head_method(name, fit, needs_groups=False)
+        with pytest.raises(ValueError, match=message):
+            remover.neutralize_spurious(train, val, method=name, diagnose=False)
+        assert state_equal(snapshot(remover.model), before)
+
+    def vandal(features, labels, groups, *, num_classes, seed):
+        features.zero_()
+        labels.fill_(0)
+        return registry.ridge(features, labels, groups, num_classes=num_classes, seed=seed)
+
+    features, labels = val.features.clone(), val["label"].clone()
+    hf_fcr.register_head_method("vandal", vandal, needs_groups=False)
+    remover.neutralize_spurious(train, val, method="vandal", diagnose=False)
+    assert torch.equal(val.features, features) and torch.equal(val["label"], labels)
+    remover.revert()
+
+    def broken(features, labels, groups, *, num_classes, seed):
+        raise RuntimeError("plugin bug")
+
+    def nan(features, labels, groups, *, num_classes, seed):
+        return torch.full((num_classes, features.shape[1]), float("nan")), None, {}
+
+    for name in ("negative_c", "huge", "vandal"):
+        head_methods_registry().pop(name)
+    hf_fcr.register_head_method("broken", broken, needs_groups=False)
+    hf_fcr.register_head_method("nan", nan, needs_groups=False)
+    search = remover.neutralize_spurious(train, val, attribute_column="place", method="auto", diagnose=False)
+    assert "left out" in caplog.text and "'broken'" in caplog.text and "'nan'" in caplog.text
+    assert search.choice["method"] in ("fcr", "dfr", "class_balanced", "ridge", "none")
+
+
+def head_methods_registry():
+    from hf_fcr import head_methods
+
+    return head_methods._REGISTRY
