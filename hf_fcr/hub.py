@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -361,7 +362,8 @@ def save_checkpoint(
     check_replaceable(target, overwrite)
     library = config.library_name
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _remove_leftovers(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         if not edits_only:
             if library == "timm":
@@ -437,7 +439,10 @@ def _replace_dir(tmp: Path, target: Path, overwrite: bool) -> None:
                 f"{target} was written by someone else meanwhile; pass overwrite=True to replace it ({err})."
             ) from None
         return
-    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if _exchange(tmp, target):  # one atomic step: the old folder now sits at tmp's hidden name
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    backup = target.with_name(f".{target.name}.old-{os.getpid()}")  # where exchanging is not supported
     os.replace(target, backup)
     try:
         os.replace(tmp, target)
@@ -445,6 +450,51 @@ def _replace_dir(tmp: Path, target: Path, overwrite: bool) -> None:
         os.replace(backup, target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where it is not supported."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # no glibc 2.28
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: a filesystem or kernel without it
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove the hidden folders that killed saves to ``target`` left beside it (``.name.tmp-PID-*``,
+    ``.name.old-PID``), when their process is gone; a save in progress in a live process keeps its own."""
+    if not target.parent.is_dir():
+        return
+    for path in target.parent.glob(f".{glob_escape(target.name)}.*"):
+        rest = path.name[len(target.name) + 2 :]
+        kind, _, tail = rest.partition("-")
+        pid = tail.split("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and path.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def upload_folder(

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import stat
+import sys
 
 import pytest
 import timm
@@ -42,6 +43,41 @@ def test_overwrite_replaces_only_a_folder_hf_fcr_saved(tmp_path, digits_model):
     ours = remover.save_pretrained(tmp_path / "ours")
     remover.save_pretrained(ours, overwrite=True)  # an hf-fcr checkpoint is replaced
     assert (ours / CONFIG_NAME).is_file()
+
+
+def test_an_overwrite_stopped_at_any_point_leaves_a_checkpoint_and_its_leftovers_go_next_time(
+    tmp_path, digits_model, monkeypatch
+):
+    """The folder is swapped in one step: a save stopped right after it (here: the removal of the old folder
+    raises, as a kill would stop it) leaves the new checkpoint at the target, never no checkpoint; the hidden
+    folders that killed saves leave (their process gone) are removed by the next save, and a live process' are
+    kept."""
+    import subprocess
+
+    import hf_fcr.hub as hub
+
+    remover = FictitiousClassRemover(digits_model)
+    target = remover.save_pretrained(tmp_path / "model")
+    feats = FeatureSet(torch.rand(20, remover.head.in_features), {"label": torch.arange(20) % 10})
+    remover.remove_class(1, feats)
+
+    def killed(path, ignore_errors=False):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(hub.shutil, "rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            remover.save_pretrained(target, overwrite=True)
+    saved = json.loads((target / CONFIG_NAME).read_text())["edits"]  # the new checkpoint, complete
+    assert [e["col"] for e in saved] == [e.col for e in remover.edits] and (target / "model.safetensors").is_file()
+    (leftover,) = [p for p in tmp_path.iterdir() if p.name.startswith(".model.tmp-")]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f".model.tmp-{int(dead.stdout)}-abc"
+    leftover.rename(gone)
+    live = tmp_path / f".model.old-{os.getpid()}"
+    live.mkdir()
+    remover.save_pretrained(target, overwrite=True)
+    assert not gone.exists() and live.is_dir()
 
 
 def test_a_competing_writer_is_never_replaced_without_overwrite(tmp_path):
