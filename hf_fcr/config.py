@@ -333,6 +333,8 @@ def _check_weight_fields(index: int, raw: dict[str, Any]) -> None:
     for key in ("class_name", "fictitious"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise EditRecordError(f"edit {index}: {key!r} must be a string or null.")
+    if raw.get("backbone_sha256") is not None and not _is_sha256(raw["backbone_sha256"]):
+        raise EditRecordError(f"edit {index}: 'backbone_sha256' must be a SHA-256 hex digest or null.")
 
 
 def check_edits_match(model: nn.Module, edits: Sequence[Edit], expect: str) -> None:

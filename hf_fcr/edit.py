@@ -86,12 +86,12 @@ class WeightEdit:
     class_name: str | None = None
     fictitious: str | None = None
     orthogonal_value: float | None = None
+    backbone_sha256: str | None = None  # head_edit.backbone_digest of the model it was made on (stamped when saved)
 
     # the edit protocol, shared with head_edit.HeadEdit (the record, the editor and the card use only these)
     kind: ClassVar[str] = "weight"  # the record's "type"
     has_rate: ClassVar[bool] = True  # can be re-applied at another r (sweeps)
     needs_tensors: ClassVar[bool] = False  # all it needs is in the record
-    backbone_sha256: ClassVar[None] = None  # fits any backbone
 
     @property
     def param_names(self) -> tuple[str, ...]:

@@ -7,6 +7,8 @@ before they touch a weight, applies and reverts edits bit for bit, and loads, sa
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import numbers
 import os
 import tempfile
@@ -32,6 +34,8 @@ except ImportError:  # Python 3.10
     from typing_extensions import Self
 
 __all__ = ["HeadEditor"]
+
+logger = logging.getLogger(__name__)
 
 
 class HeadEditor:
@@ -97,7 +101,7 @@ class HeadEditor:
                     "changed while it was read (another process re-saved it) or was assembled from two saves. Load "
                     "it again, or save the model again."
                 )
-            self._check_record(record.edits, "new")
+            self._check_record(record.edits, "new", saved=True)
             self.edits = list(record.edits)
             if record.edits:  # with no edits, the checkpoint itself is the base of any later edit
                 self.base_model_name_or_path, self.revision = record.base_model_name_or_path, record.revision
@@ -164,11 +168,19 @@ class HeadEditor:
         """Name of the head's bias in ``model.state_dict()`` (None without a bias)."""
         return None if self.head.bias is None else f"{self.head_name}.bias" if self.head_name else "bias"
 
-    def _check_record(self, edits: Sequence[Edit], expect: str) -> None:
+    def _check_record(self, edits: Sequence[Edit], expect: str, saved: bool = False) -> None:
         """An edit record may only touch this head (single weights of its weight, or the weight and bias of a
         head-level edit) with values or tensors finite in its dtype, made on this backbone where the edit says so;
-        then its values must match the weights (``check_edits_match``)."""
+        then its values must match the weights (``check_edits_match``). ``saved``: the edits come from a record
+        on disk, where one without its backbone's checksum (an earlier hf-fcr's) is accepted with a warning."""
         backbone = None
+        unidentified = [i for i, e in enumerate(edits) if e.backbone_sha256 is None]
+        if saved and unidentified:
+            logger.warning(
+                "edits %s of this record do not name the backbone they were made on (saved by an earlier hf-fcr): "
+                "they are checked by their old values only. Save the model again to record it.",
+                unidentified,
+            )
         for i, e in enumerate(edits):
             try:
                 e.check_target(self.head.weight, self.head.bias, self.param_name, self.bias_name)
@@ -178,10 +190,11 @@ class HeadEditor:
             if e.backbone_sha256 is not None:
                 backbone = backbone or backbone_digest(self.model, self.head)
                 if e.backbone_sha256 != backbone:
+                    what = f"{e.method} head was fitted on" if e.needs_tensors else "single-weight edit was made on"
                     raise EditRecordError(
-                        f"edit {i}: the backbone (every weight below the head) is not the one this {e.method} head "
-                        "was fitted on (its SHA-256 differs). A retrained head only fits the features of that "
-                        "backbone: load the base model the record names, at its revision."
+                        f"edit {i}: the backbone (every weight below the head) is not the one this {what} (its "
+                        "SHA-256 differs). An edit only fits the features of that backbone: load the base model the "
+                        "record names, at its revision."
                     )
         check_edits_match(self.model, list(edits), expect)
 
@@ -278,7 +291,7 @@ class HeadEditor:
         """
         record = edits if isinstance(edits, FCRConfig) else None
         edits = list(record.edits if record is not None else edits)
-        self._check_record(edits, "old")
+        self._check_record(edits, "old", saved=record is not None)
         applied = self._apply(edits)
         if record is not None:
             for key, value in record.extra.items():
@@ -292,11 +305,17 @@ class HeadEditor:
         """The current edits as an ``FCRConfig`` (``fcr_config.json``), with ``extra`` keys added."""
         from .hub import library_of
 
+        edits, backbone = [], None
+        for e in self.edits:  # single-weight edits name the backbone they fit, as head-level edits do
+            if isinstance(e, WeightEdit) and e.backbone_sha256 is None:
+                backbone = backbone or backbone_digest(self.model, self.head)
+                e = dataclasses.replace(e, backbone_sha256=backbone)
+            edits.append(e)
         return FCRConfig(
             base_model_name_or_path=self.base_model_name_or_path,
             revision=self.revision,
             library_name=library_of(self.model),
-            edits=list(self.edits),
+            edits=edits,
             extra={**self.fcr_config_extra, **extra},
         )
 

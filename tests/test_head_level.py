@@ -115,6 +115,31 @@ def test_a_head_level_edit_refuses_another_backbone_with_the_same_head(tmp_path)
         FictitiousClassRemover.from_pretrained(str(tiny))
 
 
+def test_a_single_weight_edit_refuses_another_backbone_and_an_older_record_warns(tmp_path, caplog):
+    """Single-weight records name their backbone too: an edits-only artifact whose base's backbone changed (the head
+    kept as it was) is refused; the same record without the checksum (an earlier hf-fcr's) loads, with a warning."""
+    remover, base = _timm(tmp_path)
+    feats = remover.extract_features([_batch()], columns=("label", "place"))
+    remover.remove_class(1, feats, r=0.5)
+    tiny = remover.save_pretrained(tmp_path / "tiny", edits_only=True)
+    other = timm.create_model("local-dir:" + str(base), pretrained=True).eval()
+    with torch.no_grad():
+        other.conv1[0].weight.mul_(1.01)
+    other_base = tmp_path / "other-base"
+    timm.models.save_for_hf(other, str(other_base), safe_serialization=True)
+    record = json.loads((tiny / CONFIG_NAME).read_text())
+    assert len(record["edits"][0]["backbone_sha256"]) == 64
+    record["base_model_name_or_path"] = str(other_base)
+    (tiny / CONFIG_NAME).write_text(json.dumps(record))
+    with pytest.raises(EditRecordError, match=r"backbone .* is not the one this single-weight edit was made on"):
+        FictitiousClassRemover.from_pretrained(str(tiny))
+    for edit in record["edits"]:
+        del edit["backbone_sha256"]
+    (tiny / CONFIG_NAME).write_text(json.dumps(record))
+    loaded = FictitiousClassRemover.from_pretrained(str(tiny))
+    assert len(loaded.edits) == 1 and "do not name the backbone" in caplog.text
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_model_edited_in_half_precision_reloads_with_its_edits(tmp_path, dtype):
     remover, _ = _timm(tmp_path, dtype=dtype)
