@@ -433,10 +433,18 @@ class HeadEditor:
         weight, bias = self.base_head(edits)
         return F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias).float().cpu()
 
-    def revert(self) -> None:
-        """Undo every edit, newest first, restoring each weight bit for bit."""
-        for edit in reversed(self.edits):
+    def revert(self, keep: int = 0) -> None:
+        """Undo the edits, newest first, restoring each weight bit for bit. ``keep``: leave the first ``keep`` edits
+        in place (e.g. those a loaded checkpoint came with); with ``keep=0`` the record's calls and diagnosis go too.
+
+        Raises:
+            ValueError: ``keep`` is not an integer in ``[0, len(edits)]``.
+        """
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= len(self.edits):
+            raise ValueError(f"keep must be an integer in [0, {len(self.edits)}] (the edits made), got {keep!r}.")
+        for edit in reversed(self.edits[keep:]):
             edit.revert(self.model)
-        self.edits.clear()
-        self.fcr_config_extra.pop("calls", None)
-        self.fcr_config_extra.pop("diagnosis", None)  # it concerned the edits just undone
+        del self.edits[keep:]
+        if keep == 0:
+            self.fcr_config_extra.pop("calls", None)
+            self.fcr_config_extra.pop("diagnosis", None)  # it concerned the edits just undone

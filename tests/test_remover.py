@@ -390,3 +390,19 @@ def test_an_autocast_pass_runs_only_the_model_in_low_precision(digits_model):
     streamed = remover.collect(batches, **options)
     for name, tensor in remover.collect(feats).tensors().items():
         torch.testing.assert_close(streamed.tensors()[name], tensor, rtol=1e-12, atol=1e-12)
+
+
+def test_revert_keeps_the_first_edits_when_asked(digits_model, digits):
+    """revert(keep=n) undoes the edits made after the first n (a loaded checkpoint's own), bit for bit."""
+    remover = FictitiousClassRemover(digits_model)
+    feats = remover.extract_features(digits["train"], device=None)
+    start = snapshot(remover.model)
+    remover.remove_class(3, feats)
+    after_first = snapshot(remover.model)
+    remover.remove_class(5, feats, num_weights=2)
+    with pytest.raises(ValueError, match=r"keep must be an integer in \[0, 3\]"):
+        remover.revert(keep=4)
+    remover.revert(keep=1)
+    assert len(remover.edits) == 1 and state_equal(snapshot(remover.model), after_first)
+    remover.revert()
+    assert remover.edits == [] and state_equal(snapshot(remover.model), start)

@@ -264,3 +264,23 @@ def test_a_save_during_other_events_writes_the_numbers_the_page_shows(session, t
     labels, ids, names = reloaded._groups(feats, "label", ["place"])
     worst = group_metrics(reloaded.logits(feats.features).argmax(1), labels, ids, names)["worst_group"]
     assert carded == pytest.approx(shown["worst_group"]) and worst == pytest.approx(shown["worst_group"])
+
+
+@pytest.mark.slow
+def test_a_checkpoint_the_studio_saved_reopens_with_its_edits_as_the_starting_point(session, tmp_path):
+    """As its card says: reopened in the studio, the saved model keeps its own edits (they were reverted, the base
+    shown as the model, and every save failed), the page's starting row is the saved model, and saving again works,
+    the new edits recorded after the old ones."""
+    saved = session.save(tmp_path / "first", 0.1)
+    first = json.loads(open(os.path.join(saved, "fcr_config.json")).read())["edits"]
+    card = open(os.path.join(saved, "README.md"), encoding="utf-8").read()
+    assert "--dataset_name spurious_digits" in card or "hf-fcr studio  #" in card
+    again = StudioSession.load(StudioSource(model_name_or_path=saved, dataset_name="spurious_digits", seed=0))
+    assert [e.col for e in again.remover.edits] == [e["col"] for e in first]
+    assert again.methods["erm"]["validation"]["worst_group"] == pytest.approx(
+        session.at_rate(0.1)["validation"]["worst_group"]
+    )
+    resaved = again.save(tmp_path / "second", again.chosen_r)
+    second = json.loads(open(os.path.join(resaved, "fcr_config.json")).read())["edits"]
+    assert second[: len(first)] == first and len(second) >= len(first)
+    assert [e.col for e in again.remover.edits] == [e["col"] for e in first]  # back to the loaded model

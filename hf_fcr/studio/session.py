@@ -10,6 +10,7 @@ with the edit applied once.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -72,6 +73,7 @@ class StudioSession:
     _curves: dict[str, Any] = field(default_factory=dict, repr=False)
     _image_dir: str | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    loaded: tuple[int, dict[str, Any]] = field(default=(0, {}), repr=False)  # the checkpoint's edits and extras
 
     # ------------------------------------------------------------------------------------------------ loading
 
@@ -87,6 +89,7 @@ class StudioSession:
         progress = progress or (lambda fraction, text: None)
         progress(0.0, "loading the model and data")
         remover, data = _load(source)
+        loaded = (len(remover.edits), copy.deepcopy(remover.fcr_config_extra))  # a checkpoint's own edits stay
         train_split, val_split, test_split = source.splits
         for split in (train_split, val_split):
             if split not in data:
@@ -111,8 +114,8 @@ class StudioSession:
             attribute_column=source.attribute_column,
             seed=source.seed,
         )
-        remover.revert()  # the studio keeps the model unedited; save / push apply the edit at the chosen r
-        session = cls(remover, source, {s: data[s] for s in present}, features, search)
+        session = cls(remover, source, {s: data[s] for s in present}, features, search, loaded=loaded)
+        session._restore()  # the model stays as loaded; save / push apply the edit at the chosen r
         progress(0.7, "the other methods")
         session.methods = session._compare()
         progress(1.0, "ready")
@@ -242,7 +245,7 @@ class StudioSession:
         try:
             after = self.remover.logits(feats.features).argmax(1)
         finally:
-            self.remover.revert()
+            self._restore()
         names = self.remover.class_names
         per_class = [
             {
@@ -268,7 +271,7 @@ class StudioSession:
         try:
             return str(model_card(self.remover.edit_record(), library_of(self.remover.model), **info))
         finally:
-            self.remover.revert()
+            self._restore()
 
     @_locked
     def save(self, folder: str | os.PathLike, r: float, overwrite: bool = False) -> str:
@@ -278,7 +281,7 @@ class StudioSession:
         try:
             return str(self.remover.save_pretrained(folder, overwrite=overwrite, **info))
         finally:
-            self.remover.revert()
+            self._restore()
 
     @_locked
     def push(self, repo_id: str, r: float, token: str | None, private: bool = True) -> Any:
@@ -288,9 +291,16 @@ class StudioSession:
         try:
             return self.remover.push_to_hub(repo_id, private=private, token=token or None, **info)
         finally:
-            self.remover.revert()
+            self._restore()
 
     # ------------------------------------------------------------------------------------------------ helpers
+
+    def _restore(self) -> None:
+        """Back to the model as loaded: the edits made since are undone; a checkpoint's own edits (a model saved
+        by the studio, reopened) stay, with its record's extras."""
+        keep, extra = self.loaded
+        self.remover.revert(keep=keep)
+        self.remover.fcr_config_extra = copy.deepcopy(extra)
 
     def _apply(self, r: float) -> None:
         dtype = self.remover.head.weight.dtype
@@ -309,8 +319,8 @@ class StudioSession:
         ]
         model = repo_id or self.source.model_name_or_path
         command = "pip install 'hf-fcr[studio]' && hf-fcr studio" + (f" --model_name_or_path {model}" if model else "")
-        if self.source.dataset_name:
-            command += f" --dataset_name {self.source.dataset_name}"
+        if model:  # a model needs its data; the demo's is the built-in SpuriousDigits
+            command += f" --dataset_name {dataset}"
         return {"metrics": metrics, "command": f"{command}  # r = {float(r):.4f}"}
 
     def _compare(self) -> dict[str, dict[str, Any]]:
@@ -338,7 +348,7 @@ class StudioSession:
                 diagnose=False,
             )
             draws.append(self._metrics())
-            self.remover.revert()
+            self._restore()
         methods["fcr_random_attribute"] = {
             split: {k: statistics.mean(d[split][k] for d in draws) for k in ("worst_group", "average", "gap")}
             for split in self.splits
@@ -351,7 +361,7 @@ class StudioSession:
                 logger.warning("the head-level method %r failed in the studio: %s", method, err)
                 methods[method] = {"error": f"{type(err).__name__}: {err}"[:300]}
             finally:
-                self.remover.revert()
+                self._restore()
         return methods
 
     def _metrics(self) -> dict[str, dict[str, Any]]:
