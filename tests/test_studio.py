@@ -284,3 +284,41 @@ def test_a_checkpoint_the_studio_saved_reopens_with_its_edits_as_the_starting_po
     second = json.loads(open(os.path.join(resaved, "fcr_config.json")).read())["edits"]
     assert second[: len(first)] == first and len(second) >= len(first)
     assert [e.col for e in again.remover.edits] == [e["col"] for e in first]  # back to the loaded model
+
+
+@pytest.mark.slow
+def test_a_visitors_load_is_theirs_alone(session):
+    """One visitor's Load gives them their own session (kept in their page's state); the server's session, which
+    every other page shows, stays as it was."""
+    pytest.importorskip("gradio")
+    from hf_fcr.studio.app import _Handlers
+
+    handlers = _Handlers(StudioSource(), session, 0, 0, StudioPolicy())
+    out = handlers.load(None, "", "", "label", "place", progress=lambda fraction, desc=None: None)
+    theirs = out[-1]
+    assert isinstance(theirs, StudioSession) and theirs is not session and handlers.shared is session
+    assert handlers.current(None) is session and handlers.current(theirs) is theirs
+    failed = handlers.load(theirs, "no-such-org/no-such-model", "", "label", "place", progress=lambda *a, **k: None)
+    assert failed[0].startswith("**Error") and failed[-1] is theirs  # a failed load keeps what they had
+
+
+@pytest.mark.slow
+def test_a_string_attribute_column_works_on_the_page(tmp_path):
+    """The library takes string attributes ("place=water"); so does the studio (it refused them: "class labels
+    must be integers")."""
+    import timm
+
+    from hf_fcr.data import load_data
+
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
+    timm.models.save_for_hf(model, str(tmp_path / "model"), safe_serialization=True)
+    data = load_data("spurious_digits")
+    data = data.map(lambda b: {"texture": [f"texture-{p}" for p in b["place"]]}, batched=True)
+    data.save_to_disk(str(tmp_path / "data"))
+    source = StudioSource(
+        model_name_or_path=str(tmp_path / "model"), dataset_name=str(tmp_path / "data"), attribute_column="texture"
+    )
+    session = StudioSession.load(source)
+    rows = {row["method"].split(" ")[0] for row in session.table(session.chosen_r)}
+    assert {"erm", "fcr", "fcr_random_attribute", "dfr", "class_balanced", "auto"} <= rows
+    assert all("texture=texture-" in f["group"] for f in session.flips(1.0, limit=3))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,18 @@ def _at_rate(session: StudioSession, r: float) -> tuple:
 
 
 class _Handlers:
-    """What each control of the page does, on the current session (one per served app)."""
+    """What each control of the page does. The session the server opened (``shared``) is every visitor's until
+    they load another model: that one is theirs alone (``mine``, kept in their page's ``gr.State``)."""
 
     def __init__(
         self, source: StudioSource, session: StudioSession | None, loaded: int, follow: int, policy: StudioPolicy
     ) -> None:
-        self.source, self.session, self.loaded, self.follow = source, session, loaded, follow
+        self.source, self.shared, self.loaded, self.follow = source, session, loaded, follow
         self.policy = policy
+        self._opening = threading.Lock()  # the first visitors wait for one load of the shared session
+
+    def current(self, mine: StudioSession | None) -> StudioSession | None:
+        return mine if mine is not None else self.shared
 
     def show(self, session: StudioSession) -> list[Any]:
         d = session.search.diagnosis
@@ -112,68 +118,84 @@ class _Handlers:
             _gallery(session, r_value),
         ]
 
-    def load(self, model: str, dataset: str, label: str, attribute: str, progress: Any = _PROGRESS) -> list[Any]:
+    def _load(self, model: str, dataset: str, label: str, attribute: str, progress: Any) -> StudioSession:
+        wanted = StudioSource(
+            model_name_or_path=model.strip() or None,
+            dataset_name=dataset.strip() or None,
+            label_column=label.strip() or "label",
+            attribute_column=attribute.strip() or "place",
+            image_column=self.source.image_column,
+            splits=self.source.splits,
+            cache_dir=self.source.cache_dir,
+            seed=self.source.seed,
+        )
+        return StudioSession.load(wanted, lambda f, text: progress(f, desc=text))
+
+    def load(
+        self, mine: Any, model: str, dataset: str, label: str, attribute: str, progress: Any = _PROGRESS
+    ) -> list[Any]:
+        """A visitor's Load: their own session from then on (the others' pages keep theirs)."""
         try:
-            wanted = StudioSource(
-                model_name_or_path=model.strip() or None,
-                dataset_name=dataset.strip() or None,
-                label_column=label.strip() or "label",
-                attribute_column=attribute.strip() or "place",
-                image_column=self.source.image_column,
-                splits=self.source.splits,
-                cache_dir=self.source.cache_dir,
-                seed=self.source.seed,
-            )
-            session = StudioSession.load(wanted, lambda f, text: progress(f, desc=text))
+            session = self._load(model, dataset, label, attribute, progress)
         except Exception as err:  # every failure becomes a message; the page keeps what it showed
-            return [_error(err), *[gr.update() for _ in range(self.loaded)]]
-        self.session = session
-        return [f"Loaded {wanted.model_name_or_path or DEMO}.", *self.show(session)]
+            return [_error(err), *[gr.update() for _ in range(self.loaded)], mine]
+        return [f"Loaded {session.source.model_name_or_path or DEMO}.", *self.show(session), session]
 
     def open(self, progress: Any = _PROGRESS) -> list[Any]:
-        if self.session is None:
-            s = self.source
-            return self.load(s.model_name_or_path or "", s.dataset_name or "", s.label_column, s.attribute_column)
-        return ["Loaded.", *self.show(self.session)]
+        """A page opened: the shared session, loaded by the first visitor."""
+        with self._opening:
+            if self.shared is None:
+                s = self.source
+                try:
+                    self.shared = self._load(
+                        s.model_name_or_path or "", s.dataset_name or "", s.label_column, s.attribute_column, progress
+                    )
+                except Exception as err:
+                    return [_error(err), *[gr.update() for _ in range(self.loaded)]]
+        return [f"Loaded {self.shared.source.model_name_or_path or DEMO}.", *self.show(self.shared)]
 
-    def rate(self, value: float) -> list[Any]:
-        if self.session is None:
+    def rate(self, mine: Any, value: float) -> list[Any]:
+        session = self.current(mine)
+        if session is None:
             return [gr.update() for _ in range(self.follow)]
-        return list(_at_rate(self.session, float(value)))
+        return list(_at_rate(session, float(value)))
 
-    def gallery(self, value: float) -> Any:
-        return gr.update() if self.session is None else _gallery(self.session, float(value))
+    def gallery(self, mine: Any, value: float) -> Any:
+        session = self.current(mine)
+        return gr.update() if session is None else _gallery(session, float(value))
 
-    def remove(self, name: str, n: float, rate: float) -> list[Any]:
+    def remove(self, mine: Any, name: str, n: float, rate: float) -> list[Any]:
         try:
-            result = self.session.remove_class(name, int(n), float(rate))
+            result = self.current(mine).remove_class(name, int(n), float(rate))
         except Exception as err:
             return [_error(err), gr.update(), gr.update()]
         table = pd.DataFrame(result["per_class"])
         return ["Removed on validation (the model is unchanged).", table, result["edits"]]
 
-    def preview(self, value: float) -> list[Any]:
+    def preview(self, mine: Any, value: float) -> list[Any]:
         try:
-            return ["Card rendered below.", _card_markdown(self.session.card(float(value)))]
+            return ["Card rendered below.", _card_markdown(self.current(mine).card(float(value)))]
         except Exception as err:
             return [_error(err), gr.update()]
 
-    def save(self, value: float, path: str, replace: bool) -> list[Any]:
+    def save(self, mine: Any, value: float, path: str, replace: bool) -> list[Any]:
         try:
+            session = self.current(mine)
             target = self.policy.save_path(path)
-            text = _card_markdown(self.session.card(float(value)))
-            written = self.session.save(target, float(value), overwrite=replace)
+            text = _card_markdown(session.card(float(value)))
+            written = session.save(target, float(value), overwrite=replace)
         except Exception as err:
             return [_error(err), gr.update()]
         return [f"Saved to `{written}` (r = {float(value):.4f}).", text]
 
-    def push(self, value: float, repo_id: str, secret: str, is_private: bool) -> list[Any]:
+    def push(self, mine: Any, value: float, repo_id: str, secret: str, is_private: bool) -> list[Any]:
         try:
             if not repo_id.strip():
                 raise ValueError("give a Hub repo id (org/name) to push to.")
+            session = self.current(mine)
             token = self.policy.push_token(secret)
-            text = _card_markdown(self.session.card(float(value), repo_id.strip()))
-            self.session.push(repo_id.strip(), float(value), token=token, private=is_private)
+            text = _card_markdown(session.card(float(value), repo_id.strip()))
+            session.push(repo_id.strip(), float(value), token=token, private=is_private)
         except Exception as err:
             return [_error(err), gr.update()]
         return [f"Pushed to `{repo_id.strip()}` ({'private' if is_private else 'public'}).", text]
@@ -244,15 +266,16 @@ def build_app(
         follow = [worst, average, bars, curve, methods]
         loaded = [verdict, diagnosis_plot, r, cls, *follow, flips]
         h = _Handlers(source, session, len(loaded), len(follow), policy)
-        load.click(h.load, [model_box, data_box, label_box, attribute_box], [status, *loaded])
+        mine = gr.State(None)  # this visitor's own session, once they load a model
+        load.click(h.load, [mine, model_box, data_box, label_box, attribute_box], [status, *loaded, mine])
         app.load(h.open, None, [status, *loaded])
         # the numbers and plots first, without the queue (closed form: tens of milliseconds), then the gallery
-        moved = r.change(h.rate, [r], follow, show_progress="hidden", trigger_mode="always_last", queue=False)
-        moved.then(h.gallery, [r], [flips], show_progress="hidden", trigger_mode="always_last")
-        remove.click(h.remove, [cls, num_weights, removal_r], [status, per_class, edited])
-        preview.click(h.preview, [r], [status, card])
-        save.click(h.save, [r, folder, overwrite], [status, card])
-        push.click(h.push, [r, repo, token, private], [status, card])
+        moved = r.change(h.rate, [mine, r], follow, show_progress="hidden", trigger_mode="always_last", queue=False)
+        moved.then(h.gallery, [mine, r], [flips], show_progress="hidden", trigger_mode="always_last")
+        remove.click(h.remove, [mine, cls, num_weights, removal_r], [status, per_class, edited])
+        preview.click(h.preview, [mine, r], [status, card])
+        save.click(h.save, [mine, r, folder, overwrite], [status, card])
+        push.click(h.push, [mine, r, repo, token, private], [status, card])
     return app
 
 

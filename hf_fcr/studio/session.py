@@ -330,12 +330,14 @@ class StudioSession:
         from ..experiments.compare import RANDOM_ATTRIBUTE_DRAWS
         from ..feature_set import FeatureSet
         from ..head_methods import head_method_names
+        from ..probe import encode_values
 
         s = self.source
         train, val = self.features[s.splits[0]], self.features[s.splits[1]]
         common = {"label_column": s.label_column, "attribute_column": s.attribute_column, "seed": s.seed}
         methods = {"erm": self._metrics()}
-        labels, attribute = train.labels(s.label_column), train.labels(s.attribute_column)
+        labels = train.labels(s.label_column)
+        attribute, _ = encode_values(train[s.attribute_column])  # integer ids or strings ("water", "land")
         draws = []
         for draw in range(RANDOM_ATTRIBUTE_DRAWS):
             shuffled = random_attribute(labels, attribute, seed=1000 * s.seed + draw)
