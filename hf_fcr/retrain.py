@@ -135,10 +135,11 @@ def check_every_class(labels: torch.Tensor, num_classes: int, class_names: Seque
     present = set(torch.unique(labels).tolist())
     missing = [c for c in range(num_classes) if c not in present]
     if missing:
-        names = [f"{c} ({class_names[c]!r})" if class_names else str(c) for c in missing]
+        names = [f"{c} ({class_names[c]!r})" if class_names else str(c) for c in missing[:10]]
+        more = f" and {len(missing) - 10} more ({len(missing)} of {num_classes})" if len(missing) > 10 else ""
         raise ValueError(
-            f"class {', '.join(names)} has no rows in the data the head is retrained on: the new head would never "
-            "predict it. Retrain on data with rows of every class (or remove the class with remove_class)."
+            f"class {', '.join(names)}{more} has no rows in the data the head is retrained on: the new head would "
+            "never predict it. Retrain on data with rows of every class (or remove the class with remove_class)."
         )
 
 

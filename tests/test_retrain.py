@@ -109,3 +109,14 @@ def test_one_blas_thread_limits_blas_and_restores_it():
     with one_blas_thread():
         assert set(blas_threads().values()) <= {1}
     assert blas_threads() == before
+
+
+def test_a_thousand_class_head_without_rows_for_most_classes_gets_a_short_message():
+    """A 1,000-class head retrained on data of two classes: the message names the first ten missing classes and
+    counts the rest (it listed all 998, 12,935 characters, on the studio's page)."""
+    from hf_fcr.retrain import check_every_class
+
+    names = [f"class-{i}" for i in range(1000)]
+    with pytest.raises(ValueError, match=r"and 988 more \(998 of 1000\) has no rows") as err:
+        check_every_class(torch.tensor([0, 1, 0, 1]), 1000, names)
+    assert len(str(err.value)) < 400 and "'class-2'" in str(err.value)
