@@ -94,6 +94,15 @@ def _nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
     return ~finite.all(dim=tuple(range(1, t.ndim))) if t.ndim > 1 else ~finite
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` are one device (``cuda`` is the current CUDA device)."""
+
+    def index(d: torch.device) -> int | None:
+        return torch.cuda.current_device() if d.type == "cuda" and d.index is None else d.index
+
+    return a.type == b.type and index(a) == index(b)
+
+
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     """True when ``a`` and ``b`` are views of the same memory with the same shape (nothing to compare)."""
     return a.shape == b.shape and a.stride() == b.stride() and a.data_ptr() == b.data_ptr() and a.dtype == b.dtype
@@ -250,8 +259,10 @@ class FeaturePass:
         model.eval()
         total = len(data) if hasattr(data, "__len__") and world_size == 1 else None
         bar = tqdm(total=total, disable=not options.progress or rank != 0, desc="features", unit="img")
+        moved = not _same_device(device, home)  # a model spread over devices (a device map) is left as it is
         try:
-            model.to(device)
+            if moved:
+                model.to(device)
             autocast = options.autocast_dtype
             # one autocast region for the whole pass, as a plain inference loop has: the weights' low-precision
             # copies are cast once, not once per batch (the cache lives until the outermost region ends). Outside
@@ -276,7 +287,8 @@ class FeaturePass:
             checks.raise_first()
         finally:
             bar.close()
-            model.to(home)
+            if moved:
+                model.to(home)
             model.train(was_training)
 
     def _cache(self, cache_dir: str | os.PathLike | None, identity: dict[str, Any] | None, data: Any) -> str | None:
