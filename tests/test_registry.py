@@ -227,3 +227,24 @@ def head_methods_registry():
     from hf_fcr import head_methods
 
     return head_methods._REGISTRY
+
+
+@pytest.mark.parametrize("source, what", [("def broken(:\n", "SyntaxError"), ("raise SystemExit(0)\n", "SystemExit")])
+def test_a_plugin_that_fails_on_import_is_a_clear_cli_error(tmp_path, monkeypatch, capsys, source, what):
+    """A plugin module with a syntax error escaped --json as a raw traceback, and one that calls SystemExit(0)
+    reported success; both are a usage error naming the module (a JSON one with --json). Plugin modules resolve
+    from the working folder, as the README's HF_FCR_PLUGINS=my_methods example runs."""
+    from hf_fcr.cli import main
+
+    (tmp_path / "my_methods.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.setenv("HF_FCR_PLUGINS", "my_methods")
+    with pytest.raises(SystemExit) as exit_:
+        main(["neutralize", "--model_name_or_path", "nowhere", "--dataset_name", "spurious_digits", "--json",
+              "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    assert exit_.value.code == 2
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["error"]["type"] == "UsageError"
+    assert f"HF_FCR_PLUGINS names 'my_methods', which cannot be imported: {what}" in printed["error"]["message"]
+    sys.modules.pop("my_methods", None)
