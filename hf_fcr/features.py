@@ -58,7 +58,7 @@ class BatchChecks:
 
     def record(self, kind: str, bad: torch.Tensor, batch: int) -> None:
         """Note the rows of batch ``batch`` where ``bad`` (a bool vector) holds, for problem ``kind``: ``"images"``,
-        ``"head"`` or ``"features"``."""
+        ``"head"``, ``"features"`` or ``"logits"``."""
         if bad.numel() == 0:
             return
         rows = torch.arange(len(bad), device=bad.device) + (batch << self._ROW_BITS)
@@ -71,7 +71,7 @@ class BatchChecks:
         if not self.first:
             return
         codes = dict(zip(self.first, torch.stack(list(self.first.values())).tolist()))
-        order = ("images", "head", "features")  # at one row, the cause before its effects
+        order = ("images", "head", "features", "logits")  # at one row, the cause before its effects
         found = sorted((code, order.index(kind), kind) for kind, code in codes.items() if code < self._NONE)
         if not found:
             return
@@ -84,6 +84,8 @@ class BatchChecks:
             )
         if kind == "head":
             raise not_logits(self.head_name, f"their values differ at {where}")
+        if kind == "logits":
+            raise ValueError(f"the head's logits are NaN or inf ({where}): check the head's weights.")
         raise ValueError(f"the model produced NaN or inf features ({where}): check the inputs' preprocessing.")
 
 
@@ -434,7 +436,9 @@ class FeaturePass:
             checks = BatchChecks(self.image_column, self.head_name)
             for index, (_, features, columns) in enumerate(self.features(data, [label_column], done, checks), done):
                 labels = self._host_labels(FeatureSet(features, columns), label_column, check_labels, checks, index)
-                stats.update(features, logits(features), labels.to(device, non_blocking=True), check_values=False)
+                z = logits(features)
+                checks.record("logits", _nonfinite_rows(z), index)
+                stats.update(features, z, labels.to(device, non_blocking=True), check_values=False)
                 done += 1
                 if options.checkpoint_due(done):
                     checks.raise_first()  # nothing bad is saved

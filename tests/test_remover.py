@@ -406,3 +406,14 @@ def test_revert_keeps_the_first_edits_when_asked(digits_model, digits):
     assert len(remover.edits) == 1 and state_equal(snapshot(remover.model), after_first)
     remover.revert()
     assert remover.edits == [] and state_equal(snapshot(remover.model), start)
+
+
+def test_a_head_with_nan_weights_is_named_when_the_streamed_statistics_end(digits_model):
+    """The statistics are summed without reading values back; a head whose logits are NaN is still refused when the
+    pass ends (naming the first batch and row), not summed into NaN statistics."""
+    remover = FictitiousClassRemover(digits_model)
+    with torch.no_grad():
+        remover.head.weight[3, 0] = float("nan")
+    batches = [{"image": torch.rand(4, 1, 8, 8), "label": torch.arange(4)} for _ in range(2)]
+    with pytest.raises(ValueError, match=r"logits are NaN or inf \(batch 0, row 0\): check the head's weights"):
+        remover.collect(batches, device="cpu")
