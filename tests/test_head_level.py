@@ -97,20 +97,26 @@ def test_stored_head_tensors_are_checked_like_single_weights(tmp_path, tamper, m
     assert state_equal(snapshot(remover.model), before)
 
 
-def test_a_head_level_edit_refuses_another_backbone_with_the_same_head(tmp_path):
-    remover, base = _timm(tmp_path)
-    feats = remover.extract_features([_batch()], columns=("label", "place"))
-    remover.neutralize_spurious(feats, feats, method="dfr", diagnose=False)
-    tiny = remover.save_pretrained(tmp_path / "tiny", edits_only=True)
-    # the same base head on a backbone fine-tuned a little: the new head was not fit to its features
+def _point_at_another_backbone(artifact, base, tmp_path):
+    """Make the edits-only ``artifact`` name a copy of ``base`` whose backbone was fine-tuned a little (the head
+    kept as it was: the edits were not made on its features); returns the record as rewritten."""
     other = timm.create_model("local-dir:" + str(base), pretrained=True).eval()
     with torch.no_grad():
         other.conv1[0].weight.mul_(1.01)
     other_base = tmp_path / "other-base"
     timm.models.save_for_hf(other, str(other_base), safe_serialization=True)
-    record = json.loads((tiny / CONFIG_NAME).read_text())
+    record = json.loads((artifact / CONFIG_NAME).read_text())
     record["base_model_name_or_path"] = str(other_base)
-    (tiny / CONFIG_NAME).write_text(json.dumps(record))
+    (artifact / CONFIG_NAME).write_text(json.dumps(record))
+    return record
+
+
+def test_a_head_level_edit_refuses_another_backbone_with_the_same_head(tmp_path):
+    remover, base = _timm(tmp_path)
+    feats = remover.extract_features([_batch()], columns=("label", "place"))
+    remover.neutralize_spurious(feats, feats, method="dfr", diagnose=False)
+    tiny = remover.save_pretrained(tmp_path / "tiny", edits_only=True)
+    _point_at_another_backbone(tiny, base, tmp_path)
     with pytest.raises(EditRecordError, match=r"backbone .* is not the one this dfr head was fitted on"):
         FictitiousClassRemover.from_pretrained(str(tiny))
 
@@ -122,15 +128,8 @@ def test_a_single_weight_edit_refuses_another_backbone_and_an_older_record_warns
     feats = remover.extract_features([_batch()], columns=("label", "place"))
     remover.remove_class(1, feats, r=0.5)
     tiny = remover.save_pretrained(tmp_path / "tiny", edits_only=True)
-    other = timm.create_model("local-dir:" + str(base), pretrained=True).eval()
-    with torch.no_grad():
-        other.conv1[0].weight.mul_(1.01)
-    other_base = tmp_path / "other-base"
-    timm.models.save_for_hf(other, str(other_base), safe_serialization=True)
-    record = json.loads((tiny / CONFIG_NAME).read_text())
+    record = _point_at_another_backbone(tiny, base, tmp_path)
     assert len(record["edits"][0]["backbone_sha256"]) == 64
-    record["base_model_name_or_path"] = str(other_base)
-    (tiny / CONFIG_NAME).write_text(json.dumps(record))
     with pytest.raises(EditRecordError, match=r"backbone .* is not the one this single-weight edit was made on"):
         FictitiousClassRemover.from_pretrained(str(tiny))
     for edit in record["edits"]:
