@@ -53,5 +53,5 @@ def test_fractional_group_ids_are_refused_not_merged(metric):
         with pytest.raises(ValueError, match="group id 0.2 is not a whole number"):
             metric.compute(**args, groups=groups)
     with pytest.raises(ValueError, match="not a whole number"):
-        metric.add(prediction=1, reference=1, group=0.5)
+        metric.add(prediction=1, reference=1, groups=0.5)
     assert metric.compute(**args, groups=[0.0, 1.0])["worst_group_accuracy"] == 0.0  # whole floats are ids

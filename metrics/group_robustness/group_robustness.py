@@ -76,7 +76,7 @@ class GroupRobustness(evaluate.Metric):
 
     def add(self, *, prediction=None, reference=None, **kwargs):
         """Add one prediction, reference and group (a fractional numeric group id is refused)."""
-        _check_groups([kwargs["group"]] if "group" in kwargs else kwargs.get("groups"))
+        _check_groups([kwargs["groups"]] if "groups" in kwargs else None)  # one example: one group
         return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def _compute(self, predictions, references, groups, train_group_frequencies=None):
