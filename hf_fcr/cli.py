@@ -487,9 +487,9 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
             from .hub import check_replaceable
 
             try:
-                check_replaceable(out, overwrite=True)
+                check_replaceable(out, overwrite=True, option="--overwrite")
             except FileExistsError as err:
-                return f"--output_dir --overwrite: {str(err).replace('overwrite=True', '--overwrite')}"
+                return f"--output_dir --overwrite: {err}"
     method = getattr(args, "method", None)
     if method is not None and method not in ("fcr", "auto"):
         from .head_methods import get_head_method

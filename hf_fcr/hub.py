@@ -393,10 +393,10 @@ def save_checkpoint(
     return target
 
 
-def check_replaceable(target: str | os.PathLike, overwrite: bool) -> None:
+def check_replaceable(target: str | os.PathLike, overwrite: bool, option: str = "overwrite=True") -> None:
     """Refuse to write into ``target`` when it holds anything that a save would replace without ``overwrite``, and,
     with it, anything but an hf-fcr checkpoint (a folder with ``fcr_config.json``): a save never deletes a folder
-    that hf-fcr did not write.
+    that hf-fcr did not write. ``option``: how the caller spells overwriting (the CLI's ``--overwrite``).
 
     Raises:
         FileExistsError: naming what is there and the fix.
@@ -408,11 +408,11 @@ def check_replaceable(target: str | os.PathLike, overwrite: bool) -> None:
     if not names:
         return
     if not overwrite:
-        raise FileExistsError(f"{target} is not empty; pass overwrite=True to replace its contents.")
+        raise FileExistsError(f"{target} is not empty; pass {option} to replace its contents.")
     if not (target / CONFIG_NAME).is_file():
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         raise FileExistsError(
-            f"{target} holds files that are not an hf-fcr checkpoint ({shown}; no {CONFIG_NAME}): overwrite=True "
+            f"{target} holds files that are not an hf-fcr checkpoint ({shown}; no {CONFIG_NAME}): {option} "
             "replaces only a folder that hf-fcr saved. Choose another folder, or empty this one yourself."
         )
 
