@@ -71,45 +71,46 @@ def _models(quick: bool) -> dict[str, Callable[[], tuple[torch.nn.Module, bool]]
     }
 
 
-def on_device(device: torch.device, n: int, batch_size: int, quick: bool, repeats: int) -> list[dict[str, Any]]:
-    """Plain pass, ``collect`` and ``extract_features`` on batches already on ``device``."""
+def _passes(
+    build: Callable[[], tuple[torch.nn.Module, bool]], device: torch.device, batch_size: int, num_batches: int
+) -> dict[str, Callable[[], None]]:
+    """The three passes over ``num_batches`` synthetic 224 px batches already on ``device``, each ending with one
+    synchronization: ``plain`` (the model under one bf16 autocast region), ``collect`` and ``extract``."""
     from hf_fcr import FictitiousClassRemover
 
+    model, channels_last = build()
+    model = model.to(device).eval()
+    x = torch.randn(batch_size, 3, 224, 224, device=device)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    loader = [{"image": x, "label": torch.randint(0, 1000, (batch_size,))}] * num_batches
+    remover = FictitiousClassRemover(model)
+    options = dict(device=device, batch_size=batch_size, autocast_dtype=torch.bfloat16, channels_last=channels_last)
+
+    def plain() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+            for batch in loader:
+                model(batch["image"])
+        _sync(device)
+
+    def collect() -> None:
+        remover.collect(loader, rows=[0], **options)
+        _sync(device)
+
+    def extract() -> None:
+        remover.extract_features(loader, **options)
+        _sync(device)
+
+    return {"plain": plain, "collect": collect, "extract": extract}
+
+
+def on_device(device: torch.device, n: int, batch_size: int, quick: bool, repeats: int) -> list[dict[str, Any]]:
+    """Plain pass, ``collect`` and ``extract_features`` on batches already on ``device``."""
     out = []
     for name, build in _models(quick).items():
-        model, channels_last = build()
-        model = model.to(device).eval()
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        size = 224
-        x = torch.randn(batch_size, 3, size, size, device=device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, 1000, (batch_size,))
-        loader = [{"image": x, "label": labels}] * (n // batch_size)
-        autocast = dict(device_type=device.type, dtype=torch.bfloat16)
-
-        def plain(model: torch.nn.Module = model, loader: list = loader, autocast: dict = autocast) -> None:
-            with torch.inference_mode(), torch.autocast(**autocast):
-                for batch in loader:
-                    model(batch["image"])
-            _sync(device)
-
-        remover = FictitiousClassRemover(model)
-        options = dict(
-            device=device, batch_size=batch_size, autocast_dtype=torch.bfloat16, channels_last=channels_last
-        )
-
-        def collect(remover: Any = remover, loader: list = loader, options: dict = options) -> None:
-            remover.collect(loader, rows=[0], **options)
-            _sync(device)
-
-        def extract(remover: Any = remover, loader: list = loader, options: dict = options) -> None:
-            remover.extract_features(loader, **options)
-            _sync(device)
-
-        t_plain, t_collect, t_extract = (_best_of(f, repeats) for f in (plain, collect, extract))
-        images = len(loader) * batch_size
+        passes = _passes(build, device, batch_size, n // batch_size)
+        t_plain, t_collect, t_extract = (_best_of(passes[k], repeats) for k in ("plain", "collect", "extract"))
+        images = (n // batch_size) * batch_size
         out.append(
             {
                 "model": name,
@@ -122,7 +123,7 @@ def on_device(device: torch.device, n: int, batch_size: int, quick: bool, repeat
             }
         )
         print(out[-1], flush=True)
-        del model, remover
+        del passes
     return out
 
 
@@ -132,33 +133,15 @@ def profile(device: torch.device, batch_size: int, quick: bool, path: str) -> di
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from hf_fcr import FictitiousClassRemover
-
     name, build = next(iter(_models(quick).items()))
-    model, channels_last = build()
-    model = model.to(device).eval().to(memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    x = torch.randn(batch_size, 3, 224, 224, device=device)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    loader = [{"image": x, "label": torch.randint(0, 1000, (batch_size,))}] * 4
-    remover = FictitiousClassRemover(model)
-
-    def plain() -> None:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
-            for batch in loader:
-                model(batch["image"])
-        _sync(device)
-
-    def collect() -> None:
-        remover.collect(loader, rows=[0], device=device, autocast_dtype=torch.bfloat16, channels_last=channels_last)
-        _sync(device)
-
+    passes = _passes(build, device, batch_size, 4)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     out: dict[str, Any] = {"model": name}
     with open(path, "w") as report:
-        for what, fn in (("plain", plain), ("collect", collect)):
-            fn()  # warm-up
+        for what in ("plain", "collect"):
+            passes[what]()  # warm-up
             with torch_profile(activities=activities) as prof:
-                fn()
+                passes[what]()
             events = prof.key_averages()
             counts = {e.key: e.count for e in events}
             out[what] = {
