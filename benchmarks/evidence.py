@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/, outside the wheel
+from research.tables import method_table  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -42,13 +44,6 @@ TITLES = {
 SPUCO_MAGNITUDE = {"spuco": 14, "spuco_patch": 4}
 
 
-def mean_std(values: list[float], scale: float = 100.0) -> str:
-    """``mean ± std`` of ``values`` times ``scale`` (percent by default), one decimal."""
-    values = [scale * v for v in values]
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {spread:.1f}"
-
-
 def run(benchmark: str, seeds: list[int], out: Path) -> None:
     for seed in seeds:
         folder = out / benchmark / f"seed{seed}"
@@ -62,7 +57,7 @@ def run(benchmark: str, seeds: list[int], out: Path) -> None:
             spuco(load_mnist(), [seed], 1, 0.95, out / benchmark, print, magnitude=SPUCO_MAGNITUDE[benchmark])
             (out / benchmark / f"spuco_seed{seed}").rename(folder)
         else:
-            from hf_fcr.experiments.demo import run_demo
+            from hf_fcr.demo.main import run_demo
 
             run_demo(folder, seed=seed, arch=ARCHS[benchmark], overwrite=True, progress=False)
         print(f"{benchmark} seed {seed} done", flush=True)
@@ -74,8 +69,8 @@ def compare_with_cold_fits(compare: Callable[..., Any]) -> Callable[..., Any]:
     ``methods["cold_fits"]``: the paired control of what warm starts change, in the same process."""
     from speed import from_zero
 
-    from hf_fcr.experiments.compare import _groups
-    from hf_fcr.metrics import group_metrics
+    from hf_fcr.core.metrics import group_metrics
+    from hf_fcr.demo.compare import _groups
 
     def wrapped(remover: Any, splits: tuple, **kwargs: Any) -> tuple[dict, Any]:
         train, val, test = splits
@@ -101,206 +96,6 @@ def table(benchmark: str, out: Path) -> str:
     return method_table(runs, TITLES[benchmark]) if runs else ""
 
 
-def method_table(runs: list[dict], title: str) -> str:
-    """Every method's test worst-group and average accuracy (mean +- std over ``runs``, the seeds' results.json),
-    the paired per-seed difference FCR - method, the diagnosis, auto's choices and the inferred attribute's
-    agreement with the truth."""
-    lines = [
-        f"### {title} ({len(runs)} seeds: {', '.join(str(r['seed']) for r in runs)})\n",
-        "| method | worst-group % | average % | FCR - method, worst group (paired, points) |",
-        "|---|---|---|---|",
-    ]
-    from hf_fcr.experiments.compare import METHOD_ORDER
-
-    for method in METHOD_ORDER:
-        m = [r["methods"][method] for r in runs]
-        diff = [r["methods"]["fcr"]["worst_group"] - x["worst_group"] for r, x in zip(runs, m)]
-        paired = "-" if method == "fcr" else mean_std(diff)
-        worst, average = mean_std([x["worst_group"] for x in m]), mean_std([x["average"] for x in m])
-        lines.append(f"| {method} | {worst} | {average} | {paired} |")
-    d = [r["diagnosis"] for r in runs]
-    autos = ", ".join(f"seed {r['seed']}: {r['methods']['auto']['choice']['method']}" for r in runs)
-    ari = [r["methods"]["fcr_inferred_attribute"]["agreement_ari"] for r in runs]
-    inferred = [
-        r["methods"]["fcr_inferred_attribute"]["worst_group"] - r["methods"]["fcr_random_attribute"]["worst_group"]
-        for r in runs
-    ]
-    carried = sum(x["one_weight"] for x in d)
-    lines += [
-        "",
-        f"- Diagnosis (validation): one weight carries the cue on {carried} of {len(d)} seeds; FCR gain "
-        f"{mean_std([x['fcr_gain'] for x in d])} points vs random attributes "
-        f"{mean_std([max(x['random_gains']) for x in d])} "
-        f"(best draw); M' accuracy {mean_std([x['fictitious_accuracy'] for x in d])} %, from its top feature alone "
-        f"{mean_std([x['top_accuracy']['top1'] for x in d])} %; top-10 logit share "
-        f"{mean_std([x['logit_share']['top10'] for x in d])} %.",
-        f"- Verdict (seed {runs[0]['seed']}): {d[0]['verdict']}",
-        f"- auto chose: {autos}.",
-        *auto_refit_lines(runs),
-        *cold_fit_lines(runs),
-        "- Inferred attribute (per-class KMeans): agreement with the truth (adjusted Rand index) "
-        f"{mean_std(ari, 1.0)}; "
-        f"FCR with it minus FCR with random attributes, worst group (paired): {mean_std(inferred)} points.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-# the row of each head-level method auto can choose: what that method gives alone on all of validation (tuned again)
-ALONE = {"dfr": "dfr", "class_balanced": "dfr_class_balanced"}
-
-
-def auto_refit_lines(runs: list[dict]) -> list[str]:
-    """auto refits its head-level choice on all of validation with the C validated on half of it; before, it tuned C
-    again, which gave exactly the chosen method's own row. The paired difference (auto - that row) over the seeds
-    where auto chose a head-level fix."""
-    pairs = [
-        (r["methods"]["auto"], r["methods"][ALONE[r["methods"]["auto"]["choice"]["method"]]])
-        for r in runs
-        if r["methods"]["auto"]["choice"]["method"] in ALONE
-    ]
-    if not pairs:
-        return []
-    same_c = sum(a["choice"].get("C") == alone["choice"].get("C") for a, alone in pairs)
-    return [
-        f"- auto's refit with the C its half of validation chose, against the chosen method tuned again on all of "
-        f"validation (auto before this release), {len(pairs)} seeds: worst group "
-        f"{mean_std([a['worst_group'] - alone['worst_group'] for a, alone in pairs])} points, average "
-        f"{mean_std([a['average'] - alone['average'] for a, alone in pairs])} points (paired); the same C on "
-        f"{same_c} of {len(pairs)}."
-    ]
-
-
-def cold_fit_lines(runs: list[dict]) -> list[str]:
-    """Head fits started where the previous one ended against the same fits from zero (``methods["cold_fits"]``, run
-    in the same process on the same features): auto's choices and each method's test accuracy, paired per seed."""
-    runs = [r for r in runs if "cold_fits" in r["methods"]]
-    if not runs:
-        return []
-    choices = [(r["methods"]["auto"]["choice"], r["methods"]["cold_fits"]["auto"]["choice"]) for r in runs]
-    same_method = sum(warm["method"] == cold["method"] for warm, cold in choices)
-    same_c = sum(warm == cold for warm, cold in choices)
-    cells = []
-    for method in ("dfr", "dfr_class_balanced", "auto"):
-        pairs = [(r["methods"][method], r["methods"]["cold_fits"][method]) for r in runs]
-        worst = mean_std([warm["worst_group"] - cold["worst_group"] for warm, cold in pairs])
-        average = mean_std([warm["average"] - cold["average"] for warm, cold in pairs])
-        cells.append(f"{method} {worst} / {average}")
-    return [
-        f"- Warm-started head fits against the same fits from zero ({len(runs)} seeds, paired, same process): auto's "
-        f"method the same on {same_method} of {len(runs)}, its C too on {same_c}; warm - cold, test worst group / "
-        "average in points: " + "; ".join(cells) + "."
-    ]
-
-
-def figure8_table(runs: list[dict], r_values: list[float], title: str) -> str:
-    """Figure 8 (sub-class removal): forget / retain per rate, SCA beside grad x act, with the plain argmax
-    (Algorithm 2) and with the supporting-sign rule, mean +- std over the seeds; then how often the two selections
-    picked different weights."""
-    header = "| r | SCA forget | SCA retain | grad x act forget | grad x act retain |"
-    lines = [title]
-    for rule, suffix in (("plain argmax (Algorithm 2)", ""), ("supporting-sign rule", "_supporting")):
-        if "sca" + suffix not in runs[0]["curves"]:
-            continue
-        lines += ["", f"{rule}:", "", header, "|---|---|---|---|---|"]
-        for i, r in enumerate(r_values):
-            cells = [
-                mean_std([run["curves"][sel + suffix][i][key] for run in runs])
-                for sel in ("sca", "grad_x_act")
-                for key in ("forget", "retain")
-            ]
-            lines.append(f"| {r} | " + " | ".join(cells) + " |")
-        if "retain_same_class" in runs[0]["curves"]["sca" + suffix][-1]:
-            same = [
-                mean_std([run["curves"][sel + suffix][-1]["retain_same_class"] for run in runs])
-                for sel in ("sca", "grad_x_act")
-            ]
-            lines.append(
-                f"\nAt r = {r_values[-1]}, the other sub-classes of the removed one's own class keep {same[0]} (SCA) "
-                f"and {same[1]} (grad x act)."
-            )
-        if "random" + suffix in runs[0]["curves"]:
-            last = [run["curves"]["random" + suffix][-1] for run in runs]
-            lines.append(
-                f"\nControl, one random weight of the class's row{' (supporting)' if suffix else ''} at r = "
-                f"{r_values[-1]}: forget {mean_std([x['forget'] for x in last])}, retain "
-                f"{mean_std([x['retain'] for x in last])}, the removed one's class-mates "
-                f"{mean_std([x['retain_same_class'] for x in last])}."
-            )
-        if "weights" in runs[0]:
-            sca, gxa = ([run["weights"][sel + suffix] for run in runs] for sel in ("sca", "grad_x_act"))
-            differ = [sum(a[v] != b[v] for v in a) for a, b in zip(sca, gxa)]
-            lines.append(
-                f"\nSCA and grad x act picked different weights for {', '.join(map(str, differ))} of {len(sca[0])} "
-                "sub-classes (per seed)."
-            )
-    return "\n".join(lines) + "\n"
-
-
-def figure6_table(runs: list[dict], model: str, sizes: tuple[int, ...]) -> str:
-    """Figures 6-7 (class removal): each class alone with 1-3 weights under both candidate rules (forgotten-class
-    accuracy, the worst class, the others' change), then ``sizes`` classes at once; mean +- std over the seeds."""
-    lines = [
-        f"| removal ({model}, {len(runs)} seeds) | candidates | forgotten class acc. % | worst class % | "
-        "others' change (points) |",
-        "|---|---|---|---|---|",
-    ]
-    for mode in ("supporting", "all"):
-        for n in (1, 2, 3):
-            per_seed = [[x for x in r["single"][mode] if x["num_weights"] == n] for r in runs]
-            if not per_seed[0]:
-                continue
-            lines.append(
-                f"| one class, {n} weight(s) | {mode} | "
-                f"{mean_std([statistics.mean(x['forget'] for x in p) for p in per_seed])} | "
-                f"{mean_std([max(x['forget'] for x in p) for p in per_seed])} | "
-                f"{mean_std([statistics.mean(x['retain_change'] for x in p) for p in per_seed])} |"
-            )
-    for k in sizes:
-        rows = [next(x for x in r["multi"] if x["num_removed"] == k) for r in runs]
-        lines.append(
-            f"| {k} classes at once, 1 weight each | supporting | {mean_std([x['removed_accuracy'] for x in rows])} | "
-            f"- | {mean_std([x['retained_change'] for x in rows])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def removal_controls_table(runs: list[dict]) -> str:
-    """One class removed with one weight beside its controls: the output mask, one random supporting weight of the
-    row, and what remains (a linear probe on the head's input recognising the class), mean +- std over the seeds of
-    the per-class means."""
-
-    def per_seed(key: str, rows_of: Callable[[dict], list[dict]]) -> str:
-        return mean_std([statistics.mean(x[key] for x in rows_of(r)) for r in runs])
-
-    def fcr(r: dict) -> list[dict]:
-        return [x for x in r["single"]["supporting"] if x["num_weights"] == 1]
-
-    def controls(r: dict) -> list[dict]:
-        return r["controls"]
-
-    base = [statistics.mean(r["base_per_class"]) for r in runs]
-    retain = [statistics.mean(x["retain"] for x in fcr(r)) for r in runs]
-    probe = per_seed("probe_balanced_accuracy", lambda r: r["controls"])
-    return (
-        "\n".join(
-            [
-                f"| one class, one parameter ({len(runs)} seeds) | forgotten class acc. % | others' acc. % |",
-                "|---|---|---|",
-                f"| none (the model) | {mean_std(base)} | {mean_std(base)} |",
-                f"| FCR: one weight, SCA, supporting | {per_seed('forget', fcr)} | {mean_std(retain)} |",
-                f"| control: one random supporting weight of the row (Eq. 7) | {per_seed('random_forget', controls)} "
-                f"| {per_seed('random_retain', controls)} |",
-                f"| control: output mask (bias to -inf) | {per_seed('mask_forget', controls)} | "
-                f"{per_seed('mask_retain', controls)} |",
-                "",
-                f"What remains: a linear probe on the head's input recognises the removed class at {probe} balanced "
-                "accuracy (50 = chance), before and after the edit alike (the features do not change).",
-            ]
-        )
-        + "\n"
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output_dir", default="outputs/evidence")
@@ -309,11 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tables_only", action="store_true", help="only summarize the runs already in --output_dir")
     args = p.parse_args(argv)
     out = Path(args.output_dir)
-    sys.path.insert(0, str(Path(__file__).parent))
     if not args.tables_only:
         from unittest import mock
 
-        from hf_fcr.experiments import compare
+        from hf_fcr.demo import compare
 
         with mock.patch.object(compare, "compare_methods", compare_with_cold_fits(compare.compare_methods)):
             for benchmark in args.benchmarks:

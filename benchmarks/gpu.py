@@ -190,7 +190,7 @@ def end_to_end(
 ) -> dict[str, Any]:
     """A hand-written DataLoader + timm transform + bf16 forward against the library reading the same Dataset."""
     from hf_fcr import FictitiousClassRemover
-    from hf_fcr.preprocess import timm_transform
+    from hf_fcr.features.preprocess import timm_transform
 
     t0 = time.perf_counter()
     data = jpeg_dataset(n)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # evidence.py's tables
-from evidence import figure6_table, removal_controls_table  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/, outside the wheel
+from research.tables import figure6_table, removal_controls_table  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -70,7 +70,7 @@ def main(argv=None):
 
     from hf_fcr import FictitiousClassRemover
     from hf_fcr.data.pretrained import mobilenet_v2_imagenet, skimage_photos
-    from hf_fcr.experiments.removal import class_removal
+    from research.removal import class_removal
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

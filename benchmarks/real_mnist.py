@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # evidence.py's tables
-from evidence import figure8_table, mean_std, method_table, removal_controls_table  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/, outside the wheel
+from research.tables import figure8_table, mean_std, method_table, removal_controls_table  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -38,8 +38,8 @@ PAPER_FIG8 = "paper (Fig. 8, SCA): removed sub-classes fall to near 0% while the
 
 def figure8(mnist, seeds, log):
     from hf_fcr import FictitiousClassRemover
-    from hf_fcr.experiments.mnist import parity_mnist_arrays, train_parity_cnn
-    from hf_fcr.experiments.removal import subclass_removal
+    from research.mnist import parity_mnist_arrays, train_parity_cnn
+    from research.removal import subclass_removal
 
     data = parity_mnist_arrays(mnist)
     runs = []
@@ -67,7 +67,7 @@ def figure8(mnist, seeds, log):
 def ccexam_removal(mnist, seeds, log):
     from hf_fcr import FictitiousClassRemover
     from hf_fcr.data.pretrained import ccexam_mnist_cnn, mnist_transform
-    from hf_fcr.experiments.removal import class_removal
+    from research.removal import class_removal
 
     t0 = time.perf_counter()
     remover = FictitiousClassRemover(ccexam_mnist_cnn(), transform=mnist_transform)
@@ -86,9 +86,9 @@ def ccexam_removal(mnist, seeds, log):
 def spuco(mnist, seeds, epochs, correlation, out, log, save=lambda runs: None, magnitude=28):
     from hf_fcr import FictitiousClassRemover
     from hf_fcr.data.spuco import spuco_mnist
-    from hf_fcr.experiments.compare import METHOD_ORDER, Benchmark, run_spurious
-    from hf_fcr.experiments.erm import train_classifier
-    from hf_fcr.experiments.mnist import mnist_cnn
+    from hf_fcr.demo.compare import METHOD_ORDER, Benchmark, run_spurious
+    from hf_fcr.demo.erm import train_classifier
+    from research.mnist import mnist_cnn
 
     runs = []
     for seed in seeds:

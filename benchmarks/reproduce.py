@@ -18,14 +18,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from evidence import figure6_table, figure8_table, mean_std, removal_controls_table  # noqa: E402  (the tables' formatters)
+sys.path.insert(0, str(ROOT))  # research/, outside the wheel
+from research.tables import figure6_table, figure8_table, mean_std, method_table, removal_controls_table  # noqa: E402
 
 
 def spurious(out: Path, seeds: list[int], correlation: float, arch: str = "test_resnet") -> str:
-    from evidence import method_table
-
-    from hf_fcr.experiments.demo import run_demo
+    from hf_fcr.demo.main import run_demo
 
     runs = [
         run_demo(

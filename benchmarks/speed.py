@@ -65,7 +65,7 @@ def pass_ratios(arch: str, n: int, size: int, batch_size: int, num_classes: int 
     """collect() / plain pass, 1000-value sweep / pass, cached second extraction / first."""
     import timm
 
-    from hf_fcr.batches import images_to_tensor, iter_batches
+    from hf_fcr.features.batches import images_to_tensor, iter_batches
     from hf_fcr.remover import FictitiousClassRemover
 
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def peak_mib():  # VmHWM: this process' own peak (ru_maxrss would carry the pare
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 import datasets, numpy as np, torch
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.experiments.erm import digits_cnn
+from hf_fcr.demo.erm import digits_cnn
 n, size = int(sys.argv[1]), int(sys.argv[2])
 def examples():
     rng = np.random.default_rng(0)
@@ -162,7 +162,7 @@ def streaming_rss(n: int, factor: int = 10, size: int = 16) -> dict[str, Any]:
 
 def statistics_bytes(num_classes: int = 1000, dim: int = 1280) -> dict[str, Any]:
     """Bytes of the statistics of a ``num_classes``-class, ``dim``-feature head with rows=[c] versus all rows."""
-    from hf_fcr.stats import EdgeStatistics
+    from hf_fcr.core.stats import EdgeStatistics
 
     stats = EdgeStatistics.empty(num_classes, dim, num_classes, rows=[3])
     restricted = sum(t.numel() * t.element_size() for t in stats.tensors().values())
@@ -183,10 +183,10 @@ def statistics_bytes(num_classes: int = 1000, dim: int = 1280) -> dict[str, Any]
 
 
 def _scaling_row(n: int, d: int, k: int, grid: list[float]) -> dict[str, Any]:
-    from hf_fcr.edit import WeightEdit
-    from hf_fcr.scores import top_edges
-    from hf_fcr.stats import edge_statistics
-    from hf_fcr.sweep import sweep_edits
+    from hf_fcr.core.edit import WeightEdit
+    from hf_fcr.core.scores import top_edges
+    from hf_fcr.core.stats import edge_statistics
+    from hf_fcr.core.sweep import sweep_edits
 
     g = torch.Generator().manual_seed(0)
     feats = torch.rand(n, d, generator=g)
@@ -213,7 +213,7 @@ def _scaling_row(n: int, d: int, k: int, grid: list[float]) -> dict[str, Any]:
 
 def scaling() -> list[dict[str, Any]]:
     """Time of statistics (collect on features), top_edges and a 240-rate sweep as N, D and K grow."""
-    from hf_fcr.sweep import default_r_grid
+    from hf_fcr.core.sweep import default_r_grid
 
     grid = default_r_grid()
     sizes = [(2000, 512, 10), (8000, 512, 10), (32000, 512, 10), (8000, 2048, 10), (8000, 512, 100), (8000, 512, 1000)]
@@ -222,8 +222,8 @@ def scaling() -> list[dict[str, Any]]:
 
 def edit_cost(seed: int = 0) -> dict[str, Any]:
     """FCR's full neutralize_spurious search (probe + scores + all sweeps) against DFR's fits, same features."""
-    from hf_fcr.experiments.erm import spurious_digits_erm
-    from hf_fcr.retrain import retrain_head
+    from hf_fcr.demo.erm import spurious_digits_erm
+    from hf_fcr.fitting.retrain import retrain_head
 
     with tempfile.TemporaryDirectory() as tmp:
         remover, data, _ = spurious_digits_erm(tmp, seed=seed, epochs=10, log=lambda *a: None)
@@ -275,8 +275,8 @@ def _cold_retrain(  # noqa: PLR0913 -- retrain_head's signature
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from hf_fcr.logistic import two_rows
-    from hf_fcr.retrain import DFR_C_GRID, RetrainedHead, _balanced_subset, _worst_group
+    from hf_fcr.fitting.logistic import two_rows
+    from hf_fcr.fitting.retrain import DFR_C_GRID, RetrainedHead, _balanced_subset, _worst_group
 
     def fit(x, y, C):
         binary = len(np.unique(y)) <= 2
@@ -318,7 +318,7 @@ def from_zero() -> Any:
     zero, as before warm starts (the control of what they change, in the same run)."""
     from unittest import mock
 
-    from hf_fcr import retrain
+    from hf_fcr.fitting import retrain
 
     fit = retrain._fit
     return mock.patch.object(retrain, "_fit", lambda *args, start=None: fit(*args[:6]))
@@ -343,7 +343,7 @@ def _erm_head(train: dict[str, torch.Tensor]) -> Any:
 
 def _cold_one_thread(*args: Any, **kwargs: Any) -> Any:
     """``_cold_retrain`` with one BLAS thread: the share of the speed-up that the threads alone give."""
-    from hf_fcr.logistic import one_blas_thread
+    from hf_fcr.fitting.logistic import one_blas_thread
 
     with one_blas_thread():
         return _cold_retrain(*args, **kwargs)
@@ -356,12 +356,12 @@ def head_fits(n: int = 12000, seed: int = 0) -> dict[str, Any]:
     test accuracy beside each."""
     from unittest import mock
 
-    from hf_fcr.feature_set import FeatureSet
-    from hf_fcr.metrics import group_metrics
+    from hf_fcr.core.metrics import group_metrics
+    from hf_fcr.features.feature_set import FeatureSet
     from hf_fcr.remover import FictitiousClassRemover
 
     out: dict[str, Any] = {"rows": n, "features": 84}
-    from hf_fcr.retrain import retrain_head
+    from hf_fcr.fitting.retrain import retrain_head
 
     warm = ill_conditioned(500, 0.2, seed)  # imports and first-call costs paid before anything is timed
     for fit in (retrain_head, _cold_retrain):
@@ -377,8 +377,8 @@ def head_fits(n: int = 12000, seed: int = 0) -> dict[str, Any]:
         patches = {
             "library": None,
             "from_zero": from_zero(),
-            "cold": mock.patch("hf_fcr.head_methods.retrain_head", _cold_retrain),
-            "cold_one_thread": mock.patch("hf_fcr.head_methods.retrain_head", _cold_one_thread),
+            "cold": mock.patch("hf_fcr.fitting.methods.retrain_head", _cold_retrain),
+            "cold_one_thread": mock.patch("hf_fcr.fitting.methods.retrain_head", _cold_one_thread),
         }
         for variant, patch in patches.items():
             for method in ("dfr", "class_balanced", "auto"):
@@ -420,10 +420,10 @@ def spuco_head_fits(seed: int = 0) -> dict[str, Any]:
     its CNN after one epoch of ERM (10,000 x 32 features; real MNIST fetched from PyPI and cached)."""
     from hf_fcr.data.mnist import load_mnist
     from hf_fcr.data.spuco import spuco_mnist
-    from hf_fcr.experiments.erm import train_classifier
-    from hf_fcr.experiments.mnist import mnist_cnn
+    from hf_fcr.demo.erm import train_classifier
+    from hf_fcr.fitting.retrain import retrain_head
     from hf_fcr.remover import FictitiousClassRemover
-    from hf_fcr.retrain import retrain_head
+    from research.mnist import mnist_cnn
 
     data = spuco_mnist(load_mnist(), seed=seed, correlation=0.995, magnitude=28)
     model = train_classifier(mnist_cnn(5, in_channels=3), data["train"], epochs=1, seed=seed)

@@ -34,25 +34,25 @@ def metric_path(name: str) -> str:
 
 
 _NAMES = {
-    "Diagnosis": "diagnosis",
-    "EdgeStatistics": "stats",
-    "FeatureSet": "feature_set",
+    "Diagnosis": "debias.diagnosis",
+    "EdgeStatistics": "core.stats",
+    "FeatureSet": "features.feature_set",
     "FictitiousClassRemover": "remover",
-    "FictitiousHead": "probe",
-    "HeadEdit": "head_edit",
+    "FictitiousHead": "fitting.probe",
+    "HeadEdit": "core.head_edit",
     "HeadEditor": "editor",
-    "WeightEdit": "edit",
-    "ZeroWeightError": "edit",
-    "ca_score": "scores",
-    "edge_statistics": "stats",
-    "head_method_names": "head_methods",
-    "infer_attribute": "infer",
-    "neutralized_weight": "edit",
-    "orthogonal_weight": "edit",
-    "register_head_method": "head_methods",
-    "register_score": "scores",
-    "sca_score": "scores",
-    "top_edges": "scores",
+    "WeightEdit": "core.edit",
+    "ZeroWeightError": "core.edit",
+    "ca_score": "core.scores",
+    "edge_statistics": "core.stats",
+    "head_method_names": "fitting.methods",
+    "infer_attribute": "debias.infer",
+    "neutralized_weight": "core.edit",
+    "orthogonal_weight": "core.edit",
+    "register_head_method": "fitting.methods",
+    "register_score": "core.scores",
+    "sca_score": "core.scores",
+    "top_edges": "core.scores",
 }
 
 __all__ = [
@@ -80,17 +80,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .diagnosis import Diagnosis
-    from .edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
+    from .core.edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
+    from .core.head_edit import HeadEdit
+    from .core.scores import ca_score, register_score, sca_score, top_edges
+    from .core.stats import EdgeStatistics, edge_statistics
+    from .debias.diagnosis import Diagnosis
+    from .debias.infer import infer_attribute
     from .editor import HeadEditor
-    from .feature_set import FeatureSet
-    from .head_edit import HeadEdit
-    from .head_methods import head_method_names, register_head_method
-    from .infer import infer_attribute
-    from .probe import FictitiousHead
+    from .features.feature_set import FeatureSet
+    from .fitting.methods import head_method_names, register_head_method
+    from .fitting.probe import FictitiousHead
     from .remover import FictitiousClassRemover
-    from .scores import ca_score, register_score, sca_score, top_edges
-    from .stats import EdgeStatistics, edge_statistics
 
 
 def __getattr__(name: str) -> Any:

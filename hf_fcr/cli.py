@@ -26,8 +26,8 @@ edited model (with its fcr_config.json and model card).
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .experiments.demo import run_demo
-    from .metrics import format_table
+    from .core.metrics import format_table
+    from .demo.main import run_demo
 
     results = run_demo(
         args.output_dir,
@@ -78,7 +78,7 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .scores import top_edges
+    from .core.scores import top_edges
 
     remover = _remover(args)
     feats = _features(remover, _dataset(args), args.split, args, [args.label_column])
@@ -122,7 +122,7 @@ def _remove_class(args: argparse.Namespace) -> int:
 
 
 def _neutralize(args: argparse.Namespace) -> int:
-    from .metrics import format_table
+    from .core.metrics import format_table
 
     remover = _remover(args)
     data = _dataset(args)
@@ -179,8 +179,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     """Upload a folder saved by hf-fcr as it is (its card keeps its evaluation table, model-index, title and
     reproduce command); a Hub id is loaded and saved first."""
-    from .constants import CARD_NAME
-    from .hub import check_artifact, upload_folder
+    from .records.hub import check_artifact, upload_folder
+    from .utils.constants import CARD_NAME
 
     source = args.model_name_or_path
     with tempfile.TemporaryDirectory() as tmp:
@@ -484,7 +484,7 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
             return f"--output_dir {out} is not empty: {fix}"
     if out and not getattr(args, "dry_run", False) and getattr(args, "overwrite", False):
         if args.command != "demo" and not getattr(args, "output_files", None):  # a checkpoint folder is replaced
-            from .hub import check_replaceable
+            from .records.hub import check_replaceable
 
             try:
                 check_replaceable(out, overwrite=True, option="--overwrite")
@@ -492,7 +492,7 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
                 return f"--output_dir --overwrite: {err}"
     method = getattr(args, "method", None)
     if method is not None and method not in ("fcr", "auto"):
-        from .head_methods import get_head_method
+        from .fitting.methods import get_head_method
 
         try:
             needs_groups = get_head_method(method).needs_groups

@@ -12,18 +12,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import debias
-from .checks import check_choice, check_fictitious, check_num_weights, check_seed
-from .diagnosis import Diagnosis
-from .edit import WeightEdit, check_rate
+from .core.edit import WeightEdit, check_rate
+from .core.metrics import group_ids
+from .core.scores import CANDIDATES, score_names, top_edges
+from .core.stats import EdgeStatistics, edge_statistics
+from .core.sweep import NeutralizationSearch, SweepResult, default_r_grid, sweep_edits
+from .debias import search as debias
+from .debias.diagnosis import Diagnosis
 from .editor import HeadEditor
-from .feature_set import FeatureSet
-from .features import FeaturePass, PassOptions
-from .metrics import group_ids
-from .probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_fictitious_head, plan_neutralization
-from .scores import CANDIDATES, score_names, top_edges
-from .stats import EdgeStatistics, edge_statistics
-from .sweep import NeutralizationSearch, SweepResult, default_r_grid, sweep_edits
+from .features.feature_pass import FeaturePass, PassOptions
+from .features.feature_set import FeatureSet
+from .fitting.probe import (
+    POLICIES,
+    EdgeRule,
+    FictitiousHead,
+    check_fictitious,
+    encode_values,
+    fit_fictitious_head,
+    plan_neutralization,
+)
+from .utils.checks import check_choice, check_num_weights, check_seed
 
 __all__ = ["FictitiousClassRemover", "NeutralizationSearch"]
 
@@ -34,7 +42,7 @@ class FictitiousClassRemover(HeadEditor):
     """Edit single weights of a classifier's final ``nn.Linear`` to remove a class (Algorithm 1) or neutralize a
     fictitious class such as a spurious attribute (Algorithm 2), or replace the head by a registered head-level fix.
     The model is edited in place; see ``HeadEditor`` for the constructor's arguments, the edit record, loading and
-    saving. ``neutralize_spurious`` and ``diagnose`` run the plain functions of ``debias``.
+    saving. ``neutralize_spurious`` and ``diagnose`` run the plain functions of ``debias.search``.
     """
 
     def _features(self, data: Any, columns: Sequence[str]) -> FeatureSet:
@@ -235,7 +243,7 @@ class FictitiousClassRemover(HeadEditor):
             ValueError: empty data, non-finite features, an attribute with a single value.
             KeyError: a missing column.
         """
-        from .distributed import process_info
+        from .utils.distributed import process_info
 
         columns = [attribute_column] + ([label_column] if label_column else [])
         # under several processes a dataset stays sharded: M' is fit with gradients summed across processes

@@ -12,9 +12,12 @@ small CNN trained on sklearn's 8x8 digits. With a CIFAR checkpoint:
 """
 
 import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from hf_fcr.experiments.recipe import experiment_parser, load_experiment, parse_recipe
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/: the harness, outside the wheel
+from research.recipe import experiment_parser, load_experiment, parse_recipe  # noqa: E402
 
 
 @dataclass
@@ -37,7 +40,7 @@ def stand_in(seed, real_mnist):
         )
         return ccexam_mnist_cnn(), data, mnist_transform
     from hf_fcr.data import digits_dataset
-    from hf_fcr.experiments.erm import digits_cnn, train_classifier
+    from hf_fcr.demo.erm import digits_cnn, train_classifier
 
     data = digits_dataset(seed=seed)
     torch.manual_seed(seed)
@@ -49,7 +52,7 @@ def main(argv=None):
         __doc__.splitlines()[0], dataset_name="cifar10", image_column="img", extra=ClassRemovalArguments
     )
     args, extra = parse_recipe(p, argv)
-    from hf_fcr.experiments.removal import class_removal
+    from research.removal import class_removal
 
     remover, train, test, out = load_experiment(args, stand_in, [args.label_column])
     results = class_removal(

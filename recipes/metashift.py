@@ -11,7 +11,11 @@ fine-tuned on the real data (ERM), e.g.:
         --push_to_hub --hub_model_id <you>/metashift-fcr
 """
 
-from hf_fcr.experiments.recipe import spurious_parser, spurious_recipe
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/: the harness, outside the wheel
+from research.recipe import spurious_parser, spurious_recipe  # noqa: E402
 
 PAPER = {"worst_group": 78.3, "gap": 0.1, "erm_worst_group": 62.1, "dfr_worst_group": 72.8}
 

@@ -4,7 +4,7 @@ sub-classes; each digit is removed from its superclass with one weight chosen by
 Paper: with SCA almost every sub-class is removed as r grows with little damage to the other sub-classes, and SCA
 removes more and retains slightly more than grad x act (Figure 8, right vs left).
 Offline (no --model_name_or_path) it trains a LeNet-like CNN on ParityMNIST built from real MNIST (two epochs,
-~99% parity test accuracy; ``hf_fcr.experiments.mnist.train_parity_cnn``), or with
+~99% parity test accuracy; ``research.mnist.train_parity_cnn``), or with
 --stand_in digits on ParityDigits (sklearn's 8x8 digits). With an MNIST parity checkpoint:
 
     python recipes/parity_mnist.py --model_name_or_path <parity checkpoint> --dataset_name <MNIST with a parity
@@ -12,9 +12,12 @@ Offline (no --model_name_or_path) it trains a LeNet-like CNN on ParityMNIST buil
 """
 
 import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from hf_fcr.experiments.recipe import experiment_parser, load_experiment, parse_recipe
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/: the harness, outside the wheel
+from research.recipe import experiment_parser, load_experiment, parse_recipe  # noqa: E402
 
 
 @dataclass
@@ -29,12 +32,12 @@ class SubclassArguments:
 def stand_in(seed, real_mnist):
     import torch
 
-    from hf_fcr.experiments.erm import digits_cnn, train_classifier
+    from hf_fcr.demo.erm import digits_cnn, train_classifier
 
     torch.manual_seed(seed)
     if real_mnist:
         from hf_fcr.data.mnist import load_mnist
-        from hf_fcr.experiments.mnist import parity_mnist_arrays, train_parity_cnn
+        from research.mnist import parity_mnist_arrays, train_parity_cnn
 
         data = parity_mnist_arrays(load_mnist())
         model, training_s = train_parity_cnn(data, seed)
@@ -49,7 +52,7 @@ def stand_in(seed, real_mnist):
 def main(argv=None):
     p = experiment_parser(__doc__.splitlines()[0], dataset_name=None, image_column="image", extra=SubclassArguments)
     args, extra = parse_recipe(p, argv)
-    from hf_fcr.experiments.removal import subclass_removal
+    from research.removal import subclass_removal
 
     remover, train, test, out = load_experiment(args, stand_in, [args.label_column, extra.subclass_column])
     results = subclass_removal(remover, train, test, args.label_column, extra.subclass_column, r_values=extra.r_values)

@@ -10,7 +10,11 @@ real data (ERM), e.g.:
         --push_to_hub --hub_model_id <you>/spurious_digits-fcr
 """
 
-from hf_fcr.experiments.recipe import spurious_parser, spurious_recipe
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/: the harness, outside the wheel
+from research.recipe import spurious_parser, spurious_recipe  # noqa: E402
 
 PAPER = {"note": "no paper numbers: the offline stand-in; compare with Waterbirds"}
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_fcr.data import digits_dataset
-from hf_fcr.experiments.erm import digits_cnn, train_classifier
+from hf_fcr.demo.erm import digits_cnn, train_classifier
 
 
 @pytest.fixture(scope="session")

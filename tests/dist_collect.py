@@ -22,8 +22,8 @@ import torch
 
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.data import digits_dataset
-from hf_fcr.distributed import is_main_process, owns_process_group
-from hf_fcr.experiments.erm import digits_cnn
+from hf_fcr.demo.erm import digits_cnn
+from hf_fcr.utils.distributed import is_main_process, owns_process_group
 
 
 def collect(out_dir: str | None = None) -> tuple[FictitiousClassRemover, dict[str, torch.Tensor]]:

@@ -9,12 +9,12 @@ import torch
 
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.data import digits_dataset
-from hf_fcr.experiments.erm import digits_cnn
+from hf_fcr.demo.erm import digits_cnn
 
 
 def run(out_dir: str) -> None:
-    from hf_fcr.distributed import process_info
-    from hf_fcr.probe import fit_logistic_probe
+    from hf_fcr.fitting.probe import fit_logistic_probe
+    from hf_fcr.utils.distributed import process_info
 
     torch.manual_seed(0)
     remover = FictitiousClassRemover(digits_cnn().eval())
@@ -42,7 +42,7 @@ def run(out_dir: str) -> None:
 def _state_type():
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return "NO"
-    from hf_fcr.distributed import state
+    from hf_fcr.utils.distributed import state
 
     return state().distributed_type.value
 

@@ -12,7 +12,7 @@ from utils import snapshot, state_equal
 
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.cli import main
-from hf_fcr.constants import CONFIG_NAME
+from hf_fcr.utils.constants import CONFIG_NAME
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_a_record_whose_base_is_relative_to_the_artifact_loads_from_anywhere(mod
 def test_recipe_config_values_have_their_flags_types(tmp_path, config, message, suffix):
     import yaml
 
-    from hf_fcr.experiments.recipe import parse_recipe, spurious_parser
+    from research.recipe import parse_recipe, spurious_parser
 
     path = tmp_path / f"config{suffix}"
     full = {"output_dir": str(tmp_path / "out"), **config}

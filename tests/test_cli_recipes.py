@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_fcr.experiments.compare import METHOD_ORDER
+from hf_fcr.demo.compare import METHOD_ORDER
 
 from hub_server import HubServer
 

@@ -111,7 +111,7 @@ def test_sweep_plot_leaves_matplotlib_alone_and_marks_the_given_r(tmp_path):
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from hf_fcr.sweep import SweepResult
+    from hf_fcr.core.sweep import SweepResult
 
     backend, figures = matplotlib.get_backend(), plt.get_fignums()
     table = [{"r": r, "average": 0.9 - r / 10, "worst_group": 0.5 + r / 5, "gap": 0.4 - 0.3 * r} for r in (0, 0.1, 1)]

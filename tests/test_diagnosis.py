@@ -8,7 +8,7 @@ import torch
 from utils import cue_data, erm_remover, snapshot, state_equal
 
 from hf_fcr import FeatureSet
-from hf_fcr.diagnosis import random_attribute
+from hf_fcr.debias.diagnosis import random_attribute
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_the_searches_spread_over_the_cores_give_what_one_core_gives(data, monke
     one core, where map_on_cores runs them one after the other."""
     import os
 
-    from hf_fcr import logistic
+    from hf_fcr.fitting import logistic
 
     train, val, remover = data
     calls = []
@@ -71,7 +71,7 @@ def test_the_searches_spread_over_the_cores_give_what_one_core_gives(data, monke
         calls.append(len(items))
         return threaded(fn, items)
 
-    monkeypatch.setattr("hf_fcr.debias.map_on_cores", counting)
+    monkeypatch.setattr("hf_fcr.debias.search.map_on_cores", counting)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     spread = remover.diagnose(train, val, num_draws=3)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)

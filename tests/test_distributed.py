@@ -133,8 +133,8 @@ def test_the_torch_probe_matches_scikit_learn(one):
     close to scikit-learn's (which stops at its own tolerance), and M' picks the same k* (top SCA feature)."""
     from sklearn.linear_model import LogisticRegression
 
-    from hf_fcr.logistic import fit_logistic_probe
-    from hf_fcr.probe import fit_fictitious_head, fit_linear_probe
+    from hf_fcr.fitting.logistic import fit_logistic_probe
+    from hf_fcr.fitting.probe import fit_fictitious_head, fit_linear_probe
 
     feats = one["dataset"]
     for values in (2, 4):

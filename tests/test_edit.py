@@ -8,7 +8,7 @@ from torch import nn
 from utils import snapshot, state_equal
 
 from hf_fcr import FeatureSet, FictitiousClassRemover
-from hf_fcr.edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
+from hf_fcr.core.edit import WeightEdit, ZeroWeightError, neutralized_weight, orthogonal_weight
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -7,9 +7,9 @@ from sklearn.linear_model import LogisticRegression
 from utils import snapshot, state_equal
 
 from hf_fcr import FeatureSet, FictitiousClassRemover, neutralized_weight
-from hf_fcr.experiments.erm import digits_cnn, train_classifier
-from hf_fcr.logistic import one_blas_thread
-from hf_fcr.scores import EPS
+from hf_fcr.core.scores import EPS
+from hf_fcr.demo.erm import digits_cnn, train_classifier
+from hf_fcr.fitting.logistic import one_blas_thread
 
 
 @pytest.fixture

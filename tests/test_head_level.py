@@ -14,11 +14,11 @@ from safetensors.torch import load_file, save_file
 from utils import cue_data, erm_remover, snapshot, state_equal
 
 from hf_fcr import FeatureSet, FictitiousClassRemover
-from hf_fcr.config import EditRecordError, FCRConfig
-from hf_fcr.constants import CONFIG_NAME, HEAD_EDITS_NAME
-from hf_fcr.head_edit import HeadEdit, head_digest
-from hf_fcr.metrics import group_metrics
-from hf_fcr.retrain import retrain_head
+from hf_fcr.core.head_edit import HeadEdit, head_digest
+from hf_fcr.core.metrics import group_metrics
+from hf_fcr.fitting.retrain import retrain_head
+from hf_fcr.records.config import EditRecordError, FCRConfig
+from hf_fcr.utils.constants import CONFIG_NAME, HEAD_EDITS_NAME
 
 
 def _timm(tmp_path, seed=0, num_classes=3, dtype=torch.float32):
@@ -308,7 +308,7 @@ def test_a_retrained_head_does_not_depend_on_numpys_global_generator():
     changed with whatever ran before it (seen as a one-sample difference in the demo)."""
     import numpy as np
 
-    from hf_fcr.retrain import retrain_head
+    from hf_fcr.fitting.retrain import retrain_head
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(300, 20, generator=g), torch.arange(300) % 2
@@ -457,7 +457,7 @@ def test_auto_refits_its_choice_with_the_C_it_validated_on_half_of_validation(mo
     """auto tunes each head-level candidate on half of validation; the chosen one is refit on all of it with the C
     that half validated (not tuned a second time): the head equals retrain_head at that C on all rows, called
     directly."""
-    from hf_fcr import head_methods
+    from hf_fcr.fitting import methods as head_methods
 
     train, val = cue_data(1000, 0.95, 1, True), cue_data(500, 0.5, 2, True)
     remover = erm_remover(train)

@@ -8,8 +8,8 @@ import torch
 from utils import snapshot, state_equal, tiny_transformers
 
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.config import EditRecordError, FCRConfig
-from hf_fcr.constants import CONFIG_NAME
+from hf_fcr.records.config import EditRecordError, FCRConfig
+from hf_fcr.utils.constants import CONFIG_NAME
 
 
 def _timm(name, num_classes=3):
@@ -180,7 +180,7 @@ def test_missing_or_corrupt_checkpoints(tmp_path):
 def test_a_folder_removed_after_it_was_checked_is_not_looked_up_on_the_hub(tmp_path):
     """load_checkpoint checks the folder, then reads its files: a folder another process removes in between (an
     overwrite=True re-save) is a FileNotFoundError naming it, not a Hub lookup of a path (HFValidationError)."""
-    from hf_fcr.hub import read_record
+    from hf_fcr.records.hub import read_record
 
     with pytest.raises(FileNotFoundError, match="no checkpoint folder at"):
         read_record(str(tmp_path / "removed"))
@@ -192,7 +192,7 @@ def test_private_into_an_existing_public_repo_is_refused(tmp_path, monkeypatch):
     file is uploaded, and a new repo is created private."""
     import huggingface_hub.constants as constants
 
-    from hf_fcr.hub import upload_folder
+    from hf_fcr.records.hub import upload_folder
 
     from hub_server import HubServer
 

@@ -71,7 +71,7 @@ def test_pretrained_spurious_digits_variant(tmp_path):
     import timm
 
     from hf_fcr.data.pretrained import efficientnet_lite0_imagenet
-    from hf_fcr.experiments.erm import spurious_digits_erm
+    from hf_fcr.demo.erm import spurious_digits_erm
 
     remover, data, _ = spurious_digits_erm(tmp_path, seed=0, arch="efficientnet_lite0_pretrained", log=lambda *a: None)
     packaged = efficientnet_lite0_imagenet().state_dict()

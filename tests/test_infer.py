@@ -1,10 +1,10 @@
-"""Attribute inference without labels (`hf_fcr.infer.infer_attribute`): it recovers a planted cluster and not noise,
-and bad arguments are named, not crashed on."""
+"""Attribute inference without labels (`hf_fcr.debias.infer.infer_attribute`): it recovers a planted cluster and
+not noise, and bad arguments are named, not crashed on."""
 
 import pytest
 import torch
 
-from hf_fcr.infer import agreement, infer_attribute
+from hf_fcr.debias.infer import agreement, infer_attribute
 
 X, Y = torch.randn(50, 4, generator=torch.Generator().manual_seed(0)), torch.arange(50) % 2
 

@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_fcr.config import EditRecordError, FCRConfig
-from hf_fcr.edit import ZeroWeightError, neutralized_weight, orthogonal_weight
-from hf_fcr.scores import ca_score, class_entropy, sca_score
-from hf_fcr.stats import edge_statistics
+from hf_fcr.core.edit import ZeroWeightError, neutralized_weight, orthogonal_weight
+from hf_fcr.core.scores import ca_score, class_entropy, sca_score
+from hf_fcr.core.stats import edge_statistics
+from hf_fcr.records.config import EditRecordError, FCRConfig
 
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
 nonzero = finite.filter(lambda x: abs(x) > 1e-3)

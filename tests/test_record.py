@@ -9,9 +9,9 @@ import timm
 from utils import file_bytes, timm_base
 
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.config import EditRecordError
-from hf_fcr.constants import CONFIG_NAME
-from hf_fcr.files import CorruptFileError
+from hf_fcr.records.config import EditRecordError
+from hf_fcr.utils.constants import CONFIG_NAME
+from hf_fcr.utils.files import CorruptFileError
 
 
 def _record(folder, base, edits, **extra):

@@ -11,8 +11,8 @@ import torch
 from utils import TESTS, cue_data, erm_remover, snapshot, state_equal
 
 import hf_fcr
-from hf_fcr.constants import CONFIG_NAME
-from hf_fcr.head_methods import get_head_method
+from hf_fcr.fitting.methods import get_head_method
+from hf_fcr.utils.constants import CONFIG_NAME
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +21,7 @@ def registry():
     files' ``auto`` must not meet these methods)."""
     import plugin_ridge  # registers ridge when first imported (not at collection: other files' auto runs first)
 
-    from hf_fcr import head_methods
+    from hf_fcr.fitting import methods as head_methods
 
     before = {k: v for k, v in head_methods._REGISTRY.items() if k != "ridge"}
     hf_fcr.register_head_method("ridge", plugin_ridge.ridge, needs_groups=False)
@@ -144,7 +144,7 @@ def test_registering_checks_names_and_what_a_method_returns(registry):
 def test_auto_refits_a_method_that_takes_tuned_with_what_its_candidate_returned(registry):
     """A method whose signature names ``tuned`` gets, when auto refits it on all of validation, the params its fit
     on auto's half returned; ridge (no ``tuned``) is refit from scratch, and fit_head passes nothing to it."""
-    from hf_fcr.head_methods import fit_head
+    from hf_fcr.fitting.methods import fit_head
 
     seen = []
 
@@ -153,7 +153,7 @@ def test_auto_refits_a_method_that_takes_tuned_with_what_its_candidate_returned(
         weight, bias, params = registry.ridge(features, labels, groups, num_classes=num_classes, seed=seed)
         return weight * 10, bias * 10, {**params, "round": len(seen)}  # scaled: a margin auto will prefer
 
-    from hf_fcr import head_methods
+    from hf_fcr.fitting import methods as head_methods
 
     head_methods._REGISTRY.clear()  # (the fixture restores it) auto's only head-level candidate; no FCR either
     hf_fcr.register_head_method("ridge_tuned", ridge_tuned, needs_groups=False)
@@ -224,7 +224,7 @@ def test_a_plugin_is_checked_where_it_returns_gets_copies_and_cannot_stop_auto(r
 
 
 def head_methods_registry():
-    from hf_fcr import head_methods
+    from hf_fcr.fitting import methods as head_methods
 
     return head_methods._REGISTRY
 

@@ -339,7 +339,7 @@ def test_class_removal_controls_against_direct_computations(setup):
     """The output-mask control equals the model with the class's bias set to -1e9 (an edit of the real head, not
     the helper's logit mask), the random-weight control is one edit of the class's row, and the probe figure is a
     balanced accuracy well above chance on features that encode the class."""
-    from hf_fcr.experiments.removal import removal_controls
+    from research.removal import removal_controls
 
     remover, train, test = setup
     rows = removal_controls(remover, train, test, seed=0)

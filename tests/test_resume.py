@@ -42,7 +42,7 @@ def test_parts_of_an_older_run_are_never_read(tmp_path, digits_model, digits):
 def test_a_checkpoint_of_two_processes_is_refused_by_one(tmp_path, digits_model, digits, monkeypatch):
     """Each process keeps its own share of the rows: one process resuming from the files of two would read rank 0's
     share alone (47 of 48 rows were dropped). The number of processes is part of the run's identity."""
-    import hf_fcr.distributed as distributed
+    import hf_fcr.utils.distributed as distributed
 
     remover = FictitiousClassRemover(digits_model)
     data = digits["test"].select(range(96))
@@ -68,7 +68,7 @@ SLOW_COLLECT = """
 import sys, time, torch
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.data import digits_dataset
-from hf_fcr.experiments.erm import digits_cnn
+from hf_fcr.demo.erm import digits_cnn
 torch.manual_seed(0)
 model = digits_cnn().eval()
 slow = lambda *a: time.sleep(0.2)  # a long run: 0.2 s per batch
@@ -84,7 +84,7 @@ SLOW_EXTRACT = """
 import sys, time, torch
 from hf_fcr import FictitiousClassRemover
 from hf_fcr.data import digits_dataset
-from hf_fcr.experiments.erm import digits_cnn
+from hf_fcr.demo.erm import digits_cnn
 torch.manual_seed(0)
 model = digits_cnn().eval()
 model[0].register_forward_hook(lambda *a: time.sleep(0.2))
@@ -98,7 +98,7 @@ remover.extract_features(digits_dataset(seed=0)["train"], batch_size=32, checkpo
 def _counting_remover():
     """The killed processes' model and data again, with a list that counts the batches the backbone runs."""
     from hf_fcr.data import digits_dataset
-    from hf_fcr.experiments.erm import digits_cnn
+    from hf_fcr.demo.erm import digits_cnn
 
     torch.manual_seed(0)
     remover = FictitiousClassRemover(digits_cnn().eval())

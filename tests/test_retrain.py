@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from hf_fcr import retrain
-from hf_fcr.head_methods import fit_head
-from hf_fcr.logistic import one_blas_thread
-from hf_fcr.retrain import retrain_head
+from hf_fcr.fitting import retrain
+from hf_fcr.fitting.logistic import one_blas_thread
+from hf_fcr.fitting.methods import fit_head
+from hf_fcr.fitting.retrain import retrain_head
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 from speed import _cold_retrain, ill_conditioned  # noqa: E402 -- the benchmark's reference fits and data
@@ -86,7 +86,7 @@ def test_without_a_bias_a_near_constant_column_is_kept_at_the_typical_scale(well
 def test_a_fit_stopped_at_the_cap_is_reported_with_method_c_and_iterations(well, monkeypatch, caplog):
     monkeypatch.setattr(retrain, "MAX_ITER", 2)
     labels, groups = well["label"], well["label"] * 5 + well["colour"]
-    with caplog.at_level(logging.WARNING, logger="hf_fcr.head_methods"):
+    with caplog.at_level(logging.WARNING, logger="hf_fcr.fitting.methods"):
         fit_head("dfr", well["features"], labels, groups, num_classes=5, seed=0)
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "dfr:" in message and "iteration cap" in message and ", 2)" in message
@@ -94,7 +94,7 @@ def test_a_fit_stopped_at_the_cap_is_reported_with_method_c_and_iterations(well,
     assert head.unconverged and all(iterations == 2 for _, iterations in head.unconverged)
     caplog.clear()
     monkeypatch.setattr(retrain, "MAX_ITER", 1000)
-    with caplog.at_level(logging.WARNING, logger="hf_fcr.head_methods"):
+    with caplog.at_level(logging.WARNING, logger="hf_fcr.fitting.methods"):
         fit_head("class_balanced", well["features"], labels, None, num_classes=5, seed=0)
     assert not caplog.records
 
@@ -114,7 +114,7 @@ def test_one_blas_thread_limits_blas_and_restores_it():
 def test_a_thousand_class_head_without_rows_for_most_classes_gets_a_short_message():
     """A 1,000-class head retrained on data of two classes: the message names the first ten missing classes and
     counts the rest (it listed all 998, 12,935 characters, on the studio's page)."""
-    from hf_fcr.retrain import check_every_class
+    from hf_fcr.fitting.retrain import check_every_class
 
     names = [f"class-{i}" for i in range(1000)]
     with pytest.raises(ValueError, match=r"and 988 more \(998 of 1000\) has no rows") as err:

@@ -13,9 +13,9 @@ import torch
 from utils import file_bytes, snapshot, spawn, state_equal, timm_base, wait_for
 
 from hf_fcr import FeatureSet, FictitiousClassRemover, WeightEdit
-from hf_fcr.config import EditRecordError
-from hf_fcr.constants import CONFIG_NAME
-from hf_fcr.files import CorruptFileError
+from hf_fcr.records.config import EditRecordError
+from hf_fcr.utils.constants import CONFIG_NAME
+from hf_fcr.utils.files import CorruptFileError
 
 
 def test_edits_only_save_onto_its_own_base_is_refused(tmp_path):
@@ -54,7 +54,7 @@ def test_an_overwrite_stopped_at_any_point_leaves_a_checkpoint_and_its_leftovers
     kept."""
     import subprocess
 
-    import hf_fcr.hub as hub
+    import hf_fcr.records.hub as hub
 
     remover = FictitiousClassRemover(digits_model)
     target = remover.save_pretrained(tmp_path / "model")
@@ -81,7 +81,7 @@ def test_an_overwrite_stopped_at_any_point_leaves_a_checkpoint_and_its_leftovers
 
 
 def test_a_competing_writer_is_never_replaced_without_overwrite(tmp_path):
-    from hf_fcr.hub import _replace_dir
+    from hf_fcr.records.hub import _replace_dir
 
     target, tmp = tmp_path / "model", tmp_path / ".model.tmp"
     target.mkdir()
@@ -201,7 +201,7 @@ def test_a_reader_never_sees_a_half_replaced_folder(tmp_path):
     one of them, complete, or a clear error (the folder is missing for an instant, or the weights are not those
     the record was saved with); never the weights of one with the record of the other."""
 
-    from hf_fcr.head_edit import weights_digest
+    from hf_fcr.core.head_edit import weights_digest
 
     expected, models = [], []
     for seed in (0, 1):

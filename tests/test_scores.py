@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from hf_fcr.scores import EPS, ca_score, class_entropy, sca_row, sca_score, top_edges
-from hf_fcr.stats import edge_statistics
+from hf_fcr.core.scores import EPS, ca_score, class_entropy, sca_row, sca_score, top_edges
+from hf_fcr.core.stats import edge_statistics
 
 
 def _entropy(values):
@@ -52,7 +52,7 @@ def test_entropy_bounds_and_zero():
 def test_restricted_rows_score_nan_elsewhere():
     stats = _stats()
     full = sca_score(stats, 2)
-    from hf_fcr.stats import edge_statistics as es  # same data, only row 2 kept
+    from hf_fcr.core.stats import edge_statistics as es  # same data, only row 2 kept
 
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(60, 5, generator=g, dtype=torch.float64)
@@ -89,7 +89,7 @@ def test_top_edges_order_zero_weights_and_supporting():
 
 
 def test_the_registered_scores_are_the_papers_quantities():
-    from hf_fcr.scores import edge_score
+    from hf_fcr.core.scores import edge_score
 
     stats = _stats()
     for c in range(stats.num_classes):
@@ -103,7 +103,7 @@ def test_the_registered_scores_are_the_papers_quantities():
 def test_a_user_score_ranks_edges_for_both_algorithms(digits_model, digits):
     import hf_fcr
     from hf_fcr import FeatureSet, FictitiousClassRemover
-    from hf_fcr.scores import _SCORES
+    from hf_fcr.core.scores import _SCORES
 
     def activation(stats, cls, *, generator=None):  # rank edges by class cls's mean |a_k| alone
         return stats.activation[cls]
@@ -136,7 +136,7 @@ def test_non_finite_scores_are_skipped_alike_by_both_algorithms(digits_model, di
     those weights. Both now pick the best finite entry (brute force: argmax over the finite ones)."""
     import hf_fcr
     from hf_fcr import FeatureSet, FictitiousClassRemover
-    from hf_fcr.scores import _SCORES
+    from hf_fcr.core.scores import _SCORES
 
     def poisoned(stats, cls, *, generator=None):
         score = stats.activation[cls].clone()

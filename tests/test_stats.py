@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_fcr.stats import EdgeStatistics, edge_statistics
+from hf_fcr.core.stats import EdgeStatistics, edge_statistics
 
 
 def _problem(n=37, d=6, k=4, seed=0, signed=True):

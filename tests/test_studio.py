@@ -147,7 +147,7 @@ def test_the_page_in_a_real_browser(session, tmp_path):
     assert [e.r for e in reloaded.edits] == [pytest.approx(r)] * len(session.search.edits)
     feats = session.features["validation"]
     labels, ids, names = reloaded._groups(feats, "label", ["place"])
-    from hf_fcr.metrics import group_metrics
+    from hf_fcr.core.metrics import group_metrics
 
     worst = group_metrics(reloaded.logits(feats.features).argmax(1), labels, ids, names)["worst_group"]
     assert abs(worst - expected["worst_group"]) < 1e-6
@@ -239,7 +239,7 @@ def test_a_save_during_other_events_writes_the_numbers_the_page_shows(session, t
 
     import yaml
 
-    from hf_fcr.metrics import group_metrics
+    from hf_fcr.core.metrics import group_metrics
 
     r, shown = 0.1, session.at_rate(0.1)["validation"]
     stop, seen = threading.Event(), []

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hf_fcr import FictitiousClassRemover
-from hf_fcr.metrics import group_ids, group_metrics
-from hf_fcr.sweep import SweepResult, default_r_grid
+from hf_fcr.core.metrics import group_ids, group_metrics
+from hf_fcr.core.sweep import SweepResult, default_r_grid
 
 
 def test_sweep_equals_editing_the_model_at_each_rate(digits, digits_model):
@@ -63,8 +63,8 @@ def test_vectorized_sweep_equals_a_loop_over_rates(seed):
     """sweep_edits (only the samples whose prediction can move, only the edited rows, all rates at once) against
     argmax of the full edited logits at each rate: exact ties, several edits per row, samples that cross between
     the edited rows and the others, grids that do not start at 0."""
-    from hf_fcr.edit import WeightEdit
-    from hf_fcr.sweep import edited_logits, sweep_edits
+    from hf_fcr.core.edit import WeightEdit
+    from hf_fcr.core.sweep import edited_logits, sweep_edits
 
     g = torch.Generator().manual_seed(seed)
     feats = torch.rand(300, 16, generator=g)
@@ -97,8 +97,8 @@ def test_a_single_change_of_prediction_settles_in_two_more_evaluations(monkeypat
     """One edited row: each sample's prediction changes at most once over r (one line against a constant). The
     split next to the two lines' crossing settles it with two evaluations past the two ends (halving the 201-rate
     grid took about 8), and the counts stay those of a loop over the rates."""
-    from hf_fcr import sweep
-    from hf_fcr.edit import WeightEdit
+    from hf_fcr.core import sweep
+    from hf_fcr.core.edit import WeightEdit
 
     g = torch.Generator().manual_seed(0)
     feats, weight = torch.rand(400, 8, generator=g), torch.randn(3, 8, generator=g)

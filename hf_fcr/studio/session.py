@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..sweep import edited_logits
+from ..core.sweep import edited_logits
 
 __all__ = ["DEMO", "StudioSession", "StudioSource"]
 
@@ -263,8 +263,8 @@ class StudioSession:
     @_locked
     def card(self, r: float, repo_id: str | None = None) -> str:
         """The model card ``save`` (or ``push`` to ``repo_id``) would write for the edit at rate ``r``."""
-        from ..card import model_card
-        from ..hub import library_of
+        from ..records.card import model_card
+        from ..records.hub import library_of
 
         info = self._card_info(r, repo_id)  # measured on the unedited model, the edit at r applied once
         self._apply(r)
@@ -326,11 +326,11 @@ class StudioSession:
     def _compare(self) -> dict[str, dict[str, Any]]:
         """ERM, FCR's random-attribute control (mean over draws) and every registered head-level method plus
         ``auto``, each through ``neutralize_spurious`` on the same features, measured, then reverted."""
-        from ..diagnosis import random_attribute
-        from ..experiments.compare import RANDOM_ATTRIBUTE_DRAWS
-        from ..feature_set import FeatureSet
-        from ..head_methods import head_method_names
-        from ..probe import encode_values
+        from ..debias.diagnosis import random_attribute
+        from ..demo.compare import RANDOM_ATTRIBUTE_DRAWS
+        from ..features.feature_set import FeatureSet
+        from ..fitting.methods import head_method_names
+        from ..fitting.probe import encode_values
 
         s = self.source
         train, val = self.features[s.splits[0]], self.features[s.splits[1]]
@@ -368,7 +368,7 @@ class StudioSession:
 
     def _metrics(self) -> dict[str, dict[str, Any]]:
         """The model's group metrics now, per split shown (groups: label x attribute, as the search's)."""
-        from ..metrics import group_metrics
+        from ..core.metrics import group_metrics
 
         s, out = self.source, {}
         for split in self.splits:
@@ -382,7 +382,7 @@ def _load(source: StudioSource) -> tuple[Any, Any]:
     if source.model_name_or_path is None:
         import tempfile
 
-        from ..experiments.erm import spurious_digits_erm
+        from ..demo.erm import spurious_digits_erm
 
         remover, data, _ = spurious_digits_erm(tempfile.mkdtemp(prefix="hf-fcr-studio-"), seed=source.seed, log=_quiet)
         return remover, data

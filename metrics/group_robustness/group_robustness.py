@@ -10,7 +10,7 @@ import datasets
 import evaluate
 import torch
 
-from hf_fcr.metrics import group_metrics
+from hf_fcr.core.metrics import group_metrics
 
 _DESCRIPTION = __doc__
 

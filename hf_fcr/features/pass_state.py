@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .digest import values_digest, without_module
-from .files import open_safetensors, read_json, write_json
-from .stats import EdgeStatistics
+from ..core.stats import EdgeStatistics
+from ..utils.digest import values_digest, without_module
+from ..utils.files import open_safetensors, read_json, write_json
 
 __all__ = [
     "architecture_fingerprint",

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .checks import check_choice, check_num_weights, check_seed
+from ..core.edit import check_rate
+from ..core.head_edit import FIT_KEYS, HeadEdit, backbone_digest
+from ..core.metrics import group_metrics
+from ..core.scores import score_names
+from ..core.sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
+from ..features.feature_set import FeatureSet
+from ..fitting.logistic import map_on_cores
+from ..fitting.methods import FittedHead, fit_head, get_head_method, head_method_names, is_builtin
+from ..fitting.probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
+from ..utils.checks import check_choice, check_num_weights, check_seed
 from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
-from .edit import check_rate
-from .feature_set import FeatureSet
-from .head_edit import FIT_KEYS, HeadEdit, backbone_digest
-from .head_methods import FittedHead, fit_head, get_head_method, head_method_names, is_builtin
-from .logistic import map_on_cores
-from .metrics import group_metrics
-from .probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
-from .scores import score_names
-from .sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
 
 if TYPE_CHECKING:
-    from .remover import FictitiousClassRemover
+    from ..remover import FictitiousClassRemover
 
 __all__ = [
     "AUTO_MARGIN",

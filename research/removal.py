@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..feature_set import FeatureSet
+from hf_fcr.features.feature_set import FeatureSet
 
 __all__ = ["class_removal", "removal_controls", "subclass_removal"]
 
@@ -102,7 +102,7 @@ def removal_controls(
       ``test``) recognising the class, balanced accuracy (0.5 = chance). The edit leaves the features unchanged, so
       this is the same before and after it.
     """
-    from ..probe import fit_linear_probe
+    from hf_fcr.fitting.probe import fit_linear_probe
 
     labels = test.labels(label_column)
     present = _present(labels, classes)

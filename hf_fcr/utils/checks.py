@@ -6,7 +6,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_choice", "check_fictitious", "check_num_weights", "check_seed"]
+__all__ = ["check_choice", "check_num_weights", "check_seed"]
 
 
 def check_seed(seed: Any) -> int:
@@ -28,16 +28,3 @@ def check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}.")
     return value
-
-
-def check_fictitious(fictitious: Any, in_features: int) -> None:
-    """M' must be a ``FictitiousHead`` fit on features of this head's width."""
-    from .probe import FictitiousHead
-
-    if not isinstance(fictitious, FictitiousHead):
-        raise TypeError(f"expected the FictitiousHead returned by fit_fictitious, got {type(fictitious).__name__}.")
-    if fictitious.weight.shape[1] != in_features:
-        raise ValueError(
-            f"the fictitious head takes {fictitious.weight.shape[1]} features but this model's head takes "
-            f"{in_features}: it was fit on another model's features."
-        )

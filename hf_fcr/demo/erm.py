@@ -97,7 +97,7 @@ def frozen_backbone_erm(data: Any, seed: int = 0, size: int = 64, steps: int = 3
     resized to ``size`` and normalized with ImageNet statistics first; returns the model and the prepared data."""
     import torch.nn.functional as F
 
-    from ..features import FeaturePass, PassOptions
+    from ..features.feature_pass import FeaturePass, PassOptions
 
     model, data = _imagenet_prepared(data, size)
     feature_pass = FeaturePass(model, model.classifier, head_name="classifier", options=PassOptions(batch_size=128))

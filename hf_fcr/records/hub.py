@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..features.preprocess import processor_transform, timm_transform
+from ..utils.constants import CARD_NAME, CONFIG_NAME, HEAD_EDITS_NAME, SAFE_WEIGHTS_NAME, WEIGHT_FILES
+from ..utils.files import CorruptFileError, open_safetensors, read_json
 from .card import model_card
 from .config import EditRecordError, FCRConfig
-from .constants import CARD_NAME, CONFIG_NAME, HEAD_EDITS_NAME, SAFE_WEIGHTS_NAME, WEIGHT_FILES
-from .files import CorruptFileError, open_safetensors, read_json
-from .preprocess import processor_transform, timm_transform
 
 __all__ = [
     "Checkpoint",

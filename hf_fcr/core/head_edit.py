@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .digest import values_digest, without_module
+from ..utils.digest import values_digest, without_module
 
 __all__ = [
     "FIT_KEYS",

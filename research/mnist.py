@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.spuco import mnist_pixels
+from hf_fcr.data.spuco import mnist_pixels
 
 __all__ = ["PARITY_TRAINING", "lenet_cnn", "mnist_arrays", "mnist_cnn", "parity_mnist_arrays", "train_parity_cnn"]
 
@@ -75,7 +75,7 @@ def train_parity_cnn(data: Any, seed: int) -> tuple[Any, float]:
 
     import torch
 
-    from .erm import train_classifier
+    from hf_fcr.demo.erm import train_classifier
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -86,6 +86,6 @@ def train_parity_cnn(data: Any, seed: int) -> tuple[Any, float]:
 def mnist_cnn(num_classes: int, in_channels: int = 1, width: int = 16) -> Any:
     """The two-layer CNN of the digit experiments (``erm.digits_cnn``) at MNIST's scale (the paper's Conv-2Net
     size): a max-pool after each conv layer keeps an epoch over 50,000 images near a minute on 2 CPU cores."""
-    from .erm import digits_cnn
+    from hf_fcr.demo.erm import digits_cnn
 
     return digits_cnn(num_classes, in_channels, width, max_pool=True)

@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from . import __version__
-from .constants import CONFIG_NAME, HEAD_EDITS_NAME, LIBRARIES
-from .edit import WeightEdit
-from .head_edit import RECORD_KEYS as HEAD_RECORD_KEYS
-from .head_edit import HeadEdit
+from .. import __version__
+from ..core.edit import WeightEdit
+from ..core.head_edit import RECORD_KEYS as HEAD_RECORD_KEYS
+from ..core.head_edit import HeadEdit
+from ..utils.constants import CONFIG_NAME, HEAD_EDITS_NAME, LIBRARIES
 
 __all__ = ["SCHEMA_VERSION", "EditRecordError", "FCRConfig", "check_edits_match", "is_plain", "parse_edit"]
 
@@ -94,7 +95,7 @@ class FCRConfig:
             CorruptFileError (an OSError): unreadable, too large or too deep JSON.
             EditRecordError: a malformed record.
         """
-        from .files import read_json
+        from ..utils.files import read_json
 
         return cls.from_dict(read_json(path, "the edit record", "re-save it with hf-fcr, or ask its publisher."))
 
@@ -129,7 +130,7 @@ class FCRConfig:
             return
         if path is None or not os.path.isfile(path):
             raise EditRecordError(f"{CONFIG_NAME} has head-level edits but {HEAD_EDITS_NAME} is missing beside it.")
-        from .files import open_safetensors
+        from ..utils.files import open_safetensors
 
         with open_safetensors(path, "the head-level edits", "save or download the artifact again.") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -248,6 +249,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # a registered method's name
 _SHA = set("0123456789abcdef")
 
 
@@ -277,8 +279,6 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
         raw.get("bias_param") is None or isinstance(raw["bias_param"], str)
     ):
         raise EditRecordError(f"edit {index}: 'weight_param' must be a string and 'bias_param' a string or null.")
-    from .head_methods import NAME_PATTERN
-
     if not isinstance(raw.get("method"), str) or not NAME_PATTERN.fullmatch(raw["method"]):
         raise EditRecordError(f"edit {index}: 'method' must be a head-level method's name, got {raw.get('method')!r}.")
     extra = raw.get("hyperparameters")

@@ -23,15 +23,14 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .config import EditRecordError, check_fit_fields, is_plain
-from .head_edit import FIT_KEYS
+from ..core.head_edit import FIT_KEYS
+from ..records.config import NAME_PATTERN, EditRecordError, check_fit_fields, is_plain
 from .retrain import check_every_class, retrain_head
 
 logger = logging.getLogger(__name__)
@@ -48,7 +47,6 @@ __all__ = [
 ]
 
 RESERVED_NAMES = ("fcr", "auto", "none")  # the other values of neutralize_spurious(method=...)
-NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 MAX_PARAMS_BYTES = 64 * 2**10  # what one method may record (the whole record is read up to 16 MiB)
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from ..diagnosis import random_attribute
-from ..feature_set import FeatureSet
-from ..infer import agreement, infer_attribute
-from ..metrics import group_ids, group_metrics
+from ..core.metrics import group_ids, group_metrics
+from ..debias.diagnosis import random_attribute
+from ..debias.infer import agreement, infer_attribute
+from ..features.feature_set import FeatureSet
 
 __all__ = ["METHOD_ORDER", "Benchmark", "compare_methods", "run_spurious"]
 
