@@ -202,7 +202,13 @@ class HeadEditor:
         row = self.head.weight.detach()[cls].cpu()
         return row_edits(self.param_name, row, cls, picks, r, self.head.weight.dtype, self.class_names[cls])
 
-    def _apply(self, edits: Sequence[Edit]) -> list[Edit]:
+    def commit_edits(self, edits: Sequence[Edit]) -> list[Edit]:
+        """Apply edits computed for this head in this process (the methods' own, not a record's: ``apply_edits``
+        checks those) and add them to ``edits``; nothing changes if one cannot be written.
+
+        Raises:
+            ValueError: an edit's value does not fit the head's dtype.
+        """
         for e in edits:  # Eq. 7's value can exceed a half-precision head's range: refuse before anything changes
             e.check_target(self.head.weight, self.head.bias, self.param_name, self.bias_name)
         applied: list[WeightEdit] = []
@@ -217,7 +223,7 @@ class HeadEditor:
         self.edits.extend(edits)
         return edits
 
-    def _record(self, method: str, **arguments: Any) -> None:
+    def record_call(self, method: str, **arguments: Any) -> None:
         """Remember a call that made edits: saved in fcr_config.json and shown in the card to reproduce them."""
         self.fcr_config_extra.setdefault("calls", []).append({"method": method, **arguments})
 
@@ -292,7 +298,7 @@ class HeadEditor:
         record = edits if isinstance(edits, FCRConfig) else None
         edits = list(record.edits if record is not None else edits)
         self._check_record(edits, "old", saved=record is not None)
-        applied = self._apply(edits)
+        applied = self.commit_edits(edits)
         if record is not None:
             for key, value in record.extra.items():
                 if key == "calls":

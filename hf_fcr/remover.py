@@ -45,14 +45,16 @@ class FictitiousClassRemover(HeadEditor):
     saving. ``neutralize_spurious`` and ``diagnose`` run the plain functions of ``debias.search``.
     """
 
-    def _features(self, data: Any, columns: Sequence[str]) -> FeatureSet:
+    def features_of(self, data: Any, columns: Sequence[str]) -> FeatureSet:
+        """``data``'s features with ``columns``: a ``FeatureSet`` as it is (KeyError naming a missing column), any
+        other data through ``extract_features``."""
         if isinstance(data, FeatureSet):
             for c in columns:
                 data[c]  # KeyError naming the missing column
             return data
         return self.extract_features(data, columns=tuple(columns))
 
-    def _groups(self, feats: FeatureSet, label_column: str, group_columns: Sequence[str]) -> tuple:
+    def group_labels(self, feats: FeatureSet, label_column: str, group_columns: Sequence[str]) -> tuple:
         """``(labels, group ids, group names)``; group columns may hold integers or strings (``"place=water"``)."""
         labels = self._labels(feats, label_column)
         columns, values = {label_column: labels}, {}
@@ -194,7 +196,7 @@ class FictitiousClassRemover(HeadEditor):
         check_choice("score", score, score_names())
         seed = check_seed(seed)
         c = self.class_index(cls)
-        feats = self._features(data, [label_column])
+        feats = self.features_of(data, [label_column])
         labels = self._labels(feats, label_column)
         stats = edge_statistics(feats.features, self.logits(feats.features), labels, self.num_classes, rows=[c])
         if stats.count[c] == 0:
@@ -211,9 +213,9 @@ class FictitiousClassRemover(HeadEditor):
         )
         if not edges:
             raise ValueError(f"class {c} has no {candidates} edge with a non-zero weight to edit.")
-        applied = self._apply(self._row_edits(c, [(col, value, None) for _, col, value in edges], r))
+        applied = self.commit_edits(self._row_edits(c, [(col, value, None) for _, col, value in edges], r))
         ranking = {} if score == "sca" else {"score": score, "seed": seed}  # records of the default stay as they were
-        self._record(
+        self.record_call(
             "remove_class",
             cls=c,
             label_column=label_column,
@@ -249,7 +251,7 @@ class FictitiousClassRemover(HeadEditor):
         # under several processes a dataset stays sharded: M' is fit with gradients summed across processes
         sharded = not isinstance(data, FeatureSet) and process_info()[1] > 1 and probe is None
         feats = (
-            self.extract_features(data, columns=columns, gather=False) if sharded else self._features(data, columns)
+            self.extract_features(data, columns=columns, gather=False) if sharded else self.features_of(data, columns)
         )
         labels = self._labels(feats, label_column) if label_column else None
         if len(feats) == 0:
@@ -270,7 +272,7 @@ class FictitiousClassRemover(HeadEditor):
         logger.info("M' (%s) accuracy on its training features: %.4f", attribute_column, fict.accuracy)
         return fict
 
-    def _plan(
+    def planned_edits(
         self,
         fictitious: FictitiousHead,
         classes: list[int] | None,
@@ -280,6 +282,8 @@ class FictitiousClassRemover(HeadEditor):
         values: list[int] | None,
         rule: EdgeRule,
     ) -> list[WeightEdit]:
+        """Algorithm 2's edits of ``classes`` (None: every class) at rate ``r``: ``num_weights`` weights per class
+        chosen by ``policy`` (``values``: M''s rows to use, None for all) and ``rule``; nothing is applied."""
         weight = self.head.weight.detach().cpu()
         picks = plan_neutralization(weight, fictitious, classes, num_weights, policy, values, rule)
         return [edit for c, cols in picks.items() for edit in self._row_edits(c, cols, r)]
@@ -330,9 +334,9 @@ class FictitiousClassRemover(HeadEditor):
         targets = None if classes is None else [self.class_index(c) for c in classes]
         fixed = None if values is None else [fictitious.value_index(v) for v in values]
         rule = EdgeRule(selection=selection, candidates=candidates, seed=seed)
-        plan = self._plan(fictitious, targets, r, num_weights, policy, fixed, rule)
-        applied = self._apply(plan)
-        self._record(
+        plan = self.planned_edits(fictitious, targets, r, num_weights, policy, fixed, rule)
+        applied = self.commit_edits(plan)
+        self.record_call(
             "neutralize",
             attribute_column=fictitious.attribute_column,
             classes=targets,
@@ -365,13 +369,13 @@ class FictitiousClassRemover(HeadEditor):
             ValueError: no edits, bad rates or data.
             KeyError: a missing column.
         """
-        feats = self._features(data, [label_column, *group_columns])
+        feats = self.features_of(data, [label_column, *group_columns])
         edits = list(self.edits if edits is None else edits)
         if any(not e.has_rate for e in edits):
             raise ValueError("head-level edits have no rate to sweep: sweep single-weight edits (pass edits=).")
         if not edits:
             raise ValueError("there are no edits to sweep: call remove_class / neutralize first, or pass edits=.")
-        labels, ids, names = self._groups(feats, label_column, group_columns)
+        labels, ids, names = self.group_labels(feats, label_column, group_columns)
         r_values = default_r_grid() if r_values is None else r_values
         base = self.logits_without(feats.features, [h for h in self.edits if any(h is e for e in edits)])
         return sweep_edits(base, feats.features, edits, r_values, labels, ids, names)

@@ -146,7 +146,7 @@ def test_the_page_in_a_real_browser(session, tmp_path):
     reloaded = FictitiousClassRemover.from_pretrained(tmp_path / "saved")
     assert [e.r for e in reloaded.edits] == [pytest.approx(r)] * len(session.search.edits)
     feats = session.features["validation"]
-    labels, ids, names = reloaded._groups(feats, "label", ["place"])
+    labels, ids, names = reloaded.group_labels(feats, "label", ["place"])
     from hf_fcr.core.metrics import group_metrics
 
     worst = group_metrics(reloaded.logits(feats.features).argmax(1), labels, ids, names)["worst_group"]
@@ -261,7 +261,7 @@ def test_a_save_during_other_events_writes_the_numbers_the_page_shows(session, t
     carded = next(m["value"] for m in results if m["type"] == "worst_group_accuracy")
     reloaded = FictitiousClassRemover.from_pretrained(saved)
     feats = session.features["validation"]
-    labels, ids, names = reloaded._groups(feats, "label", ["place"])
+    labels, ids, names = reloaded.group_labels(feats, "label", ["place"])
     worst = group_metrics(reloaded.logits(feats.features).argmax(1), labels, ids, names)["worst_group"]
     assert carded == pytest.approx(shown["worst_group"]) and worst == pytest.approx(shown["worst_group"])
 

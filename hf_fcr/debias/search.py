@@ -12,7 +12,7 @@ import logging
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -28,14 +28,12 @@ from ..fitting.probe import POLICIES, EdgeRule, FictitiousHead, encode_values, f
 from ..utils.checks import check_choice, check_num_weights, check_seed
 from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
 
-if TYPE_CHECKING:
-    from ..remover import FictitiousClassRemover
-
 __all__ = [
     "AUTO_MARGIN",
     "AUTO_MIN_GROUP",
     "DIAGNOSIS_DRAWS",
     "SAME_COLUMN",
+    "Remover",
     "SearchSettings",
     "diagnose_cue",
     "neutralize_spurious",
@@ -47,6 +45,27 @@ AUTO_MARGIN = 0.01  # "auto" keeps the single-weight edit when it is within a po
 AUTO_MIN_GROUP = 4  # rows of a group "auto" needs to hold half of it out (each half of it must hold two)
 SAME_COLUMN = "same"  # val_attribute_column's default: the attribute column itself
 DIAGNOSIS_DRAWS = 3  # random-attribute draws of the diagnosis (diagnose's default, and neutralize_spurious's)
+
+
+class Remover(Protocol):
+    """What the search and the diagnosis use of a ``FictitiousClassRemover`` (the layer above this one): its model
+    and head, its passes, M', FCR's planned edits, and the record its edits go to."""
+
+    model: torch.nn.Module
+    head: torch.nn.Linear
+    param_name: str
+    bias_name: str | None
+    class_names: list[str]
+    num_classes: int
+    fcr_config_extra: dict[str, Any]
+
+    def features_of(self, data: Any, columns: Sequence[str]) -> FeatureSet: ...
+    def group_labels(self, feats: FeatureSet, label_column: str, group_columns: Sequence[str]) -> tuple: ...
+    def logits(self, features: torch.Tensor) -> torch.Tensor: ...
+    def fit_fictitious(self, data: Any, attribute_column: str, label_column: str, **kwargs: Any) -> FictitiousHead: ...
+    def planned_edits(self, fictitious: FictitiousHead, *args: Any) -> list[Any]: ...
+    def commit_edits(self, edits: Sequence[Any]) -> list[Any]: ...
+    def record_call(self, method: str, **arguments: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -92,20 +111,20 @@ def _split_by_group(
     return val.select(torch.sort(torch.cat(fit)).values), val.select(torch.sort(torch.cat(held)).values)
 
 
-def _selection_groups(remover: FictitiousClassRemover, feats: FeatureSet, settings: SearchSettings) -> tuple:
+def _selection_groups(remover: Remover, feats: FeatureSet, settings: SearchSettings) -> tuple:
     """``(labels, group ids, group names)``: (label, attribute) groups, or the classes alone without groups."""
     group = settings.group_column
-    return remover._groups(feats, settings.label_column, [group] if group else [])
+    return remover.group_labels(feats, settings.label_column, [group] if group else [])
 
 
-def _metrics_now(remover: FictitiousClassRemover, feats: FeatureSet, settings: SearchSettings) -> dict[str, Any]:
+def _metrics_now(remover: Remover, feats: FeatureSet, settings: SearchSettings) -> dict[str, Any]:
     """The model's group metrics on ``feats`` with the head it has now."""
     labels, ids, names = _selection_groups(remover, feats, settings)
     return group_metrics(remover.logits(feats.features).argmax(1), labels, ids, names)
 
 
 def _fcr_search(
-    remover: FictitiousClassRemover,
+    remover: Remover,
     train: FeatureSet,
     val: FeatureSet,
     settings: SearchSettings,
@@ -120,7 +139,7 @@ def _fcr_search(
     else:
         fict = remover.fit_fictitious(train, settings.attribute_column, settings.label_column, probe=settings.probe)
     choice, plan, tried = search_edits(
-        lambda policy, n: remover._plan(fict, None, 1.0, n, policy, None, rule),
+        lambda policy, n: remover.planned_edits(fict, None, 1.0, n, policy, None, rule),
         settings.policies,
         settings.num_weights,
         remover.logits(val.features),
@@ -133,7 +152,7 @@ def _fcr_search(
 
 
 def _retrained(
-    remover: FictitiousClassRemover,
+    remover: Remover,
     val: FeatureSet,
     settings: SearchSettings,
     method: str,
@@ -155,7 +174,7 @@ def _retrained(
     )
 
 
-def _head_edit(remover: FictitiousClassRemover, head: FittedHead) -> HeadEdit:
+def _head_edit(remover: Remover, head: FittedHead) -> HeadEdit:
     params = dict(head.params)
     typed = {k: params.pop(k) for k in FIT_KEYS if k in params}
     return HeadEdit.from_heads(
@@ -170,8 +189,8 @@ def _head_edit(remover: FictitiousClassRemover, head: FittedHead) -> HeadEdit:
     )
 
 
-def neutralize_spurious(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemover.neutralize_spurious
-    remover: FictitiousClassRemover,
+def neutralize_spurious(  # noqa: PLR0913 -- the keyword options of Remover.neutralize_spurious
+    remover: Remover,
     train: Any,
     val: Any,
     *,
@@ -188,7 +207,7 @@ def neutralize_spurious(  # noqa: PLR0913 -- the keyword options of FictitiousCl
     val_attribute_column: str | None,
     diagnose: bool,
 ) -> NeutralizationSearch:
-    """``FictitiousClassRemover.neutralize_spurious`` (documented there, with the defaults), on ``remover``: the
+    """``Remover.neutralize_spurious`` (documented there, with the defaults), on ``remover``: the
     arguments are checked into one ``SearchSettings``, then ``run_neutralization`` does the work."""
     check_rule(rule)
     seed = check_seed(seed)
@@ -219,7 +238,7 @@ def neutralize_spurious(  # noqa: PLR0913 -- the keyword options of FictitiousCl
 
 
 def run_neutralization(
-    remover: FictitiousClassRemover,
+    remover: Remover,
     train: Any,
     val: Any,
     settings: SearchSettings,
@@ -232,8 +251,8 @@ def run_neutralization(
     record it with ``call`` (extra record fields) and return what was chosen and tried."""
     s = settings
     uses_attribute = s.attribute_column and (method in ("fcr", "auto") or diagnose)
-    train_feats = remover._features(train, [s.label_column, *([s.attribute_column] if uses_attribute else [])])
-    val_feats = remover._features(val, [s.label_column, *([s.group_column] if s.group_column else [])])
+    train_feats = remover.features_of(train, [s.label_column, *([s.attribute_column] if uses_attribute else [])])
+    val_feats = remover.features_of(val, [s.label_column, *([s.group_column] if s.group_column else [])])
     candidates: dict[str, dict[str, Any]] = {}
     tuned: dict[str, dict[str, Any]] = {}  # auto: each head-level candidate's params, validated on half of val
     # M' on the training split, fit on first use: auto's FCR candidate, the diagnosis (which fits it with the default
@@ -285,9 +304,9 @@ def run_neutralization(
         )
     if method != "fcr":
         head = _retrained(remover, val_feats, s, method, tuned.get(method))
-        applied = remover._apply([_head_edit(remover, head)])
+        applied = remover.commit_edits([_head_edit(remover, head)])
         chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
-        remover._record("neutralize_spurious", **call, chosen=chosen)
+        remover.record_call("neutralize_spurious", **call, chosen=chosen)
         _keep(remover, diagnosis)
         validation = _metrics_now(remover, val_feats, s)
         return NeutralizationSearch(
@@ -303,9 +322,9 @@ def run_neutralization(
         )
     fict, choice, plan, tried = _fcr_search(remover, train_feats, val_feats, s, shared)
     r = choice["r"]
-    applied = remover._apply([edit.with_rate(r, remover.head.weight.dtype) for edit in plan])
+    applied = remover.commit_edits([edit.with_rate(r, remover.head.weight.dtype) for edit in plan])
     chosen = {"method": "fcr", "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
-    remover._record("neutralize_spurious", **call, chosen=chosen)
+    remover.record_call("neutralize_spurious", **call, chosen=chosen)
     _keep(remover, diagnosis)
     return NeutralizationSearch(
         edits=applied,
@@ -319,14 +338,14 @@ def run_neutralization(
     )
 
 
-def _keep(remover: FictitiousClassRemover, diagnosis: Diagnosis | None) -> None:
+def _keep(remover: Remover, diagnosis: Diagnosis | None) -> None:
     """The diagnosis goes into the record (and the card), once the edit it concerns is applied."""
     if diagnosis is not None:
         remover.fcr_config_extra["diagnosis"] = diagnosis.to_dict()
 
 
 def _auto(
-    remover: FictitiousClassRemover,
+    remover: Remover,
     train: FeatureSet,
     val: FeatureSet,
     settings: SearchSettings,
@@ -410,8 +429,8 @@ def _m_prime_evidence(
     return val_acc, majority, torch.cumsum(share[ranked], 0), top_accuracy
 
 
-def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemover.diagnose
-    remover: FictitiousClassRemover,
+def diagnose_cue(  # noqa: PLR0913 -- the keyword options of Remover.diagnose
+    remover: Remover,
     train: Any,
     val: Any,
     *,
@@ -424,7 +443,7 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
     r_values: Sequence[float] | None,
     shared: Callable[[], FictitiousHead] | None = None,
 ) -> Diagnosis:
-    """``FictitiousClassRemover.diagnose`` (documented there, with the defaults), on ``remover``: changes nothing.
+    """``Remover.diagnose`` (documented there, with the defaults), on ``remover``: changes nothing.
     ``shared``: M' on ``train``'s attribute with the default probe, when the caller has it (``run_neutralization``)."""
     check_rule(rule)
     seed = check_seed(seed)
@@ -434,14 +453,14 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of FictitiousClassRemo
             "random-attribute draws, and claims no control that was not run."
         )
     group_column = val_attribute_column or attribute_column
-    train = remover._features(train, [label_column])
+    train = remover.features_of(train, [label_column])
     if attribute_column not in train.columns:
         raise KeyError(
             f"the diagnosis fits M' on the training split's attribute, and train has no column "
             f"{attribute_column!r}. With group labels on validation only, FCR cannot be diagnosed: use "
             "method='dfr' (or 'auto') with diagnose=False."
         )
-    val = remover._features(val, [label_column, group_column])
+    val = remover.features_of(val, [label_column, group_column])
     for split, feats, column in (("train", train, attribute_column), ("validation", val, group_column)):
         raw = feats[column]
         distinct = set(raw.tolist() if torch.is_tensor(raw) else raw)

@@ -373,7 +373,7 @@ class StudioSession:
         s, out = self.source, {}
         for split in self.splits:
             feats = self.features[split]
-            labels, ids, names = self.remover._groups(feats, s.label_column, [s.attribute_column])
+            labels, ids, names = self.remover.group_labels(feats, s.label_column, [s.attribute_column])
             out[split] = group_metrics(self.remover.logits(feats.features).argmax(1), labels, ids, names)
         return out
 
