@@ -18,7 +18,7 @@ from .core.scores import CANDIDATES, score_names, top_edges
 from .core.stats import EdgeStatistics, edge_statistics
 from .core.sweep import NeutralizationSearch, SweepResult, default_r_grid, sweep_edits
 from .debias import search as debias
-from .debias.diagnosis import Diagnosis
+from .debias.diagnosis import RANDOM_ATTRIBUTE_DRAWS, Diagnosis
 from .editor import HeadEditor
 from .features.feature_pass import FeaturePass, PassOptions
 from .features.feature_set import FeatureSet
@@ -464,7 +464,7 @@ class FictitiousClassRemover(HeadEditor):
         attribute_column: str = "place",
         val_attribute_column: str | None = None,
         rule: str = "min_gap",
-        num_draws: int = debias.DIAGNOSIS_DRAWS,
+        num_draws: int = RANDOM_ATTRIBUTE_DRAWS,
         seed: int = 0,
         r_values: Sequence[float] | None = None,
     ) -> Diagnosis:

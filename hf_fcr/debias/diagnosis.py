@@ -14,18 +14,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..features.feature_set import FeatureSet
+
 __all__ = [
     "GAIN_MARGIN",
     "LOCALIZED_SHARE",
     "MAX_AVERAGE_LOSS",
+    "RANDOM_ATTRIBUTE_DRAWS",
+    "RANDOM_COLUMN",
     "Diagnosis",
     "logit_share",
     "random_attribute",
+    "random_attribute_draws",
     "verdict",
 ]
 
 GAIN_MARGIN = 0.01  # FCR's worst-group gain must beat the best random-attribute draw by a point
 MAX_AVERAGE_LOSS = 0.05  # and may not buy it with more than 5 points of average accuracy
+RANDOM_ATTRIBUTE_DRAWS = 3  # draws of the random-attribute control, wherever it runs
+RANDOM_COLUMN = "_random"  # the shuffled attribute's column in the control's features
 LOCALIZED_SHARE = 0.5  # M's top feature alone reaches half of M's above-chance attribute accuracy
 
 
@@ -38,6 +45,25 @@ def random_attribute(labels: torch.Tensor, attribute: torch.Tensor, seed: int) -
         idx = (labels == c).nonzero().flatten()
         out[idx] = attribute[idx[torch.randperm(len(idx), generator=g)]]
     return out
+
+
+def random_attribute_draws(
+    train: FeatureSet,
+    label_column: str,
+    attribute: torch.Tensor,
+    seed: int,
+    num_draws: int = RANDOM_ATTRIBUTE_DRAWS,
+) -> list[FeatureSet]:
+    """The random-attribute control, the one the diagnosis, the method tables and the studio use: ``num_draws``
+    copies of ``train``'s features with its labels and, as the column ``RANDOM_COLUMN``, ``attribute`` shuffled within
+    each class (``random_attribute``). Draw ``d`` is seeded ``1000 * seed + d``, so no two seeds share a draw."""
+    labels = train.labels(label_column)
+    return [
+        FeatureSet(
+            train.features, {label_column: labels, RANDOM_COLUMN: random_attribute(labels, attribute, 1000 * seed + d)}
+        )
+        for d in range(num_draws)
+    ]
 
 
 def logit_share(weight: torch.Tensor, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -26,12 +26,11 @@ from ..fitting.logistic import map_on_cores
 from ..fitting.methods import FittedHead, fit_head, get_head_method, head_method_names, is_builtin
 from ..fitting.probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
 from ..utils.checks import check_choice, check_num_weights, check_seed
-from .diagnosis import Diagnosis, logit_share, random_attribute, verdict
+from .diagnosis import RANDOM_ATTRIBUTE_DRAWS, RANDOM_COLUMN, Diagnosis, logit_share, random_attribute_draws, verdict
 
 __all__ = [
     "AUTO_MARGIN",
     "AUTO_MIN_GROUP",
-    "DIAGNOSIS_DRAWS",
     "SAME_COLUMN",
     "Remover",
     "SearchSettings",
@@ -44,7 +43,6 @@ logger = logging.getLogger(__name__)
 AUTO_MARGIN = 0.01  # "auto" keeps the single-weight edit when it is within a point of the best candidate
 AUTO_MIN_GROUP = 4  # rows of a group "auto" needs to hold half of it out (each half of it must hold two)
 SAME_COLUMN = "same"  # val_attribute_column's default: the attribute column itself
-DIAGNOSIS_DRAWS = 3  # random-attribute draws of the diagnosis (diagnose's default, and neutralize_spurious's)
 
 
 class Remover(Protocol):
@@ -272,7 +270,7 @@ def run_neutralization(
             attribute_column=s.attribute_column,
             val_attribute_column=s.group_column,
             rule=s.rule,
-            num_draws=DIAGNOSIS_DRAWS,
+            num_draws=RANDOM_ATTRIBUTE_DRAWS,
             seed=s.seed,
             r_values=s.r_values,
             shared=shared if s.probe is None else None,
@@ -477,15 +475,11 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of Remover.diagnose
         r_values=tuple(default_r_grid() if r_values is None else r_values),
         seed=seed,
     )  # FCR's default grid, SCA, the default probe: the search the verdict is about
-    labels = train.labels(label_column)
     attribute, _ = encode_values(train[attribute_column])
-    shuffled = [
-        FeatureSet(train.features, {label_column: labels, "_random": random_attribute(labels, attribute, seed + d)})
-        for d in range(num_draws)
-    ]
+    shuffled = random_attribute_draws(train, label_column, attribute, seed, num_draws)
     # the search on the attribute (with M''s own evidence) and on each random draw: independent (the default probe,
     # a new estimator each), spread over the cores
-    random_settings = dataclasses.replace(settings, attribute_column="_random")
+    random_settings = dataclasses.replace(settings, attribute_column=RANDOM_COLUMN)
 
     def job(item: tuple[FeatureSet, SearchSettings, Callable[[], FictitiousHead] | None]) -> tuple:
         data, job_settings, fit = item

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..core.metrics import group_ids, group_metrics
-from ..debias.diagnosis import random_attribute
+from ..debias.diagnosis import RANDOM_COLUMN, random_attribute_draws
 from ..debias.infer import agreement, infer_attribute
 from ..features.feature_set import FeatureSet
 
@@ -28,7 +28,6 @@ METHOD_ORDER = (
     "dfr_class_balanced",
     "auto",
 )
-RANDOM_ATTRIBUTE_DRAWS = 3
 
 
 @dataclass(frozen=True)
@@ -105,11 +104,10 @@ def compare_methods(
     methods["fcr_grad_x_act"] = run(selection="grad_x_act")
     methods["fcr_random_edge"] = run(selection="random")
     labels, attribute = train.labels(label_column), train.labels(attribute_column)
-    draws = []
-    for draw in range(RANDOM_ATTRIBUTE_DRAWS):
-        shuffled = random_attribute(labels, attribute, seed=1000 * seed + draw)
-        data = FeatureSet(train.features, {label_column: labels, "random_attribute": shuffled})
-        draws.append(run(data, attribute_column="random_attribute", val_attribute_column=attribute_column))
+    draws = [
+        run(data, attribute_column=RANDOM_COLUMN, val_attribute_column=attribute_column)
+        for data in random_attribute_draws(train, label_column, attribute, seed)
+    ]
     methods["fcr_random_attribute"] = _mean_of(draws)
     inferred = infer_attribute(train.features, labels, "cluster", seed=seed)
     data = FeatureSet(train.features, {label_column: labels, "inferred_attribute": inferred})

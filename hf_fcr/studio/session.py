@@ -326,9 +326,7 @@ class StudioSession:
     def _compare(self) -> dict[str, dict[str, Any]]:
         """ERM, FCR's random-attribute control (mean over draws) and every registered head-level method plus
         ``auto``, each through ``neutralize_spurious`` on the same features, measured, then reverted."""
-        from ..debias.diagnosis import random_attribute
-        from ..demo.compare import RANDOM_ATTRIBUTE_DRAWS
-        from ..features.feature_set import FeatureSet
+        from ..debias.diagnosis import RANDOM_COLUMN, random_attribute_draws
         from ..fitting.methods import head_method_names
         from ..fitting.probe import encode_values
 
@@ -336,16 +334,13 @@ class StudioSession:
         train, val = self.features[s.splits[0]], self.features[s.splits[1]]
         common = {"label_column": s.label_column, "attribute_column": s.attribute_column, "seed": s.seed}
         methods = {"erm": self._metrics()}
-        labels = train.labels(s.label_column)
         attribute, _ = encode_values(train[s.attribute_column])  # integer ids or strings ("water", "land")
         draws = []
-        for draw in range(RANDOM_ATTRIBUTE_DRAWS):
-            shuffled = random_attribute(labels, attribute, seed=1000 * s.seed + draw)
-            data = FeatureSet(train.features, {s.label_column: labels, "random_attribute": shuffled})
+        for data in random_attribute_draws(train, s.label_column, attribute, s.seed):
             self.remover.neutralize_spurious(
                 data,
                 val,
-                **{**common, "attribute_column": "random_attribute"},
+                **{**common, "attribute_column": RANDOM_COLUMN},
                 val_attribute_column=s.attribute_column,
                 diagnose=False,
             )
