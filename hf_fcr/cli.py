@@ -20,8 +20,8 @@ Post-hoc debiasing of image classifiers by Fictitious Class Removal (FCR): find 
 a class or a spurious cue and edit it by a closed formula (one weight per class, controllable rate r).
 
 Start with `hf-fcr demo --output_dir outputs/demo`: it builds the offline SpuriousDigits benchmark, trains an
-ERM model, runs FCR, DFR and controls on the same features, prints a table and writes results, plots and the
-edited model (with its fcr_config.json and model card).
+ERM model, runs FCR, DFR and controls on the same features, prints a table and the diagnosis' verdict, and writes
+results, plots and the model auto recommends (with its fcr_config.json and model card).
 """
 
 
@@ -42,9 +42,13 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     else:
+        out, recommended = args.output_dir, results["recommended"]
         print()
         print(format_table(results["methods"]))
-        print(f"\nwrote {os.path.join(args.output_dir, 'results.json')}, sweep plots and the edited model folder")
+        print(f"\nDiagnosis: {results['diagnosis']['verdict']}")
+        print(f"\nRecommended ({recommended['method']}, auto's choice): {os.path.join(out, recommended['folder'])}")
+        print(f"For comparison: {os.path.join(out, 'fcr-model')} (FCR's edit), {os.path.join(out, 'erm-model')} (ERM)")
+        print(f"Results in {out}: results.json, sweep_validation.png, sweep_test.png, diagnosis.png")
     return 0
 
 
@@ -281,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="offline benchmark: ERM vs FCR vs DFR on SpuriousDigits (the main job)",
         description="Build SpuriousDigits (real sklearn digits on real skimage textures; the background colour "
         "agrees with the label in --correlation of the training set), train ERM, then compare FCR (policy, "
-        "weights per class and r chosen on validation), DFR and two FCR controls on the balanced test split.",
+        "weights per class and r chosen on validation) and its controls, DFR, class-balanced retraining and auto "
+        "on the balanced test split; print the diagnosis and save the model auto recommends.",
     )
-    _output_dir(demo, True, "folder for results.json, the sweep plots, the ERM model and the edited model")
+    _output_dir(demo, True, "folder for results.json, the plots, the recommended model, FCR's edit and the ERM model")
     demo.add_argument("--seed", type=int, default=0, help="seed for the data split, training and DFR (default 0)")
     demo.add_argument("--correlation", type=float, default=0.95, help="label/background agreement in train")
     demo.add_argument("--epochs", type=int, default=30, help="ERM training epochs (default 30)")

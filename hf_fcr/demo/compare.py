@@ -135,8 +135,41 @@ def compare_methods(
         chosen["sweep"].plot(out / "sweep_validation.png", rule=rule, title=f"{title} (validation)")
         test_sweep = remover.sweep(test, label_column=label_column, group_columns=(attribute_column,))
         test_sweep.plot(out / "sweep_test.png", title=f"{title} (test)", chosen_r=search.r)
-        search.diagnosis.plot(out / "diagnosis.png", title=f"{title}: {search.diagnosis.verdict[:60]}...")
+        search.diagnosis.plot(out / "diagnosis.png", title=title)
     return {k: methods[k] for k in METHOD_ORDER}, search
+
+
+def _save_recommended(
+    folder: Path,
+    remover: Any,
+    splits: tuple[FeatureSet, FeatureSet],
+    benchmark: Benchmark,
+    search: Any,
+    seed: int,
+    card: dict[str, Any],
+) -> dict[str, Any]:
+    """Save to ``folder`` the model ``auto`` recommends (the call of the table's ``auto`` row, so the same choice),
+    with FCR's diagnosis in its record and card (``card``: ``save_pretrained``'s card options); ``remover`` is left
+    with FCR's edits, as before. Returns the method chosen and the folder's name."""
+    train, val = splits
+    fcr_edits, fcr_extra = list(remover.edits), dict(remover.fcr_config_extra)
+    remover.revert()
+    auto = remover.neutralize_spurious(
+        train,
+        val,
+        label_column=benchmark.label_column,
+        attribute_column=benchmark.attribute_column,
+        rule=search.rule,
+        seed=seed,
+        method="auto",
+        diagnose=False,
+    )
+    remover.fcr_config_extra["diagnosis"] = search.diagnosis.to_dict()
+    remover.save_pretrained(folder, overwrite=True, model_name=f"{benchmark.name}-{auto.method}", **card)
+    remover.revert()
+    remover.commit_edits(fcr_edits)
+    remover.fcr_config_extra.update(fcr_extra)
+    return {"method": auto.method, "folder": folder.name}
 
 
 def run_spurious(
@@ -150,8 +183,9 @@ def run_spurious(
     pass_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Features of the three splits (one pass each; ``pass_options``: ``extract_features``' options, e.g.
-    ``batch_size``, ``cache_dir``, ``progress``), ``compare_methods``, then ``output_dir``: the edited model
-    (``fcr-model/``, with its record and card), the sweep plots and ``results.json``."""
+    ``batch_size``, ``cache_dir``, ``progress``), ``compare_methods``, then ``output_dir``: the model ``auto``
+    recommends (``recommended-model/``), FCR's edit (``fcr-model/``), each with its record and card, the sweep plots
+    and ``results.json``. ``remover`` is left with FCR's edits."""
     import json
 
     from .. import __version__
@@ -196,6 +230,10 @@ def run_spurious(
         dataset_name=benchmark.name,
         model_name=f"{benchmark.name}-fcr",
     )
+    figure = {"diagnosis.png": search.diagnosis.plot(title=f"FCR on {benchmark.name}")}
+    auto_metrics = [{**m, "value": methods["auto"][key]} for m, key in zip(metrics, ("average", "worst_group"))]
+    card = {"figures": figure, "metrics": auto_metrics, "command": command, "dataset_name": benchmark.name}
+    recommended = _save_recommended(out / "recommended-model", remover, (train, val), benchmark, search, seed, card)
     results = {
         "benchmark": benchmark.name,
         "seed": seed,
@@ -203,6 +241,7 @@ def run_spurious(
         "hf_fcr_version": __version__,
         "methods": methods,
         "fcr_choice": search.choice,
+        "recommended": recommended,
         "diagnosis": search.diagnosis.to_dict(),
         "candidates": [{k: v for k, v in t.items() if k != "sweep"} for t in search.tried],
         "timings": timings,

@@ -208,5 +208,5 @@ def spurious_digits_erm(
     if erm_dir.exists():
         shutil.rmtree(erm_dir)
     timm.models.save_for_hf(model, str(erm_dir), safe_serialization=True)
-    remover = FictitiousClassRemover(model, base_model_name_or_path=str(erm_dir))
+    remover = FictitiousClassRemover(model, base_model_name_or_path=str(erm_dir.resolve()))  # a path cards can name
     return remover, data, {"data_and_erm_training_s": elapsed}

@@ -1,7 +1,8 @@
 """The main job, fully offline: SpuriousDigits -> ERM (a timm model) -> FCR, DFR and controls -> results.
 
-Every method works on the same cached features (one backbone pass per split). The edited model is saved as a timm
-folder with its ``fcr_config.json`` and card; the ERM model it was edited from is saved beside it.
+Every method works on the same cached features (one backbone pass per split). The model ``auto`` recommends is the
+main output (``recommended-model/``); FCR's edit (``fcr-model/``) and the ERM model they were made from
+(``erm-model/``) are saved beside it, each a timm folder (the edited ones with ``fcr_config.json`` and a card).
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ def run_demo(
     from .compare import Benchmark, run_spurious
     from .erm import spurious_digits_erm
 
-    out = check_output_dir(output_dir, ("results.json", "fcr-model", "erm-model"), overwrite)
+    out = check_output_dir(output_dir, ("results.json", "recommended-model", "fcr-model", "erm-model"), overwrite)
     log = print if progress else (lambda *a, **k: None)
     remover, data, timings = spurious_digits_erm(out, seed, correlation, epochs, arch, log)
     command = (
-        f"hf-fcr demo --output-dir {out} --seed {seed} --correlation {correlation} --epochs {epochs} "
+        f"hf-fcr demo --output_dir {out} --seed {seed} --correlation {correlation} --epochs {epochs} "
         f"--arch {arch} --rule {rule}"
     )
     return run_spurious(
