@@ -496,16 +496,16 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
             except FileExistsError as err:
                 return f"--output_dir --overwrite: {err}"
     method = getattr(args, "method", None)
-    if method is not None and method not in ("fcr", "auto"):
-        from .fitting.methods import get_head_method
+    needs_column = False
+    if method is not None:
+        from .fitting.methods import AUTO, get_method
 
         try:
-            needs_groups = get_head_method(method).needs_groups
+            found = None if method == AUTO else get_method(method)
         except ValueError as err:
             return f"--method: {err}"
-    else:
-        needs_groups = method == "fcr"
-    if needs_groups and not getattr(args, "attribute_column", None):
+        needs_column = found is not None and (found.needs_groups or found.needs_attribute)
+    if needs_column and not getattr(args, "attribute_column", None):
         return f"--method {method} needs --attribute_column (class_balanced and auto work without it)"
     return None
 

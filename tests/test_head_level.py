@@ -329,7 +329,8 @@ def test_retrained_head_without_bias_has_none_and_class_balancing_needs_no_group
     remover = erm_remover(train, bias=False)
     search = remover.neutralize_spurious(train, val, method="class_balanced", val_attribute_column=None)
     (edit,) = search.edits
-    assert isinstance(edit, HeadEdit) and edit.bias_param is None and edit.selection == "worst_class"
+    assert isinstance(edit, HeadEdit) and edit.bias_param is None
+    assert edit.hyperparameters["selection"] == "worst_class"
     assert torch.equal(remover.head.weight.detach(), edit.new_weight)
     head = retrain_head(val.features, val.labels("label"), val.labels("label"), 2, intercept=False)
     assert torch.equal(head.bias, torch.zeros(2, dtype=torch.float64))
@@ -365,6 +366,29 @@ def _timm_remover(tmp_path, seed=0):
     return remover, feats, base
 
 
+def test_a_schema_2_record_with_typed_fit_fields_reads_them_into_hyperparameters(tmp_path):
+    """Records written before schema 3 kept C and the other fit settings beside ``hyperparameters``: the reader moves
+    them into it, checks them as before, and the model reloads with the same head."""
+    remover, feats, _ = _timm_remover(tmp_path)
+    (edit,) = remover.neutralize_spurious(feats, feats, method="dfr", diagnose=False).edits
+    edited_state = snapshot(remover.model)
+    full = remover.save_pretrained(tmp_path / "full")
+    record = json.loads((full / CONFIG_NAME).read_text())
+    entry = record["edits"][0]
+    assert set(edit.hyperparameters) >= {"C", "num_samples", "samples_per_fit", "num_fits", "selection"}
+    entry.update(entry.pop("hyperparameters"))  # the schema-2 layout: every fit field typed, beside no extras
+    entry["hyperparameters"] = {}
+    record["schema_version"] = 2
+    (full / CONFIG_NAME).write_text(json.dumps(record))
+    reloaded = FictitiousClassRemover.from_pretrained(str(full))
+    assert reloaded.edits[0].hyperparameters == edit.hyperparameters
+    assert state_equal(snapshot(reloaded.model), edited_state)
+    entry["C"] = -1.0
+    (full / CONFIG_NAME).write_text(json.dumps(record))
+    with pytest.raises(EditRecordError, match="'C' must be a positive number"):
+        FictitiousClassRemover.from_pretrained(str(full))
+
+
 @pytest.mark.parametrize("method", ["dfr", "class_balanced"])
 def test_head_level_edit_saves_reloads_applies_edits_only_and_reverts(tmp_path, method):
     remover, feats, base = _timm_remover(tmp_path)
@@ -374,12 +398,13 @@ def test_head_level_edit_saves_reloads_applies_edits_only_and_reverts(tmp_path, 
     changed = {k for k in base_state if not torch.equal(base_state[k], edited_state[k])}
     assert changed == {"fc.weight", "fc.bias"}  # the head only
     (edit,) = search.edits
-    assert edit.method == method and edit.C in (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01) and edit.num_samples == 60
+    assert edit.method == method and edit.hyperparameters["C"] in (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+    assert edit.hyperparameters["num_samples"] == 60
     assert edit.base_sha256 == head_digest(base_state["fc.weight"], base_state["fc.bias"])
 
     full = remover.save_pretrained(tmp_path / "full")
     assert (full / HEAD_EDITS_NAME).is_file()
-    assert json.loads((full / CONFIG_NAME).read_text())["schema_version"] == 2  # readers of 1 refuse head edits
+    assert json.loads((full / CONFIG_NAME).read_text())["schema_version"] == 3  # readers of 1 refuse head edits
     reloaded = FictitiousClassRemover.from_pretrained(str(full))
     assert state_equal(snapshot(reloaded.model), edited_state)
     reloaded.revert()  # bit for bit, from the base head kept in the full checkpoint
@@ -480,6 +505,7 @@ def test_auto_refits_its_choice_with_the_C_it_validated_on_half_of_validation(mo
     assert direct.tuning == {}
     torch.testing.assert_close(remover.head.weight.detach(), direct.weight.float(), rtol=0, atol=0)
     (edit,) = search.edits
-    assert edit.C == balanced_half[2] and edit.selection == "worst_class, validated by auto on half of validation"
+    assert edit.hyperparameters["C"] == balanced_half[2]
+    assert edit.hyperparameters["selection"] == "worst_class, validated by auto on half of validation"
     with pytest.raises(ValueError, match="positive number"):
         real(val.features, labels, labels, 2, C=0.0)

@@ -46,7 +46,7 @@ def test_a_registered_method_is_applied_recorded_and_reverted(registry):
         "alpha": 1.0,
         "rows": edit.hyperparameters["rows"],
     }
-    assert record["C"] is None and search.choice["method"] == "ridge"
+    assert "C" not in record and search.choice["method"] == "ridge"  # a method's settings: its hyperparameters only
     remover.revert()
     assert state_equal(snapshot(remover.model), base)
 
@@ -248,3 +248,39 @@ def test_a_plugin_that_fails_on_import_is_a_clear_cli_error(tmp_path, monkeypatc
     assert printed["error"]["type"] == "UsageError"
     assert f"HF_FCR_PLUGINS names 'my_methods', which cannot be imported: {what}" in printed["error"]["message"]
     sys.modules.pop("my_methods", None)
+
+
+def test_fcr_is_a_registered_method_and_auto_none_are_the_searchs_choices(registry):
+    from hf_fcr.fitting.methods import RESERVED_CHOICES, get_method, method_names
+
+    assert method_names()[:3] == ("fcr", "dfr", "class_balanced") and "ridge" in method_names()
+    fcr = get_method("fcr")
+    assert (fcr.kind, fcr.needs_attribute, fcr.fit) == ("weights", True, None)
+    assert {get_method(n).kind for n in hf_fcr.head_method_names()} == {"head"}
+    assert "fcr" not in hf_fcr.head_method_names() and RESERVED_CHOICES == ("auto", "none")
+    for name in ("fcr", "auto", "none"):  # a head-level method cannot take FCR's name or a choice's
+        with pytest.raises(ValueError, match="reserved"):
+            hf_fcr.register_head_method(name, registry.ridge, needs_groups=False, overwrite=True)
+    with pytest.raises(ValueError, match="not a head-level method"):
+        get_head_method("fcr")
+    with pytest.raises(ValueError, match="unknown method 'none'.*fcr, dfr, class_balanced"):
+        get_method("none")
+
+
+def test_both_edits_implement_the_edit_protocol():
+    """Every member of the Edit protocol exists on WeightEdit and HeadEdit, with the protocol's signature."""
+    import inspect
+
+    from hf_fcr.core.edit import Edit, WeightEdit
+    from hf_fcr.core.head_edit import HeadEdit
+
+    members = {n for n in vars(Edit) if not n.startswith("_")} | set(Edit.__annotations__)
+    assert {"kind", "param_names", "check_target", "apply", "revert", "tensors", "attach", "to_dict"} <= members
+    for cls in (WeightEdit, HeadEdit):
+        for name in members:
+            assert hasattr(cls, name), f"{cls.__name__} lacks {name}"
+            expected = getattr(Edit, name, None)
+            if inspect.isfunction(expected):
+                got = inspect.signature(getattr(cls, name)).parameters
+                assert list(got) == list(inspect.signature(expected).parameters), (cls.__name__, name)
+    assert (WeightEdit.kind, HeadEdit.kind) == ("weight", "head")

@@ -6,12 +6,68 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
-__all__ = ["WeightEdit", "ZeroWeightError", "check_rate", "neutralized_weight", "orthogonal_weight", "row_edits"]
+__all__ = [
+    "Edit",
+    "WeightEdit",
+    "ZeroWeightError",
+    "check_rate",
+    "neutralized_weight",
+    "orthogonal_weight",
+    "row_edits",
+]
+
+
+class Edit(Protocol):
+    """The edit protocol: all the record, the editor and the card use of an edit. ``WeightEdit`` (one weight, Eq.
+    7-8) and ``head_edit.HeadEdit`` (the head replaced by a head-level method) implement it."""
+
+    kind: ClassVar[str]  # the record's "type"
+    has_rate: ClassVar[bool]  # it can be re-applied at another r (sweeps)
+    needs_tensors: ClassVar[bool]  # its tensors live in fcr_head.safetensors, not in the record
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The parameters it changes."""
+        ...
+
+    def check_target(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, weight_name: str, bias_name: str | None
+    ) -> None:
+        """ValueError unless it targets this head (``weight_name`` / ``bias_name``) with values the head can hold."""
+        ...
+
+    def apply_to(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Write the new values into ``params`` (a state dict), after checking the old ones are there."""
+        ...
+
+    def revert_to(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Write the old values back into ``params``."""
+        ...
+
+    def apply(self, model: nn.Module) -> None:
+        """``apply_to`` the model's parameters."""
+        ...
+
+    def revert(self, model: nn.Module) -> None:
+        """``revert_to`` the model's parameters."""
+        ...
+
+    def tensors(self, prefix: str, include_base: bool) -> dict[str, torch.Tensor]:
+        """The tensors to save beside the record, under ``prefix``."""
+        ...
+
+    def attach(self, prefix: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Take its tensors from a loaded file, checked against the record."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's entry (JSON values)."""
+        ...
 
 
 class ZeroWeightError(ValueError):
@@ -88,7 +144,7 @@ class WeightEdit:
     orthogonal_value: float | None = None
     backbone_sha256: str | None = None  # head_edit.backbone_digest of the model it was made on (stamped when saved)
 
-    # the edit protocol, shared with head_edit.HeadEdit (the record, the editor and the card use only these)
+    # the edit protocol (Edit), shared with head_edit.HeadEdit
     kind: ClassVar[str] = "weight"  # the record's "type"
     has_rate: ClassVar[bool] = True  # can be re-applied at another r (sweeps)
     needs_tensors: ClassVar[bool] = False  # all it needs is in the record

@@ -33,10 +33,11 @@ __all__ = [
     "weights_digest",
 ]
 
-# how the built-in methods fit the head (C, rows used, rows per balanced fit, fits averaged, what chose C): typed
-# fields of the record; anything else a method records goes into its "hyperparameters"
+# the settings the built-in methods record in their hyperparameters (C, rows used, rows per balanced fit, fits
+# averaged, what chose C): the record checks their types wherever they appear, and the card gives them columns
 FIT_KEYS = ("C", "num_samples", "samples_per_fit", "num_fits", "selection")
-# the fields a record keeps (the tensors live in fcr_head.safetensors)
+# the fields a record keeps (the tensors live in fcr_head.safetensors); a method's own settings are all in
+# "hyperparameters" (records of schema 2 kept FIT_KEYS beside it: they are read into it)
 RECORD_KEYS = (
     "weight_param",
     "bias_param",
@@ -44,7 +45,6 @@ RECORD_KEYS = (
     "base_sha256",
     "new_sha256",
     "backbone_sha256",
-    *FIT_KEYS,
     "hyperparameters",
 )
 
@@ -90,12 +90,12 @@ class HeadEdit:
             ``head_methods``); applying and reverting never need it registered (the tensors are in the artifact).
         base_sha256, new_sha256: ``head_digest`` of the head before and after.
         backbone_sha256: ``backbone_digest`` of the model the head was fit on (None in records of hf-fcr 0.4).
-        C, num_samples, samples_per_fit, num_fits, selection: how it was fit (inverse L2/L1 strength, validation
-            rows used, rows per balanced subset, subsets averaged, what C was chosen by).
+        hyperparameters: the method's own settings, as its fit returned them (the built-ins: ``FIT_KEYS``, i.e.
+            C, validation rows used, rows per balanced subset, subsets averaged, what C was chosen by).
         new_weight, new_bias, old_weight, old_bias: the tensors (saved in ``fcr_head.safetensors``, not in JSON).
     """
 
-    # the edit protocol, shared with edit.WeightEdit
+    # the edit protocol (edit.Edit), shared with edit.WeightEdit
     kind: ClassVar[str] = "head"  # the record's "type"
     has_rate: ClassVar[bool] = False  # a head-level edit has no rate to sweep
     needs_tensors: ClassVar[bool] = True  # its tensors live in fcr_head.safetensors
@@ -106,11 +106,6 @@ class HeadEdit:
     base_sha256: str
     new_sha256: str
     backbone_sha256: str | None = None
-    C: float | None = None
-    num_samples: int | None = None
-    samples_per_fit: int | None = None
-    num_fits: int | None = None
-    selection: str | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     new_weight: torch.Tensor | None = field(default=None, repr=False, compare=False)
     new_bias: torch.Tensor | None = field(default=None, repr=False, compare=False)

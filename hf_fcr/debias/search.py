@@ -17,13 +17,13 @@ from typing import Any, Protocol
 import torch
 
 from ..core.edit import check_rate
-from ..core.head_edit import FIT_KEYS, HeadEdit, backbone_digest
+from ..core.head_edit import HeadEdit, backbone_digest
 from ..core.metrics import group_metrics
 from ..core.scores import score_names
 from ..core.sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
 from ..features.feature_set import FeatureSet
 from ..fitting.logistic import map_on_cores
-from ..fitting.methods import FittedHead, fit_head, get_head_method, head_method_names, is_builtin
+from ..fitting.methods import AUTO, NONE, FittedHead, fit_head, get_method, is_builtin, method_names
 from ..fitting.probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
 from ..utils.checks import check_choice, check_num_weights, check_seed
 from .diagnosis import RANDOM_ATTRIBUTE_DRAWS, RANDOM_COLUMN, Diagnosis, logit_share, random_attribute_draws, verdict
@@ -173,8 +173,6 @@ def _retrained(
 
 
 def _head_edit(remover: Remover, head: FittedHead) -> HeadEdit:
-    params = dict(head.params)
-    typed = {k: params.pop(k) for k in FIT_KEYS if k in params}
     return HeadEdit.from_heads(
         remover.param_name,
         remover.bias_name,
@@ -182,8 +180,7 @@ def _head_edit(remover: Remover, head: FittedHead) -> HeadEdit:
         (head.weight, head.bias),
         head.method,
         backbone_sha256=backbone_digest(remover.model, remover.head),
-        hyperparameters=params,
-        **typed,
+        hyperparameters=dict(head.params),
     )
 
 
@@ -209,16 +206,17 @@ def neutralize_spurious(  # noqa: PLR0913 -- the keyword options of Remover.neut
     arguments are checked into one ``SearchSettings``, then ``run_neutralization`` does the work."""
     check_rule(rule)
     seed = check_seed(seed)
-    if method not in ("fcr", "auto"):
-        get_head_method(method)  # ValueError listing the registered methods
+    fix = None if method == AUTO else get_method(method)  # ValueError listing the registered methods
     check_choice("selection", selection, score_names())
     for p in policies:
         check_choice("policies", p, POLICIES)
     counts = tuple(check_num_weights(n) for n in num_weights)
     if not policies or not counts:
         raise ValueError("need at least one policy and one num_weights to try.")
-    if method == "fcr" and not attribute_column:
-        raise ValueError("method='fcr' fits M' on an attribute: pass attribute_column (or use 'class_balanced').")
+    if fix is not None and fix.needs_attribute and not attribute_column:
+        raise ValueError(
+            f"method={method!r} fits M' on an attribute: pass attribute_column (or use 'class_balanced')."
+        )
     settings = SearchSettings(
         label_column=label_column,
         attribute_column=attribute_column,
@@ -248,7 +246,7 @@ def run_neutralization(
     """``neutralize_spurious`` on checked ``settings``: fit ``method`` (``"auto"``: choose one first), apply it,
     record it with ``call`` (extra record fields) and return what was chosen and tried."""
     s = settings
-    uses_attribute = s.attribute_column and (method in ("fcr", "auto") or diagnose)
+    uses_attribute = s.attribute_column and (method == AUTO or get_method(method).needs_attribute or diagnose)
     train_feats = remover.features_of(train, [s.label_column, *([s.attribute_column] if uses_attribute else [])])
     val_feats = remover.features_of(val, [s.label_column, *([s.group_column] if s.group_column else [])])
     candidates: dict[str, dict[str, Any]] = {}
@@ -258,7 +256,7 @@ def run_neutralization(
     shared = functools.cache(
         lambda: remover.fit_fictitious(train_feats, s.attribute_column, s.label_column, probe=s.probe)
     )
-    if method == "auto":
+    if method == AUTO:
         method, candidates, tuned = _auto(remover, train_feats, val_feats, s, shared)
     diagnosis = None
     if diagnose and uses_attribute and s.group_column:
@@ -283,11 +281,11 @@ def run_neutralization(
         "num_weights": list(s.num_weights),
         "selection": s.selection,
         "seed": s.seed,
-        "fix": "auto" if candidates else method,  # the ``method`` argument ("method" names the call itself)
+        "fix": AUTO if candidates else method,  # the ``method`` argument ("method" names the call itself)
         **call,
     }
     found = {"rule": s.rule, "candidates": candidates, "diagnosis": diagnosis}
-    if method == "none":  # "auto": no fix beat the model as it is on held-out validation data
+    if method == NONE:  # auto: no fix beat the model as it is on held-out validation data
         logger.warning("auto: no method beats the unchanged model on held-out validation data; nothing changed.")
         validation = _metrics_now(remover, val_feats, s)
         return NeutralizationSearch(
@@ -297,10 +295,10 @@ def run_neutralization(
             num_weights=0,
             r=None,
             validation=validation,
-            method="none",
+            method=NONE,
             **found,
         )
-    if method != "fcr":
+    if get_method(method).kind == "head":
         head = _retrained(remover, val_feats, s, method, tuned.get(method))
         applied = remover.commit_edits([_head_edit(remover, head)])
         chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
@@ -321,7 +319,7 @@ def run_neutralization(
     fict, choice, plan, tried = _fcr_search(remover, train_feats, val_feats, s, shared)
     r = choice["r"]
     applied = remover.commit_edits([edit.with_rate(r, remover.head.weight.dtype) for edit in plan])
-    chosen = {"method": "fcr", "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
+    chosen = {"method": method, "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
     remover.record_call("neutralize_spurious", **call, chosen=chosen)
     _keep(remover, diagnosis)
     return NeutralizationSearch(
@@ -363,32 +361,38 @@ def _auto(
     def metrics(logits: torch.Tensor) -> dict[str, Any]:
         return group_metrics(logits.argmax(1), labels, ids, names)
 
-    candidates: dict[str, dict[str, Any]] = {"none": metrics(base)}
+    candidates: dict[str, dict[str, Any]] = {NONE: metrics(base)}
     tuned: dict[str, dict[str, Any]] = {}
-    if settings.attribute_column:
-        _, choice, plan, _ = _fcr_search(remover, train, fit, settings, shared)
-        candidates["fcr"] = metrics(edited_logits(base, held.features, plan, choice["r"]))
-    for method in head_method_names():  # each registered head-level method whose group needs are met
-        if settings.group_column or not get_head_method(method).needs_groups:
-            try:
-                head = _retrained(remover, fit, settings, method)
-            except Exception as err:  # a plugin that fails is one candidate fewer, not the end of auto
-                if is_builtin(method):
-                    raise
-                logger.warning(
-                    "auto: the head-level method %r failed and is left out of the candidates: %s", method, err
-                )
-                continue
-            candidates[method] = metrics(head.logits(held.features))
-            tuned[method] = head.params
+    for name in method_names():  # each registered method whose needs (an attribute, group labels) are met
+        method = get_method(name)
+        if (method.needs_attribute and not settings.attribute_column) or (
+            method.needs_groups and not settings.group_column
+        ):
+            continue
+        if method.kind == "weights":
+            _, choice, plan, _ = _fcr_search(remover, train, fit, settings, shared)
+            candidates[name] = metrics(edited_logits(base, held.features, plan, choice["r"]))
+            continue
+        try:
+            head = _retrained(remover, fit, settings, name)
+        except Exception as err:  # a plugin that fails is one candidate fewer, not the end of auto
+            if is_builtin(name):
+                raise
+            logger.warning("auto: the head-level method %r failed and is left out of the candidates: %s", name, err)
+            continue
+        candidates[name] = metrics(head.logits(held.features))
+        tuned[name] = head.params
     for row in candidates.values():  # across methods, the worst group decides (see neutralize_spurious)
         row["score"] = row["worst_group"]
-    fixes = [m for m in candidates if m != "none"]
-    best = max(fixes, key=lambda m: candidates[m]["score"]) if fixes else "none"
-    if candidates[best]["score"] <= candidates["none"]["score"]:
-        chosen = "none"  # no fix beats the model as it is on held-out data: change nothing
-    elif "fcr" in candidates and candidates["fcr"]["score"] >= candidates[best]["score"] - AUTO_MARGIN:
-        chosen = "fcr"
+    fixes = [m for m in candidates if m != NONE]
+    best = max(fixes, key=lambda m: candidates[m]["score"]) if fixes else NONE
+    # a single-weight edit is kept when it is within AUTO_MARGIN of the best: it changes fewer weights
+    light = [m for m in fixes if get_method(m).kind == "weights"]
+    lightest = max(light, key=lambda m: candidates[m]["score"]) if light else None
+    if candidates[best]["score"] <= candidates[NONE]["score"]:
+        chosen = NONE  # no fix beats the model as it is on held-out data: change nothing
+    elif lightest is not None and candidates[lightest]["score"] >= candidates[best]["score"] - AUTO_MARGIN:
+        chosen = lightest
     else:
         chosen = best
     logger.info("auto: %s (held-out: %s)", chosen, {m: round(c["score"], 4) for m, c in candidates.items()})

@@ -1,6 +1,11 @@
-"""The registry of head-level methods: a method retrains the classifier head on cached validation features.
+"""The registry of ``neutralize_spurious``'s methods. FCR is registered here as the one method of kind
+``"weights"`` (single-weight edits chosen from M', fit on the training split's attribute; its search is in
+``debias.search``); DFR, class-balanced retraining and users' methods are of kind ``"head"``: they retrain the
+classifier head on cached validation features. ``"auto"`` and ``"none"`` are not methods but the search's choices
+(``RESERVED_CHOICES``): auto picks a registered method, none is the model unchanged.
 
-A method is one function, registered by name (as peft's ``register_peft_method`` and timm's ``@register_model``)::
+A head-level method is one function, registered by name (as peft's ``register_peft_method`` and timm's
+``@register_model``)::
 
     fit(features, labels, groups, *, num_classes, seed) -> (weight, bias, params)
 
@@ -36,27 +41,36 @@ from .retrain import check_every_class, retrain_head
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "RESERVED_NAMES",
+    "AUTO",
+    "NONE",
+    "RESERVED_CHOICES",
     "FittedHead",
-    "HeadMethod",
+    "Method",
     "fit_head",
     "get_head_method",
+    "get_method",
     "head_method_names",
     "is_builtin",
+    "method_names",
     "register_head_method",
 ]
 
-RESERVED_NAMES = ("fcr", "auto", "none")  # the other values of neutralize_spurious(method=...)
+AUTO, NONE = "auto", "none"
+RESERVED_CHOICES = (AUTO, NONE)  # the search's choices: auto picks a registered method, none changes nothing
 MAX_PARAMS_BYTES = 64 * 2**10  # what one method may record (the whole record is read up to 16 MiB)
 
 
 @dataclass(frozen=True)
-class HeadMethod:
-    """A registered head-level method: its ``name``, its ``fit`` function and whether it needs group labels."""
+class Method:
+    """A registered method: its ``name`` and ``kind`` (``"weights"``: FCR's single-weight edits; ``"head"``: the
+    head retrained by ``fit``), whether it needs group labels on validation (``needs_groups``) or the training
+    split's attribute (``needs_attribute``: M'), and which optional arguments its ``fit`` takes."""
 
     name: str
-    fit: Callable[..., tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]]
+    kind: str
+    fit: Callable[..., tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]] | None
     needs_groups: bool
+    needs_attribute: bool = False
     takes_intercept: bool = False
     takes_tuned: bool = False
 
@@ -75,49 +89,69 @@ class FittedHead:
         return logits if self.bias is None else logits + self.bias.to(torch.float64)
 
 
-_REGISTRY: dict[str, HeadMethod] = {}
+_REGISTRY: dict[str, Method] = {}
 
 
-def register_head_method(
-    name: str, fit: Callable[..., Any], *, needs_groups: bool, overwrite: bool = False
-) -> HeadMethod:
+def _register(method: Method, overwrite: bool = False) -> Method:
+    """Add ``method`` to the registry (its name checked; an existing method of another kind is never replaced)."""
+    name = method.name
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"a head-level method's name is a letter then letters, digits, '_', '.' or '-', got {name!r}."
+        )
+    if name in RESERVED_CHOICES or (name in _REGISTRY and _REGISTRY[name].kind != method.kind):
+        raise ValueError(
+            f"{name!r} is reserved: {RESERVED_CHOICES} are the search's choices, and "
+            f"{', '.join(n for n, m in _REGISTRY.items() if m.kind != method.kind)} are methods of another kind."
+        )
+    if name in _REGISTRY and _REGISTRY[name].fit is not method.fit and not overwrite:
+        raise ValueError(f"a head-level method {name!r} is already registered; pass overwrite=True to replace it.")
+    _REGISTRY[name] = method
+    return method
+
+
+def register_head_method(name: str, fit: Callable[..., Any], *, needs_groups: bool, overwrite: bool = False) -> Method:
     """Register ``fit`` as the head-level method ``name`` (see the module docstring for its signature).
 
     Raises:
         ValueError: a name that is reserved, not a plain name, or already registered (without ``overwrite=True``).
         TypeError: ``fit`` is not callable, or ``needs_groups`` not a bool.
     """
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise ValueError(
-            f"a head-level method's name is a letter then letters, digits, '_', '.' or '-', got {name!r}."
-        )
-    if name in RESERVED_NAMES:
-        raise ValueError(f"{name!r} is reserved (the method= values {RESERVED_NAMES} are not head-level methods).")
     if not callable(fit):
         raise TypeError(f"fit must be a function, got {type(fit).__name__}.")
     if not isinstance(needs_groups, bool):
         raise TypeError(f"needs_groups must be True or False, got {needs_groups!r}.")
-    if name in _REGISTRY and _REGISTRY[name].fit is not fit and not overwrite:
-        raise ValueError(f"a head-level method {name!r} is already registered; pass overwrite=True to replace it.")
     parameters = inspect.signature(fit).parameters
-    method = HeadMethod(name, fit, needs_groups, "intercept" in parameters, "tuned" in parameters)
-    _REGISTRY[name] = method
-    return method
+    method = Method(name, "head", fit, needs_groups, False, "intercept" in parameters, "tuned" in parameters)
+    return _register(method, overwrite)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method, in registration order: FCR, the built-in head-level methods, then users'."""
+    return tuple(_REGISTRY)
 
 
 def head_method_names() -> tuple[str, ...]:
     """The registered head-level methods, in registration order (the built-ins first)."""
-    return tuple(_REGISTRY)
+    return tuple(name for name, method in _REGISTRY.items() if method.kind == "head")
 
 
-def get_head_method(name: str) -> HeadMethod:
+def get_method(name: str) -> Method:
     """The registered method ``name`` (ValueError listing the registered ones otherwise)."""
     if name not in _REGISTRY:
         raise ValueError(
-            f"unknown method {name!r}: use 'fcr', 'auto' or a head-level method ({', '.join(_REGISTRY)}); register "
+            f"unknown method {name!r}: use {AUTO!r} or a registered method ({', '.join(_REGISTRY)}); register "
             "your own with hf_fcr.register_head_method (for the CLI: its module in HF_FCR_PLUGINS)."
         )
     return _REGISTRY[name]
+
+
+def get_head_method(name: str) -> Method:
+    """The registered head-level method ``name`` (ValueError for an unknown name or another kind of method)."""
+    method = get_method(name)
+    if method.kind != "head":
+        raise ValueError(f"{name!r} is not a head-level method (its kind is {method.kind!r}).")
+    return method
 
 
 def fit_head(  # noqa: PLR0913 -- the registry's call: keyword options with defaults
@@ -257,6 +291,7 @@ def class_balanced(features, labels, groups, *, num_classes, seed, intercept=Tru
     )
 
 
+_register(Method("fcr", "weights", None, needs_groups=False, needs_attribute=True))  # the search: debias.search
 register_head_method("dfr", dfr, needs_groups=True)
 register_head_method("class_balanced", class_balanced, needs_groups=False)
 _BUILTIN_FITS = (dfr, class_balanced)

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.head_edit import FIT_KEYS
 from ..utils.constants import TAGS
 from .config import FCRConfig
 
@@ -184,7 +185,14 @@ def model_card(config: FCRConfig, library: str, existing: Path | None = None, **
         base_description=f"`{base}`" if base else "a model",
         num_edits=len(weight_edits),
         edits=weight_edits,
-        head_edits=[e for _, e in config.head_edits],
+        head_edits=[
+            {
+                "edit": e,
+                **{k: e.hyperparameters.get(k) for k in FIT_KEYS},
+                "other": {k: v for k, v in e.hyperparameters.items() if k not in FIT_KEYS},
+            }
+            for _, e in config.head_edits
+        ],
         removed_classes=removed_classes,
         diagnosis=diagnosis,
         diagnosis_figure=card_info.get("diagnosis_figure"),

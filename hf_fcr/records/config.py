@@ -18,16 +18,15 @@ from typing import Any
 from torch import nn
 
 from .. import __version__
-from ..core.edit import WeightEdit
+from ..core.edit import Edit, WeightEdit
+from ..core.head_edit import FIT_KEYS, HeadEdit
 from ..core.head_edit import RECORD_KEYS as HEAD_RECORD_KEYS
-from ..core.head_edit import HeadEdit
 from ..utils.constants import CONFIG_NAME, HEAD_EDITS_NAME, LIBRARIES
 
 __all__ = ["SCHEMA_VERSION", "EditRecordError", "FCRConfig", "check_edits_match", "is_plain", "parse_edit"]
 
-SCHEMA_VERSION = 2  # 2: head-level edits (``"type": "head"``)
+SCHEMA_VERSION = 3  # 2: head-level edits (``"type": "head"``); 3: their settings all in "hyperparameters"
 
-Edit = WeightEdit | HeadEdit
 
 _EDIT_KEYS = {"param": str, "row": int, "col": int, "old_value": float, "new_value": float, "r": float}
 
@@ -258,8 +257,8 @@ def _is_sha256(value: Any) -> bool:
 
 
 def check_fit_fields(raw: dict[str, Any], where: str = "") -> None:
-    """The typed fit fields of a head-level record (``head_edit.FIT_KEYS``): ``C`` positive, the counts
-    non-negative integers, ``selection`` a string; each may be null.
+    """The built-ins' settings (``head_edit.FIT_KEYS``) wherever a head-level record's hyperparameters hold them:
+    ``C`` positive, the counts non-negative integers, ``selection`` a string; each may be null.
 
     Raises:
         EditRecordError: naming the field (after ``where``).
@@ -290,9 +289,11 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
             continue
         if not _is_sha256(value):
             raise EditRecordError(f"edit {index}: {key!r} must be a SHA-256 hex digest, got {value!r}.")
-    check_fit_fields(raw, f"edit {index}: ")
+    legacy = {k: raw[k] for k in FIT_KEYS if raw.get(k) is not None}  # schema 2 kept these beside hyperparameters
+    hyperparameters = {**legacy, **(extra or {})}
+    check_fit_fields(hyperparameters, f"edit {index}: ")
     fields = {k: raw.get(k) for k in HEAD_RECORD_KEYS if k != "hyperparameters"}
-    return HeadEdit(**fields, hyperparameters=dict(extra or {}))
+    return HeadEdit(**fields, hyperparameters=hyperparameters)
 
 
 def parse_edit(index: int, raw: Any) -> Edit:
