@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import yaml
+
 from hf_fcr.data import load_data
 
 __all__ = [
@@ -22,11 +24,16 @@ __all__ = [
     "SpuriousArguments",
     "experiment_parser",
     "load_experiment",
+    "load_recipe",
     "parse_recipe",
+    "read_config",
+    "run_recipe",
     "use_real_mnist",
     "spurious_parser",
     "spurious_recipe",
 ]
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")  # a config file as the single argument
 
 
 @dataclass
@@ -102,20 +109,21 @@ def _parser(types: Sequence[type], description: str, **defaults: Any) -> Any:
     return parser
 
 
+def read_config(path: str) -> dict[str, Any]:
+    """A JSON or YAML config file's mapping (ValueError when it holds anything else)."""
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a mapping of flag names to values, got {type(config).__name__}.")
+    return config
+
+
 def parse_recipe(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """The recipe's dataclasses from command-line flags, or from a single JSON / YAML config file argument (whose
     keys are the flags' names; the recipe's defaults fill the rest; unknown keys are an error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        with open(argv[0], encoding="utf-8") as f:
-            if argv[0].endswith(".json"):
-                config = json.load(f)
-            else:
-                import yaml
-
-                config = yaml.safe_load(f)
-        if not isinstance(config, dict):
-            raise ValueError(f"{argv[0]} must hold a mapping of flag names to values, got {type(config).__name__}.")
+    if len(argv) == 1 and argv[0].endswith(CONFIG_SUFFIXES):
+        config = read_config(argv[0])
         for dataclass_type in parser.dataclass_types:
             check_config_types(dataclass_type, config, argv[0])
         defaults = {a.dest: a.default for a in parser._actions if a.dest != "help" and a.default is not None}
@@ -164,21 +172,54 @@ def _describe(kind: Any) -> str:
     return f"of type {getattr(kind, '__name__', None) or str(kind)}"
 
 
-def spurious_parser(description: str, dataset_name: str, label_column: str, attribute_column: str) -> Any:
-    """An ``HfArgumentParser`` over ``SpuriousArguments`` with this benchmark's defaults."""
-    return _parser(
-        [SpuriousArguments],
-        description,
-        dataset_name=dataset_name,
-        label_column=label_column,
-        attribute_column=attribute_column,
-    )
+def spurious_parser(description: str, **defaults: Any) -> Any:
+    """An ``HfArgumentParser`` over ``SpuriousArguments`` with this benchmark's ``defaults`` (flag names)."""
+    return _parser([SpuriousArguments], description, **defaults)
+
+
+RECIPE_KEYS = ("recipe", "title", "paper")  # what a recipe file holds besides its flags' defaults
+
+
+def load_recipe(path: str) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """A recipe file (JSON or YAML): ``(name, title, the paper's numbers, the defaults of its flags)``.
+
+    Raises:
+        ValueError: a key missing, a key that is no flag, or a value not of its flag's type (named).
+    """
+    config = read_config(path)
+    missing = [k for k in RECIPE_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{path}: a recipe names its {', '.join(missing)} (see recipes/waterbirds.yaml).")
+    name, title, paper = (config.pop(k) for k in RECIPE_KEYS)
+    flags = {f.name for f in dataclasses.fields(SpuriousArguments)}
+    unknown = sorted(set(config) - flags)
+    if unknown:
+        raise ValueError(f"{path}: {', '.join(map(repr, unknown))} are not flags of a recipe (python recipes/run.py "
+                         f"{path} --help lists them).")  # fmt: skip
+    check_config_types(SpuriousArguments, config, path)
+    return str(name), str(title), dict(paper), config
+
+
+def run_recipe(argv: Sequence[str]) -> dict[str, Any]:
+    """``recipes/run.py``: the recipe file ``argv[0]``, then flags that override its defaults."""
+    if not argv or not argv[0].endswith(CONFIG_SUFFIXES):
+        raise SystemExit(
+            "usage: python recipes/run.py recipes/<benchmark>.yaml [--flag value ...] (--help: the flags)"
+        )
+    name, title, paper, defaults = load_recipe(argv[0])
+    return spurious_recipe(name, paper, spurious_parser(title, **defaults), list(argv[1:]), recipe=argv[0])
 
 
 def spurious_recipe(
-    name: str, paper: dict[str, Any], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+    name: str,
+    paper: dict[str, Any],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    recipe: str | None = None,
 ) -> dict[str, Any]:
-    """Run ERM / FCR / DFR / controls for one benchmark and print them next to the paper's numbers (Table 1)."""
+    """Run ERM / FCR / DFR / controls for one benchmark and print them next to the paper's numbers (Table 1);
+    ``recipe``: the recipe file it came from (for the command the card records)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     (args,) = parse_recipe(parser, argv)
     if args.model_name_or_path is None:  # the stand-in never touches the network
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -190,7 +231,7 @@ def spurious_recipe(
     from hf_fcr.remover import FictitiousClassRemover
 
     out = check_output_dir(args.output_dir, ("results.json", "fcr-model"), args.overwrite)
-    command = "python " + " ".join([f"recipes/{name}.py", *(argv if argv is not None else sys.argv[1:])])
+    command = "python " + " ".join(["recipes/run.py", recipe or f"recipes/{name}.yaml", *argv])
     if args.model_name_or_path is None:
         print(f"no --model_name_or_path: running offline on the SpuriousDigits stand-in for {name}")
         remover, data, timings = spurious_digits_erm(out, args.seed, args.correlation, args.epochs)

@@ -4,6 +4,7 @@ files whose booleans are strings. Run in process (`hf_fcr.cli.main`), on a tiny 
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import timm
@@ -127,7 +128,7 @@ def test_recipe_config_values_have_their_flags_types(tmp_path, config, message, 
     path = tmp_path / f"config{suffix}"
     full = {"output_dir": str(tmp_path / "out"), **config}
     path.write_text(json.dumps(full) if suffix == ".json" else yaml.safe_dump(full))
-    parser = spurious_parser("test", "spurious_digits", "label", "place")
+    parser = spurious_parser("test", dataset_name="spurious_digits", label_column="label", attribute_column="place")
     with pytest.raises(ValueError, match=message):
         parse_recipe(parser, [str(path)])
     path.write_text(json.dumps({"output_dir": "o", "overwrite": False}) if suffix == ".json" else "output_dir: o\n"
@@ -144,3 +145,29 @@ def test_json_errors_reach_stdout(tmp_path, capsys):
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["type"] == "FileNotFoundError"
     assert "missing" in error["message"]
+
+
+def test_every_recipe_file_loads_and_a_bad_one_is_named(tmp_path):
+    """The recipes in recipes/ are configs of one runner: each names itself, its paper numbers and flags' defaults
+    of the right types; a missing key or a key that is no flag is an error naming it."""
+    from research.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    names = {load_recipe(str(p))[0]: load_recipe(str(p)) for p in sorted(root.glob("*.yaml"))}
+    assert set(names) == {"waterbirds", "celeba", "metashift", "spurious_digits"}
+    assert names["celeba"][3] == {
+        "dataset_name": "flwrlabs/celeba",
+        "label_column": "Blond_Hair",
+        "attribute_column": "Male",
+    }
+    assert names["waterbirds"][2]["worst_group"] == 93.2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("recipe: x\ntitle: x\npaper: {}\ndataset: waterbirds\n")
+    with pytest.raises(ValueError, match="'dataset' are not flags"):
+        load_recipe(str(bad))
+    bad.write_text("recipe: x\ndataset_name: waterbirds\n")
+    with pytest.raises(ValueError, match="names its title, paper"):
+        load_recipe(str(bad))
+    bad.write_text("recipe: x\ntitle: x\npaper: {}\nepochs: three\n")
+    with pytest.raises(ValueError, match="'epochs' must be of type int"):
+        load_recipe(str(bad))

@@ -164,7 +164,9 @@ def _run_script(name, *args):
 
 
 def test_recipe_offline_stand_in(tmp_path, capsys):
-    _run_script("waterbirds.py", "--output_dir", str(tmp_path / "wb"), "--epochs", "10")
+    _run_script(
+        "run.py", str(ROOT / "recipes" / "waterbirds.yaml"), "--output_dir", str(tmp_path / "wb"), "--epochs", "10"
+    )
     text = capsys.readouterr().out
     assert "stand-in" in text
     assert "93.2" in text  # the paper's number is printed for comparison
@@ -179,7 +181,8 @@ def test_recipe_with_a_checkpoint_and_a_local_dataset_streamed(demo, tmp_path):
 
     spurious_digits(seed=0).save_to_disk(str(tmp_path / "data"))
     _run_script(
-        "spurious_digits.py",
+        "run.py",
+        str(ROOT / "recipes" / "spurious_digits.yaml"),
         "--model_name_or_path",
         str(demo / "erm-model"),
         "--dataset_name",
