@@ -1,4 +1,4 @@
-"""Issue 13's evidence: FCR beside its controls and the head-level fixes, with the diagnosis, over seeds.
+"""The evidence: FCR beside its controls and the head-level fixes, with the diagnosis, over seeds.
 
     python benchmarks/evidence.py --output_dir outputs/evidence --benchmarks digits frozen finetuned --seeds 0 1 2 3 4
     python benchmarks/evidence.py --output_dir outputs/evidence --benchmarks spuco --seeds 0 1 2 3 4

@@ -55,7 +55,7 @@ def figure8(mnist, seeds, log):
         )
         result.update(seed=seed, model_test_accuracy=accuracy, training_s=training_s, wall_s=time.perf_counter() - t0)
         runs.append(result)
-        accepted = accuracy >= 0.985 and result["fictitious_head_accuracy"] >= 0.95  # issue 20's bar for the model
+        accepted = accuracy >= 0.985 and result["fictitious_head_accuracy"] >= 0.95  # the bar of a stand-in model
         log(
             f"figure 8, seed {seed}: parity accuracy {accuracy:.4f} (trained in {training_s:.0f}s), "
             f"M' {result['fictitious_head_accuracy']:.4f}: "

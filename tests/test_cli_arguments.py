@@ -1,9 +1,12 @@
 """Command-line and recipe-config arguments checked before any computation, as a careless user would pass them:
 output folders that would be overwritten, methods without the column they need, relative base paths, and config
-files whose booleans are strings. Run in process (`hf_fcr.cli.main`), on a tiny timm model and the built-in data."""
+files whose booleans are strings, a dry run that writes nothing, and `--help` without torch. Run in process
+(`hf_fcr.cli.main`), on a tiny timm model and the built-in data."""
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +174,38 @@ def test_every_recipe_file_loads_and_a_bad_one_is_named(tmp_path):
     bad.write_text("recipe: x\ntitle: x\npaper: {}\nepochs: three\n")
     with pytest.raises(ValueError, match="'epochs' must be of type int"):
         load_recipe(str(bad))
+
+
+def test_hf_fcr_help_is_fast_and_imports_no_torch():
+    code = "import sys; from hf_fcr.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_dry_run_writes_nothing(tmp_path, capsys):
+    import timm  # the CLI loads timm / transformers folders
+
+    from hf_fcr.cli import main
+
+    timm.models.save_for_hf(
+        timm.create_model("test_resnet", num_classes=2), str(tmp_path / "t"), safe_serialization=True
+    )
+    before = snapshot(FictitiousClassRemover.from_pretrained(str(tmp_path / "t")).model)
+    code = main(
+        [
+            "remove-class",
+            "--model_name_or_path",
+            str(tmp_path / "t"),
+            "--dataset_name",
+            "spurious_digits",
+            "--class",
+            "1",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--dry_run",
+        ]
+    )
+    assert code == 0
+    assert not (tmp_path / "out").exists()
+    assert "dry run" in capsys.readouterr().out
+    assert state_equal(snapshot(FictitiousClassRemover.from_pretrained(str(tmp_path / "t")).model), before)

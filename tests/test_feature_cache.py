@@ -97,3 +97,13 @@ def test_a_pooling_changed_in_place_is_not_served_from_the_cache(tmp_path):
     got = remover.extract_features(data, cache_dir=tmp_path, device=None)
     assert torch.equal(got.features, remover.extract_features(data, device=None).features)
     assert not torch.equal(got.features, average.features) and len(list(tmp_path.iterdir())) == 2
+
+
+def test_the_feature_cache_keys_dtype_and_layout(tmp_path, digits, digits_model):
+    remover = FictitiousClassRemover(digits_model)
+    remover.extract_features(digits["test"], cache_dir=tmp_path, autocast_dtype=torch.bfloat16, device=None)
+    plain = remover.extract_features(digits["test"], cache_dir=tmp_path, device=None)
+    reference = FictitiousClassRemover(digits_model).extract_features(digits["test"], device=None)
+    assert torch.equal(plain.features, reference.features)  # not the cached bf16 features
+    remover.extract_features(digits["test"], cache_dir=tmp_path, channels_last=True, device=None)
+    assert len(list(tmp_path.iterdir())) == 3

