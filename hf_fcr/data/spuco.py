@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+# datasets is imported where used: `hf-fcr --help` imports this package.
+
 __all__ = ["COLOURS", "PAIRS", "mnist_pixels", "spuco_mnist"]
 
 PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))

@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from .digits import digits_dataset
+
+# scikit-learn, scikit-image (the [demo] extra) and datasets are imported where used: `hf-fcr --help` imports this
+# package.
+
 __all__ = ["PLACES", "parity_digits", "spurious_digits"]
 
 PLACES = ("grass", "brick")
@@ -92,8 +97,6 @@ def spurious_digits(seed: int = 0, correlation: float = 0.95, fractions: tuple[f
 def parity_digits(seed: int = 0, test_fraction: float = 0.25) -> Any:
     """ParityDigits: ``label`` = digit parity (0 even, 1 odd), ``digit`` the sub-class, ``image`` [1, 8, 8]."""
     import datasets
-
-    from .digits import digits_dataset
 
     base = digits_dataset(seed=seed, test_fraction=test_fraction)
 

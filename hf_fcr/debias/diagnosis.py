@@ -16,6 +16,8 @@ import torch
 
 from ..features.feature_set import FeatureSet
 
+# matplotlib (the [demo] extra) is imported where a plot is drawn.
+
 __all__ = [
     "GAIN_MARGIN",
     "LOCALIZED_SHARE",

@@ -12,6 +12,8 @@ import torch
 
 from ..utils.checks import check_seed
 
+# scikit-learn is imported where an attribute is inferred (its import costs a second).
+
 __all__ = ["INFER_METHODS", "agreement", "infer_attribute"]
 
 INFER_METHODS = ("cluster", "margin")

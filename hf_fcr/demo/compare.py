@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import __version__
 from ..core.metrics import group_ids, group_metrics
 from ..debias.diagnosis import RANDOM_COLUMN, random_attribute_draws
 from ..debias.infer import agreement, infer_attribute
@@ -186,9 +188,6 @@ def run_spurious(
     ``batch_size``, ``cache_dir``, ``progress``), ``compare_methods``, then ``output_dir``: the model ``auto``
     recommends (``recommended-model/``), FCR's edit (``fcr-model/``), each with its record and card, the sweep plots
     and ``results.json``. ``remover`` is left with FCR's edits."""
-    import json
-
-    from .. import __version__
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import trange
+
+from ..data.pretrained import efficientnet_lite0_imagenet
+from ..data.spurious import LABELS, SIZE, spurious_digits
+from ..features.feature_pass import FeaturePass, PassOptions
+from ..remover import FictitiousClassRemover
+
+# timm and datasets are imported where used (their import costs seconds; the stand-ins' callers may not need them).
 
 __all__ = ["digits_cnn", "finetuned_backbone_erm", "frozen_backbone_erm", "spurious_digits_erm", "train_classifier"]
 
@@ -47,7 +56,6 @@ def train_classifier(
 ) -> nn.Module:
     """Plain ERM (cross-entropy, Adam) on a ``datasets.Dataset`` whose ``image`` column holds arrays; returns the
     model in eval mode. ``progress`` shows a tqdm bar over the epochs."""
-    from tqdm.auto import trange
 
     torch.manual_seed(seed)
     data = dataset.with_format("torch", columns=["image", label_column])[:]
@@ -71,10 +79,6 @@ def _imagenet_prepared(data: Any, size: int) -> tuple[torch.nn.Module, Any]:
     """The packaged ImageNet EfficientNet-Lite0 with a new 2-class head, and ``data`` resized to ``size`` and
     normalized with ImageNet statistics."""
     import datasets
-    import torch.nn.functional as F
-
-    from ..data.pretrained import efficientnet_lite0_imagenet
-    from ..data.spurious import LABELS
 
     mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -95,9 +99,6 @@ def frozen_backbone_erm(data: Any, seed: int = 0, size: int = 64, steps: int = 3
     """The pretrained variant of the SpuriousDigits ERM model: the ImageNet EfficientNet-Lite0 backbone, frozen, with
     a new 2-class linear head trained by ERM (cross-entropy, Adam) on the training split's features. The images are
     resized to ``size`` and normalized with ImageNet statistics first; returns the model and the prepared data."""
-    import torch.nn.functional as F
-
-    from ..features.feature_pass import FeaturePass, PassOptions
 
     model, data = _imagenet_prepared(data, size)
     feature_pass = FeaturePass(model, model.classifier, head_name="classifier", options=PassOptions(batch_size=128))
@@ -120,7 +121,6 @@ def finetuned_backbone_erm(
     """The fine-tuned pretrained variant (the paper's regime, sized for a CPU): the ImageNet EfficientNet-Lite0 with
     its stem and first ``frozen_blocks`` stages frozen (their outputs computed once and cached), everything after them
     (most of the parameters) trained by ERM (cross-entropy, Adam, batch 64) with a new 2-class head."""
-    import torch.nn.functional as F
 
     model, data = _imagenet_prepared(data, size)
     frozen = torch.nn.Sequential(model.conv_stem, model.bn1, *model.blocks[:frozen_blocks]).eval()
@@ -152,8 +152,6 @@ def finetuned_backbone_erm(
 def _timm_model(arch: str, seed: int) -> torch.nn.Module:
     import timm
 
-    from ..data.spurious import LABELS, SIZE
-
     torch.manual_seed(seed)
     model = timm.create_model(arch, pretrained=False, num_classes=2)
     # the checkpoint describes the data it was trained on: 8x8 RGB arrays in [0, 1], two labels
@@ -184,9 +182,6 @@ def spurious_digits_erm(
     frozen, with an ERM-trained linear head (see ``frozen_backbone_erm``); ``"efficientnet_lite0_finetuned"`` trains
     all but its stem and first stages by ERM (see ``finetuned_backbone_erm``)."""
     import timm.models
-
-    from ..data.spurious import spurious_digits
-    from ..remover import FictitiousClassRemover
 
     t0 = time.perf_counter()
     data = spurious_digits(seed=seed, correlation=correlation)

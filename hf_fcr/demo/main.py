@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .compare import Benchmark, run_spurious
+from .erm import spurious_digits_erm
+
 __all__ = ["check_output_dir", "run_demo"]
 
 
@@ -38,8 +41,6 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the SpuriousDigits benchmark and write ``results.json``, sweep plots and the edited model to
     ``output_dir``; returns the results."""
-    from .compare import Benchmark, run_spurious
-    from .erm import spurious_digits_erm
 
     out = check_output_dir(output_dir, ("results.json", "recommended-model", "fcr-model", "erm-model"), overwrite)
     log = print if progress else (lambda *a, **k: None)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+# datasets (and its pyarrow) is imported where a dataset is read: a DataLoader of tensors needs neither.
+
 __all__ = [
     "class_label_names",
     "concat_column",

@@ -10,6 +10,7 @@ pass's ``identity`` (``pass_state.pass_identity``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,7 +21,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from ..core.stats import EdgeStatistics
+from ..utils import distributed
+from ..utils.digest import values_digest
 from .batches import (
     class_label_names,
     concat_column,
@@ -31,6 +36,17 @@ from .batches import (
 )
 from .feature_set import FeatureSet
 from .heads import HeadCapture, not_logits
+from .pass_state import (
+    cache_entry,
+    head_fingerprint,
+    load_collect_state,
+    load_feature_parts,
+    pass_identity,
+    save_cache_entry,
+    save_collect_state,
+    save_feature_part,
+    start_run,
+)
 
 __all__ = ["BatchChecks", "FeaturePass", "PassOptions"]
 
@@ -160,9 +176,7 @@ class PassOptions:
         """Options for a pass; ``device="auto"`` is this process' device from Accelerate's state (its own GPU under a
         launcher, the GPU alone), or None on a CPU machine: the pass runs where the model's parameters are."""
         if device == "auto":
-            from ..utils.distributed import device as process_device
-
-            device = process_device()
+            device = distributed.device()
             if device.type == "cpu":
                 device = None
         return cls(device=device, **options)
@@ -191,7 +205,6 @@ class FeaturePass:
 
     def identity(self, data: Any, columns: Sequence[str]) -> dict[str, Any]:
         """What the features of this pass over ``data`` depend on (the cache's and the checkpoints' key)."""
-        from .pass_state import pass_identity
 
         options = self.options
         return pass_identity(
@@ -210,7 +223,6 @@ class FeaturePass:
     ) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
         """This process' share of ``data`` as ``(positions, {column: values})`` batches, the images read as the
         model gets them (``batches.iter_batches``)."""
-        from ..utils.distributed import process_info
 
         options = self.options
         device = self._device()
@@ -218,7 +230,7 @@ class FeaturePass:
             data,
             [self.image_column, *self._columns(columns)],
             options.batch_size,
-            shard=process_info(),
+            shard=distributed.process_info(),
             skip_batches=skip_batches,
             prepare=partial(prepare_images, image_column=self.image_column, transform=self.transform),
             num_workers=options.num_workers,
@@ -246,13 +258,10 @@ class FeaturePass:
             KeyError: a requested column is missing.
             TypeError: the head is not usable (see ``heads.HeadCapture``) or the data is not a supported source.
         """
-        from tqdm.auto import tqdm
-
-        from ..utils.distributed import process_info
 
         columns, image_column, options, model = self._columns(columns), self.image_column, self.options, self.model
         checks = BatchChecks(image_column, self.head_name) if checks is None else checks
-        rank, world_size = process_info()
+        rank, world_size = distributed.process_info()
         param = next(model.parameters())
         home, device = param.device, self._device()
         dtype = param.dtype if param.dtype.is_floating_point else None
@@ -295,7 +304,6 @@ class FeaturePass:
 
     def _cache(self, cache_dir: str | os.PathLike | None, identity: dict[str, Any] | None, data: Any) -> str | None:
         """The cache entry of this pass over ``data`` in ``cache_dir``, or None when it cannot be cached."""
-        from .pass_state import cache_entry
 
         if cache_dir is None:
             return None
@@ -339,8 +347,6 @@ class FeaturePass:
             ValueError: empty data, non-finite features, or a checkpoint of another run.
             KeyError: a requested column is missing.
         """
-        from ..utils.distributed import gather_rows, is_main_process, process_info
-        from .pass_state import load_feature_parts, save_cache_entry, save_feature_part
 
         columns, options = self._columns(columns), self.options
         # the identity hashes every weight: computed only for what keys files by it (the cache, checkpoints)
@@ -359,7 +365,7 @@ class FeaturePass:
             except (OSError, ValueError) as err:  # a damaged entry is recomputed, never trusted
                 logger.warning("the feature cache entry %s cannot be read (%s): recomputing it.", entry, err)
                 damaged = True
-        rank, world_size = process_info()
+        rank, world_size = distributed.process_info()
         if identity is not None:
             identity = self._run_identity(identity, data, columns, "features")
         rows = _Rows(columns)
@@ -380,11 +386,11 @@ class FeaturePass:
         features, columns_out = rows.all(self.head.in_features)
         if world_size > 1 and gather:
             pos = torch.cat(rows.positions) if rows.positions else torch.zeros(0, dtype=torch.long)
-            features, columns_out = gather_rows(pos, features, columns_out)
+            features, columns_out = distributed.gather_rows(pos, features, columns_out)
         if len(features) == 0 and (world_size == 1 or gather):
             raise ValueError("the dataset is empty: feature extraction needs at least one sample.")
         result = FeatureSet(features, columns_out, class_label_names(data, columns))
-        if entry is not None and gather and is_main_process():
+        if entry is not None and gather and distributed.is_main_process():
             try:
                 save_cache_entry(entry, result.save, damaged)
             except OSError as err:  # the pass is done: a cache that cannot be written must not lose it
@@ -415,13 +421,10 @@ class FeaturePass:
                 raises the first process' error instead of waiting for a failed one).
             KeyError: the label column is missing.
         """
-        from ..core.stats import EdgeStatistics
-        from ..utils.distributed import all_gather_object, process_info, reduce_sum
-        from .pass_state import head_fingerprint, load_collect_state, save_collect_state
 
         head, options, device = self.head, self.options, self._device()
         stats = EdgeStatistics.empty(head.out_features, head.in_features, head.out_features, rows=rows, device=device)
-        rank = process_info()[0]
+        rank = distributed.process_info()[0]
         problem: Exception | None = None
         try:
             identity = None
@@ -445,10 +448,10 @@ class FeaturePass:
                     save_collect_state(options.checkpoint_dir, rank, stats, identity, done)
         except Exception as err:  # every kind: under several processes, one failing must not leave the others waiting
             problem = err
-        problems = [p for p in all_gather_object(problem) if p is not None]
+        problems = [p for p in distributed.all_gather_object(problem) if p is not None]
         if problems:
             raise problems[0]
-        reduce_sum(stats.tensors())
+        distributed.reduce_sum(stats.tensors())
         stats = stats.to("cpu")
         if int(stats.count.sum()) == 0:
             raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
@@ -474,9 +477,6 @@ class FeaturePass:
         """SHA-256 of the first batch this process reads (images as the model gets them, and the columns): the
         identity of a source without a fingerprint (a stream, a DataLoader), so a checkpoint made on other data is
         refused."""
-        import hashlib
-
-        from ..utils.digest import values_digest
 
         first = next(iter(replace(self, options=replace(self.options, num_workers=0)).batches(data, columns)), None)
         digest = hashlib.sha256()
@@ -498,17 +498,15 @@ class FeaturePass:
         """The identity a checkpointed pass's files carry: the pass's identity, the batch size, the number of
         processes, the first batch's digest for sources without a fingerprint, and the run's id (see
         ``pass_state.start_run``)."""
-        from ..utils.distributed import process_info
-        from .pass_state import start_run
 
         options = self.options
         if options.checkpoint_dir is None:
             return identity
         # each process keeps its own share: a resume under another process count would read other rows
-        identity = {**identity, "batch_size": options.batch_size, "processes": process_info()[1]}
+        identity = {**identity, "batch_size": options.batch_size, "processes": distributed.process_info()[1]}
         if identity["data"] is None:
             identity["first_batch"] = self._first_batch_digest(data, columns)
-        rank = process_info()[0]
+        rank = distributed.process_info()[0]
         return start_run(options.checkpoint_dir, rank, kind, identity, resume=options.resume_from is not None)
 
 

@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
+
+from ..utils.files import open_safetensors, read_json
 
 __all__ = ["FeatureSet"]
 
@@ -85,7 +88,6 @@ class FeatureSet:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``features.safetensors`` (features and tensor columns) and ``columns.json`` (other columns)."""
-        from safetensors.torch import save_file
 
         os.makedirs(path, exist_ok=True)
         tensors = {"features": self.features.contiguous()}
@@ -108,7 +110,6 @@ class FeatureSet:
             CorruptFileError (an OSError): a file cannot be read.
             ValueError: the files do not form a consistent FeatureSet.
         """
-        from ..utils.files import open_safetensors, read_json
 
         fix = "delete the folder and extract the features again."
         with open_safetensors(os.path.join(path, FEATURES_FILE), "the saved features", fix) as f:

@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..core.stats import EdgeStatistics
@@ -177,7 +178,6 @@ def _checked_metadata(handle: Any, identity: dict[str, Any], what: str) -> dict[
 
 
 def _save_atomic(path: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, path + ".tmp", metadata=metadata)

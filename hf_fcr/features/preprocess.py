@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+# timm and transformers are imported where their preprocessing is built: a user of one does not import the other.
+
 __all__ = ["processor_transform", "resolve_transform", "timm_transform"]
 
 

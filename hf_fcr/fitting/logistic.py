@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
+
+from ..utils.distributed import reduce_sum
 
 __all__ = ["fit_logistic_probe", "map_on_cores", "one_blas_thread", "two_rows"]
 
@@ -26,7 +30,6 @@ def one_blas_thread() -> Any:
     few hundred features are made of small products, and after a torch pass (whose OpenMP threads stay awake) BLAS
     threads on a 2-core machine fought over the cores. Measured on 12,000 x 84 features: DFR's 41 fits took 10.9 s
     with two BLAS threads and 1.8 s with one (``benchmarks/speed.py --head_fits``)."""
-    from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
 
@@ -37,7 +40,6 @@ def map_on_cores(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     GIL, so two fits on 2 cores took 2.4 s where one after the other took 4.1 s (12,000 x 84, M' on random
     attributes). Each item's result is what ``fn`` alone gives (the same single-threaded arithmetic). ``fn`` must not
     share mutable state between items (a scikit-learn estimator instance, a process group's collectives)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     workers = min(len(items), os.cpu_count() or 1)
     if workers <= 1:
@@ -50,7 +52,6 @@ def fit_logistic_probe(
     features: torch.Tensor, targets: torch.Tensor, num_values: int, C: float = 1.0, max_iter: int = 1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit ``(weight [V, D], bias [V])`` in float64 on this process' rows (all rows without a launcher)."""
-    from ..utils.distributed import reduce_sum
 
     x = features.detach().to(torch.float64).cpu()
     y = targets.detach().long().cpu()

@@ -13,7 +13,10 @@ import torch
 
 from ..core.scores import edge_score
 from ..core.stats import EdgeStatistics, edge_statistics
+from ..utils.distributed import all_gather_object, reduce_sum
 from .logistic import fit_logistic_probe, one_blas_thread, two_rows
+
+# scikit-learn is imported where M' is fit by it (its import costs a second).
 
 __all__ = [
     "POLICIES",
@@ -187,7 +190,6 @@ def fit_fictitious_head(
     is fit by ``logistic.fit_logistic_probe`` with its gradients summed across processes, and the statistics, counts
     and accuracy are sums over every process, so each process gets what one process would from all rows.
     """
-    from ..utils.distributed import all_gather_object, reduce_sum
 
     raw = attribute.tolist() if torch.is_tensor(attribute) else list(attribute)
     if sharded:  # the same value -> index map on every process

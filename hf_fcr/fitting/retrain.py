@@ -35,6 +35,8 @@ import torch
 
 from .logistic import one_blas_thread, two_rows
 
+# scikit-learn is imported where a head is fit (its import costs a second).
+
 __all__ = ["DFR_C_GRID", "MAX_ITER", "NEAR_CONSTANT", "RetrainedHead", "check_every_class", "retrain_head"]
 
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)

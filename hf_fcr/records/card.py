@@ -6,6 +6,7 @@ metadata); the hf-fcr section between its markers is regenerated from the record
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from importlib import resources
@@ -15,6 +16,8 @@ from typing import Any
 from ..core.head_edit import FIT_KEYS
 from ..utils.constants import TAGS
 from .config import FCRConfig
+
+# huggingface_hub's card classes are imported where a card is written.
 
 __all__ = ["base_license", "figure_files", "hub_id", "model_card", "python_command"]
 
@@ -54,7 +57,6 @@ def figure_files(figures: dict[str, Any]) -> dict[str, bytes]:
     Raises:
         ValueError: a name that is not a plain ``.png`` file name.
     """
-    import io
 
     files = {}
     for name, fig in figures.items():

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from safetensors.torch import save_file
 from torch import nn
 
 from .. import __version__
@@ -22,6 +23,7 @@ from ..core.edit import Edit, WeightEdit
 from ..core.head_edit import FIT_KEYS, HeadEdit
 from ..core.head_edit import RECORD_KEYS as HEAD_RECORD_KEYS
 from ..utils.constants import CONFIG_NAME, HEAD_EDITS_NAME, LIBRARIES
+from ..utils.files import open_safetensors, read_json
 
 __all__ = ["SCHEMA_VERSION", "EditRecordError", "FCRConfig", "check_edits_match", "is_plain", "parse_edit"]
 
@@ -94,7 +96,6 @@ class FCRConfig:
             CorruptFileError (an OSError): unreadable, too large or too deep JSON.
             EditRecordError: a malformed record.
         """
-        from ..utils.files import read_json
 
         return cls.from_dict(read_json(path, "the edit record", "re-save it with hf-fcr, or ask its publisher."))
 
@@ -112,8 +113,6 @@ class FCRConfig:
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.to_json_string())
         if self.head_edits:
-            from safetensors.torch import save_file
-
             tensors = {k: v for i, e in self.head_edits for k, v in e.tensors(f"{i}.", include_base).items()}
             save_file(tensors, os.path.join(os.fspath(save_directory), HEAD_EDITS_NAME))
         return path
@@ -129,7 +128,6 @@ class FCRConfig:
             return
         if path is None or not os.path.isfile(path):
             raise EditRecordError(f"{CONFIG_NAME} has head-level edits but {HEAD_EDITS_NAME} is missing beside it.")
-        from ..utils.files import open_safetensors
 
         with open_safetensors(path, "the head-level edits", "save or download the artifact again.") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -8,8 +8,11 @@ temporary folder beside the target, which is then renamed into place.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 from torch import nn
 
 from ..features.preprocess import processor_transform, timm_transform
@@ -25,6 +30,9 @@ from ..utils.constants import CARD_NAME, CONFIG_NAME, HEAD_EDITS_NAME, SAFE_WEIG
 from ..utils.files import CorruptFileError, open_safetensors, read_json
 from .card import model_card
 from .config import EditRecordError, FCRConfig
+
+# timm, transformers and huggingface_hub are imported where used: a timm user does not import transformers, nor a
+# transformers user timm.
 
 __all__ = [
     "Checkpoint",
@@ -156,7 +164,6 @@ def check_artifact(folder: str | os.PathLike, expected: FCRConfig | None = None)
 
 def _load_timm(name: str, hub: HubOptions) -> tuple[nn.Module, Any, list[str] | None]:
     import timm
-    from safetensors import SafetensorError
 
     if not os.path.isdir(name):  # download with the Hub options (timm's own download takes no token), then load
         repo = name.split(":", 1)[1] if name.startswith(("hf-hub:", "hf_hub:")) else name
@@ -180,7 +187,6 @@ def _load_timm(name: str, hub: HubOptions) -> tuple[nn.Module, Any, list[str] | 
 
 
 def _load_transformers(name: str, trust_remote_code: bool, hub: HubOptions) -> tuple[nn.Module, Any, list[str] | None]:
-    from safetensors import SafetensorError
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     kwargs = {
@@ -376,8 +382,6 @@ def save_checkpoint(
                 if processor is not None:  # pipeline("image-classification", model=<folder>) needs it
                     processor.save_pretrained(tmp)
             else:
-                from safetensors.torch import save_file
-
                 state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
                 save_file(state, tmp / SAFE_WEIGHTS_NAME)
         for name, data in (files or {}).items():
@@ -454,9 +458,6 @@ def _replace_dir(tmp: Path, target: Path, overwrite: bool) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where it is not supported."""
-    import ctypes
-    import ctypes.util
-    import sys
 
     if not sys.platform.startswith("linux"):
         return False

@@ -8,6 +8,8 @@ from typing import Any
 
 from .session import DEMO, StudioSession, StudioSource
 
+# The page needs gradio (the [studio] extra): it is imported when the page is built.
+
 __all__ = ["DEMO", "StudioSession", "StudioSource", "build_app", "launch"]
 
 

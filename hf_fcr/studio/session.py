@@ -15,14 +15,25 @@ import functools
 import logging
 import os
 import statistics
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
+from PIL import Image
 
+from ..core.metrics import group_metrics
 from ..core.sweep import edited_logits
+from ..data import load_data
+from ..debias.diagnosis import RANDOM_COLUMN, random_attribute_draws
+from ..demo.erm import spurious_digits_erm
+from ..fitting.methods import head_method_names
+from ..fitting.probe import encode_values
+from ..records.card import model_card
+from ..records.hub import library_of
+from ..remover import FictitiousClassRemover
 
 __all__ = ["DEMO", "StudioSession", "StudioSource"]
 
@@ -189,7 +200,6 @@ class StudioSession:
 
     def image_file(self, index: int, split: str | None = None) -> str:
         """Row ``index``'s image of ``split`` as a PNG file, written once (loaded on demand, then reused)."""
-        import tempfile
 
         split = split or self.splits[0]
         if self._image_dir is None:
@@ -201,7 +211,6 @@ class StudioSession:
 
     def image(self, index: int, split: str | None = None) -> Any:
         """Row ``index``'s image of ``split`` as a PIL image (loaded on demand)."""
-        from PIL import Image
 
         value = self.data[split or self.splits[0]][int(index)][self.source.image_column]
         if isinstance(value, Image.Image):
@@ -263,8 +272,6 @@ class StudioSession:
     @_locked
     def card(self, r: float, repo_id: str | None = None) -> str:
         """The model card ``save`` (or ``push`` to ``repo_id``) would write for the edit at rate ``r``."""
-        from ..records.card import model_card
-        from ..records.hub import library_of
 
         info = self._card_info(r, repo_id)  # measured on the unedited model, the edit at r applied once
         self._apply(r)
@@ -326,9 +333,6 @@ class StudioSession:
     def _compare(self) -> dict[str, dict[str, Any]]:
         """ERM, FCR's random-attribute control (mean over draws) and every registered head-level method plus
         ``auto``, each through ``neutralize_spurious`` on the same features, measured, then reverted."""
-        from ..debias.diagnosis import RANDOM_COLUMN, random_attribute_draws
-        from ..fitting.methods import head_method_names
-        from ..fitting.probe import encode_values
 
         s = self.source
         train, val = self.features[s.splits[0]], self.features[s.splits[1]]
@@ -363,7 +367,6 @@ class StudioSession:
 
     def _metrics(self) -> dict[str, dict[str, Any]]:
         """The model's group metrics now, per split shown (groups: label x attribute, as the search's)."""
-        from ..core.metrics import group_metrics
 
         s, out = self.source, {}
         for split in self.splits:
@@ -375,14 +378,8 @@ class StudioSession:
 
 def _load(source: StudioSource) -> tuple[Any, Any]:
     if source.model_name_or_path is None:
-        import tempfile
-
-        from ..demo.erm import spurious_digits_erm
-
         remover, data, _ = spurious_digits_erm(tempfile.mkdtemp(prefix="hf-fcr-studio-"), seed=source.seed, log=_quiet)
         return remover, data
-    from ..data import load_data
-    from ..remover import FictitiousClassRemover
 
     if not source.dataset_name:
         raise ValueError("a model needs data: pass --dataset_name (a built-in name, a save_to_disk folder, a Hub id).")

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+# accelerate is imported where processes are counted or talk: one process never needs it.
+
 __all__ = [
     "all_gather_object",
     "device",

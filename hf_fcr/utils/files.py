@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
+
 __all__ = ["CorruptFileError", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "open_safetensors", "read_json", "write_json"]
 
 MAX_JSON_BYTES = 16 * 2**20  # an edit record of ~50,000 edits; configs and records are far smaller
@@ -79,7 +81,6 @@ def open_safetensors(path: str | os.PathLike, what: str, fix: str) -> Iterator[A
         FileNotFoundError: no such file.
         CorruptFileError: the file is not a readable safetensors file, or a tensor it should hold is missing.
     """
-    from safetensors import SafetensorError, safe_open
 
     path = os.fspath(path)
     if not os.path.isfile(path):
