@@ -230,7 +230,7 @@ def spurious_recipe(
     from hf_fcr.demo.main import check_output_dir
     from hf_fcr.remover import FictitiousClassRemover
 
-    out = check_output_dir(args.output_dir, ("results.json", "fcr-model"), args.overwrite)
+    out = check_output_dir(args.output_dir, ("results.json", "recommended-model", "fcr-model"), args.overwrite)
     command = "python " + " ".join(["recipes/run.py", recipe or f"recipes/{name}.yaml", *argv])
     if args.model_name_or_path is None:
         print(f"no --model_name_or_path: running offline on the SpuriousDigits stand-in for {name}")

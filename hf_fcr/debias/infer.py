@@ -1,8 +1,8 @@
 """Label-free fictitious classes: guess a spurious attribute from the features or the model's own errors.
 
-Offered only with its evidence: on every benchmark the README reports the guess's agreement with the true attribute
-(adjusted Rand index within each class) and FCR's result with it against the random-attribute control. Where the
-guess does not beat the control, it is not a substitute for group labels.
+Offered only with its evidence: on every benchmark docs/evidence.md reports the guess's agreement with the true
+attribute (adjusted Rand index within each class) and FCR's result with it against the random-attribute control.
+Where the guess does not beat the control, it is not a substitute for group labels.
 """
 
 from __future__ import annotations
