@@ -139,3 +139,57 @@ def test_random_attribute_keeps_each_class_frequencies_and_breaks_the_link():
         assert int(shuffled[m].sum()) == int(attribute[m].sum())
     assert float((shuffled == attribute).double().mean()) < 0.8
     assert torch.equal(shuffled, random_attribute(labels, attribute, seed=1))
+
+
+@pytest.mark.parametrize("auto_chose", ["fcr", "dfr"])
+def test_auto_keeping_fcr_against_the_verdict_says_so_in_the_result_record_and_card(
+    data, tmp_path, monkeypatch, auto_chose
+):
+    """When auto keeps the single-weight edit while the diagnosis says one weight does not carry the cue, the search,
+    the record and the card carry one sentence that says why it was kept; when auto chose a head-level fix, none."""
+    import dataclasses
+    import json
+
+    from hf_fcr.debias import search as search_module
+
+    train, val, remover = data
+    real_diagnose = search_module.diagnose_cue
+
+    def spread_cue(*args, **kwargs):  # the diagnosis as on a cue one weight does not carry
+        return dataclasses.replace(real_diagnose(*args, **kwargs), one_weight=False)
+
+    def choose(remover, train, val, settings, shared=None):
+        return auto_chose, {"none": {"score": 0.5}, auto_chose: {"score": 0.9}}, {}
+
+    monkeypatch.setattr(search_module, "diagnose_cue", spread_cue)
+    monkeypatch.setattr(search_module, "_auto", choose)
+    found = remover.neutralize_spurious(train, val, method="auto")
+    try:
+        assert found.method == auto_chose
+        if auto_chose == "dfr":
+            assert found.note is None and "note" not in remover.edit_record().extra["diagnosis"]
+            return
+        assert found.note.startswith("auto kept the single-weight edit") and "not because it removes" in found.note
+        folder = remover.save_pretrained(tmp_path / "kept")
+        assert json.loads((folder / "fcr_config.json").read_text())["diagnosis"]["note"] == found.note
+        assert found.note in (folder / "README.md").read_text()
+    finally:
+        remover.revert()
+
+
+def test_slow_stages_show_named_progress_bars(data, capsys, monkeypatch):
+    """Every stage that can take a while names itself in a progress bar (shown once it has run DELAY_S seconds:
+    here at once), and the pass' bar aside, nothing else is printed."""
+    from hf_fcr.utils import progress
+
+    train, val, remover = data
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    remover.neutralize_spurious(train, val, method="auto")
+    remover.revert()
+    err = capsys.readouterr().err
+    for name in ("auto: candidates", "DFR: C grid", "DFR: balanced fits", "diagnosis: random draws"):
+        assert name in err, name
+    monkeypatch.setattr(progress, "DELAY_S", 60.0)  # the default's behaviour: a quick stage prints nothing
+    remover.neutralize_spurious(train, val, method="dfr", diagnose=False)
+    remover.revert()
+    assert "DFR" not in capsys.readouterr().err

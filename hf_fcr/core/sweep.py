@@ -315,7 +315,8 @@ class NeutralizationSearch:
     With a head-level ``method`` (``"dfr"``, ``"class_balanced"`` or a registered one) ``edits`` holds one
     ``HeadEdit``, ``head`` the retrained head (``head_methods.FittedHead``), and ``policy`` / ``r`` are None;
     with ``"none"`` (``auto`` found no fix better than the model) nothing. ``candidates``: with ``method="auto"``,
-    each method's held-out validation metrics; ``diagnosis``: the ``Diagnosis`` when it was asked for."""
+    each method's held-out validation metrics; ``diagnosis``: the ``Diagnosis`` when it was asked for; ``note``: one
+    sentence when ``auto`` kept a single-weight edit the diagnosis says does not remove the cue."""
 
     edits: list[Any]
     fictitious: Any
@@ -329,6 +330,7 @@ class NeutralizationSearch:
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
     diagnosis: Any = None
     head: Any = None
+    note: str | None = None
 
     @property
     def choice(self) -> dict[str, Any]:

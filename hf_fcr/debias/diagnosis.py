@@ -25,6 +25,7 @@ __all__ = [
     "RANDOM_ATTRIBUTE_DRAWS",
     "RANDOM_COLUMN",
     "Diagnosis",
+    "disagreement",
     "logit_share",
     "random_attribute",
     "random_attribute_draws",
@@ -66,6 +67,19 @@ def random_attribute_draws(
         )
         for d in range(num_draws)
     ]
+
+
+def disagreement(kept_one_weight_edit: bool, diagnosis: Diagnosis | None) -> str | None:
+    """The sentence ``auto``'s result, its record and its card carry when auto kept a single-weight edit that the
+    diagnosis says does not remove the cue (both are right: the edit is the smallest change that works on held-out
+    data, and any one-weight edit of a class acts there as a shift of its score); None when they agree."""
+    if not kept_one_weight_edit or diagnosis is None or diagnosis.one_weight:
+        return None
+    return (
+        "auto kept the single-weight edit because it is within a point of the best fix on held-out validation with "
+        "fewer weights changed, not because it removes the cue: the diagnosis finds that one weight does not carry "
+        "it here."
+    )
 
 
 def logit_share(weight: torch.Tensor, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

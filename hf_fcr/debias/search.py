@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import logging
 import numbers
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,7 +27,16 @@ from ..fitting.logistic import map_on_cores
 from ..fitting.methods import AUTO, NONE, FittedHead, fit_head, get_method, is_builtin, method_names
 from ..fitting.probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
 from ..utils.checks import check_choice, check_num_weights, check_seed
-from .diagnosis import RANDOM_ATTRIBUTE_DRAWS, RANDOM_COLUMN, Diagnosis, logit_share, random_attribute_draws, verdict
+from ..utils.progress import over, stage
+from .diagnosis import (
+    RANDOM_ATTRIBUTE_DRAWS,
+    RANDOM_COLUMN,
+    Diagnosis,
+    disagreement,
+    logit_share,
+    random_attribute_draws,
+    verdict,
+)
 
 __all__ = [
     "AUTO_MARGIN",
@@ -284,7 +294,9 @@ def run_neutralization(
         "fix": AUTO if candidates else method,  # the ``method`` argument ("method" names the call itself)
         **call,
     }
-    found = {"rule": s.rule, "candidates": candidates, "diagnosis": diagnosis}
+    kept_weights = bool(candidates) and method != NONE and get_method(method).kind == "weights"
+    note = disagreement(kept_weights, diagnosis)
+    found = {"rule": s.rule, "candidates": candidates, "diagnosis": diagnosis, "note": note}
     if method == NONE:  # auto: no fix beat the model as it is on held-out validation data
         logger.warning("auto: no method beats the unchanged model on held-out validation data; nothing changed.")
         validation = _metrics_now(remover, val_feats, s)
@@ -303,7 +315,7 @@ def run_neutralization(
         applied = remover.commit_edits([_head_edit(remover, head)])
         chosen = {"method": method, **({"C": head.params["C"]} if "C" in head.params else {})}
         remover.record_call("neutralize_spurious", **call, chosen=chosen)
-        _keep(remover, diagnosis)
+        _keep(remover, diagnosis, note)
         validation = _metrics_now(remover, val_feats, s)
         return NeutralizationSearch(
             edits=applied,
@@ -321,7 +333,7 @@ def run_neutralization(
     applied = remover.commit_edits([edit.with_rate(r, remover.head.weight.dtype) for edit in plan])
     chosen = {"method": method, "policy": choice["policy"], "num_weights": choice["num_weights"], "r": r}
     remover.record_call("neutralize_spurious", **call, chosen=chosen)
-    _keep(remover, diagnosis)
+    _keep(remover, diagnosis, note)
     return NeutralizationSearch(
         edits=applied,
         fictitious=fict,
@@ -334,10 +346,11 @@ def run_neutralization(
     )
 
 
-def _keep(remover: Remover, diagnosis: Diagnosis | None) -> None:
-    """The diagnosis goes into the record (and the card), once the edit it concerns is applied."""
+def _keep(remover: Remover, diagnosis: Diagnosis | None, note: str | None) -> None:
+    """The diagnosis goes into the record (and the card), once the edit it concerns is applied, with ``note`` (auto's
+    disagreement with it) when there is one."""
     if diagnosis is not None:
-        remover.fcr_config_extra["diagnosis"] = diagnosis.to_dict()
+        remover.fcr_config_extra["diagnosis"] = {**diagnosis.to_dict(), **({"note": note} if note else {})}
 
 
 def _auto(
@@ -363,12 +376,14 @@ def _auto(
 
     candidates: dict[str, dict[str, Any]] = {NONE: metrics(base)}
     tuned: dict[str, dict[str, Any]] = {}
-    for name in method_names():  # each registered method whose needs (an attribute, group labels) are met
+    available = [  # each registered method whose needs (an attribute, group labels) are met
+        name
+        for name in method_names()
+        if (settings.attribute_column or not get_method(name).needs_attribute)
+        and (settings.group_column or not get_method(name).needs_groups)
+    ]
+    for name in over(available, "auto: candidates"):
         method = get_method(name)
-        if (method.needs_attribute and not settings.attribute_column) or (
-            method.needs_groups and not settings.group_column
-        ):
-            continue
         if method.kind == "weights":
             _, choice, plan, _ = _fcr_search(remover, train, fit, settings, shared)
             candidates[name] = metrics(edited_logits(base, held.features, plan, choice["r"]))
@@ -492,7 +507,17 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of Remover.diagnose
             return (*found, None)
         return (*found, _m_prime_evidence(found[0], train, val, attribute, group_column, attribute_column))
 
-    searches = map_on_cores(job, [(train, settings, shared)] + [(data, random_settings, None) for data in shuffled])
+    items = [(train, settings, shared)] + [(data, random_settings, None) for data in shuffled]
+    counting = threading.Lock()  # the jobs finish on the worker threads
+    with stage(len(items), "diagnosis: random draws") as bar:
+
+        def counted(item: tuple) -> tuple:
+            found = job(item)
+            with counting:
+                bar.update()
+            return found
+
+        searches = map_on_cores(counted, items)
     fict, choice, _, tried, (val_acc, majority, cumulative, top_accuracy) = searches[0]
     base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
     chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))

@@ -244,7 +244,8 @@ def _retrained(  # noqa: PLR0913 -- retrain_head's options, keyword-only
     a warning names the method, C and iterations of every fit that stopped at its iteration cap. With ``tuned`` (a
     validated fit's params) its ``C`` is reused, and ``selection`` says where it was chosen."""
     C = None if tuned is None else tuned.get("C")
-    head = retrain_head(features, labels, balance_by, num_classes, seed=seed, intercept=intercept, C=C)
+    shown = {"dfr": "DFR", "class_balanced": "class-balanced"}.get(name, name)
+    head = retrain_head(features, labels, balance_by, num_classes, seed=seed, intercept=intercept, C=C, name=shown)
     if C is not None:
         selection = f"{selection}, validated by auto on half of validation"
     if head.unconverged:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..utils.progress import stage
 from .logistic import one_blas_thread, two_rows
 
 # scikit-learn is imported where a head is fit (its import costs a second).
@@ -155,12 +156,14 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
     c_grid: Sequence[float] = DFR_C_GRID,
     intercept: bool = True,
     C: float | None = None,
+    name: str = "retraining",
 ) -> RetrainedHead:
     """Retrain a head on validation ``features`` with class ``labels``, balanced by ``groups``: label x attribute
     ids for DFR, the labels themselves for class-balanced retraining. ``C`` is chosen from ``c_grid`` by the worst
     accuracy over ``groups`` on a held-out half; the final head averages ``num_fits`` fits on balanced subsets of all
     rows, with the standardization folded in. ``intercept=False`` for a head without a bias. A given ``C`` (one
     already validated, as ``method="auto"`` does on half of validation) skips the tuning: ``tuning`` is then empty.
+    ``name`` names the progress bars (``"DFR: C grid"``, ``"DFR: balanced fits"``) shown when a stage is slow.
 
     Every one of the ``num_classes`` classes must have rows: a retrained head cannot score a class it never saw, and
     giving that class an arbitrary row would silently delete it from the model (refused instead).
@@ -171,7 +174,7 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
     if C is not None and (isinstance(C, bool) or not isinstance(C, numbers.Real) or not 0 < C < float("inf")):
         raise ValueError(f"C is the inverse regularization strength, a positive number; got {C!r}.")
     with one_blas_thread():  # entered once: threadpoolctl's limit costs tens of milliseconds each time
-        return _retrain_head(features, labels, groups, num_classes, seed, num_fits, c_grid, intercept, C)
+        return _retrain_head(features, labels, groups, num_classes, seed, num_fits, c_grid, intercept, C, name)
 
 
 def _retrain_head(  # noqa: PLR0913 -- retrain_head's arguments, checked
@@ -184,6 +187,7 @@ def _retrain_head(  # noqa: PLR0913 -- retrain_head's arguments, checked
     c_grid: Sequence[float],
     intercept: bool,
     given_c: float | None,
+    name: str,
 ) -> RetrainedHead:
     """``retrain_head``'s work (under one BLAS thread)."""
     check_every_class(labels, num_classes)
@@ -211,21 +215,25 @@ def _retrain_head(  # noqa: PLR0913 -- retrain_head's arguments, checked
     if given_c is None:
         order = rng.permutation(len(y))
         tune, held = order[: len(y) // 2], order[len(y) // 2 :]
-        for C in c_grid:
-            scores = []
-            for _ in range(3):
-                w, b = fit(tune[_balanced_subset(g[tune], rng)], C)
-                scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
-            tuning[float(C)] = float(np.mean(scores))
+        with stage(len(c_grid), f"{name}: C grid") as bar:
+            for C in c_grid:
+                scores = []
+                for _ in range(3):
+                    w, b = fit(tune[_balanced_subset(g[tune], rng)], C)
+                    scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
+                tuning[float(C)] = float(np.mean(scores))
+                bar.update()
         best_c = max(tuning, key=lambda c: (tuning[c], -list(tuning).index(c)))
     else:
         best_c = float(given_c)
     ws, bs = [], []
-    for _ in range(num_fits):
-        sub = _balanced_subset(g, rng)
-        w, b = fit(sub, best_c)
-        ws.append(w)
-        bs.append(b)
+    with stage(num_fits, f"{name}: balanced fits") as bar:
+        for _ in range(num_fits):
+            sub = _balanced_subset(g, rng)
+            w, b = fit(sub, best_c)
+            ws.append(w)
+            bs.append(b)
+            bar.update()
     w, b = np.mean(ws, axis=0), np.mean(bs, axis=0)
     # fold the standardization into the head: (x - mu) / sigma . w + b; left-out columns get weight 0
     w_raw = np.zeros((num_classes, x.shape[1]))

@@ -110,7 +110,7 @@ class _Handlers:
         r_value = session.chosen_r
         names = list(session.remover.class_names)
         return [
-            d.verdict if d is not None else "(no diagnosis)",
+            session.verdict,
             d.plot(title="FCR against random attributes") if d is not None else None,
             gr.update(value=r_value),
             gr.update(choices=names, value=names[0]),

@@ -27,9 +27,9 @@ from PIL import Image
 from ..core.metrics import group_metrics
 from ..core.sweep import edited_logits
 from ..data import load_data
-from ..debias.diagnosis import RANDOM_COLUMN, random_attribute_draws
+from ..debias.diagnosis import RANDOM_COLUMN, disagreement, random_attribute_draws
 from ..demo.erm import spurious_digits_erm
-from ..fitting.methods import head_method_names
+from ..fitting.methods import get_method, head_method_names
 from ..fitting.probe import encode_values
 from ..records.card import model_card
 from ..records.hub import library_of
@@ -81,6 +81,7 @@ class StudioSession:
     features: dict[str, Any]
     search: Any
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    auto_method: str | None = None  # what auto chose among the methods compared
     _curves: dict[str, Any] = field(default_factory=dict, repr=False)
     _image_dir: str | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -138,6 +139,17 @@ class StudioSession:
     def splits(self) -> list[str]:
         """The validation split and, when the data has one, the test split."""
         return [s for s in self.source.splits[1:] if s in self.features]
+
+    @property
+    def verdict(self) -> str:
+        """The diagnosis' verdict, and the sentence that says so when auto kept the single-weight edit the verdict
+        says does not remove the cue."""
+        d = self.search.diagnosis
+        if d is None:
+            return "(no diagnosis)"
+        kept = self.auto_method is not None and get_method(self.auto_method).kind == "weights"
+        note = disagreement(kept, d)
+        return d.verdict if note is None else f"{d.verdict}\n\n{note}"
 
     @property
     def chosen_r(self) -> float:
@@ -356,8 +368,10 @@ class StudioSession:
         }
         for method in (*head_method_names(), "auto"):
             try:
-                self.remover.neutralize_spurious(train, val, **common, method=method, diagnose=False)
+                search = self.remover.neutralize_spurious(train, val, **common, method=method, diagnose=False)
                 methods[method] = self._metrics()
+                if method == "auto":
+                    self.auto_method = search.method
             except Exception as err:  # a failing (registered) method is shown as failed; the page works on
                 logger.warning("the head-level method %r failed in the studio: %s", method, err)
                 methods[method] = {"error": f"{type(err).__name__}: {err}"[:300]}
