@@ -288,7 +288,7 @@ class FictitiousClassRemover(HeadEditor):
         picks = plan_neutralization(weight, fictitious, classes, num_weights, policy, values, rule)
         return [edit for c, cols in picks.items() for edit in self._row_edits(c, cols, r)]
 
-    def neutralize(  # noqa: PLR0913 -- the public API (DESIGN.md): keyword options with defaults
+    def neutralize(  # noqa: PLR0913 -- the public API (docs/design.md): keyword options with defaults
         self,
         fictitious: FictitiousHead,
         classes: Sequence[int | str] | None = None,
@@ -382,7 +382,7 @@ class FictitiousClassRemover(HeadEditor):
 
     # ------------------------------------------------------------------------------------------ spurious cues
 
-    def neutralize_spurious(  # noqa: PLR0913 -- the public API (DESIGN.md): keyword options with defaults
+    def neutralize_spurious(  # noqa: PLR0913 -- the public API (docs/design.md): keyword options with defaults
         self,
         train: Any,
         val: Any,
@@ -456,7 +456,7 @@ class FictitiousClassRemover(HeadEditor):
             diagnose=diagnose,
         )
 
-    def diagnose(  # noqa: PLR0913 -- the public API (DESIGN.md): keyword options with defaults
+    def diagnose(  # noqa: PLR0913 -- the public API (docs/design.md): keyword options with defaults
         self,
         train: Any,
         val: Any,

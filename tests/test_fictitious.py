@@ -136,7 +136,7 @@ def parity_model(digits):
 
 @pytest.mark.slow
 def test_removing_a_subclass_depends_on_the_sign_of_the_chosen_edge(parity_model):
-    """Sec. 5.2 / Fig. 8 analogue. Algorithm 2 takes M''s plain SCA argmax k* (DESIGN.md). Where W[c, k*] supports
+    """Sec. 5.2 / Fig. 8 analogue. Algorithm 2 takes M''s plain SCA argmax k* (docs/design.md). Where W[c, k*] supports
     class c in M (same sign as the class's mean a_k*), Eq. 8 at r=0.5 removes digit v from its parity class while the
     other digits keep most of their accuracy; where it opposes the class, Eq. 7 flips it into a large SUPPORTING
     weight and digit v stays (the class is amplified). Measured with this seeded model: 6 digits supporting, forget
