@@ -343,7 +343,7 @@ def _erm_head(train: dict[str, torch.Tensor]) -> Any:
 
 def _cold_one_thread(*args: Any, **kwargs: Any) -> Any:
     """``_cold_retrain`` with one BLAS thread: the share of the speed-up that the threads alone give."""
-    from hf_fcr.fitting.logistic import one_blas_thread
+    from hf_fcr.utils.threads import one_blas_thread
 
     with one_blas_thread():
         return _cold_retrain(*args, **kwargs)

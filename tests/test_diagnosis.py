@@ -61,11 +61,11 @@ def test_the_searches_spread_over_the_cores_give_what_one_core_gives(data, monke
     one core, where map_on_cores runs them one after the other."""
     import os
 
-    from hf_fcr.fitting import logistic
+    from hf_fcr.utils import threads
 
     train, val, remover = data
     calls = []
-    threaded = logistic.map_on_cores
+    threaded = threads.map_on_cores
 
     def counting(fn, items):
         calls.append(len(items))
@@ -78,7 +78,7 @@ def test_the_searches_spread_over_the_cores_give_what_one_core_gives(data, monke
     alone = remover.diagnose(train, val, num_draws=3)
     assert calls == [4, 4]  # the attribute and three draws, both times
     assert spread.to_dict() == alone.to_dict()
-    assert logistic.map_on_cores(lambda x: x * x, [3, 1, 2]) == [9, 1, 4]  # in order
+    assert threads.map_on_cores(lambda x: x * x, [3, 1, 2]) == [9, 1, 4]  # in order
 
 
 @pytest.mark.parametrize("method", ["fcr", "auto"])

@@ -9,7 +9,7 @@ from utils import snapshot, state_equal
 from hf_fcr import FeatureSet, FictitiousClassRemover, neutralized_weight
 from hf_fcr.core.scores import EPS
 from hf_fcr.demo.erm import digits_cnn, train_classifier
-from hf_fcr.fitting.logistic import one_blas_thread
+from hf_fcr.utils.threads import one_blas_thread
 
 
 @pytest.fixture

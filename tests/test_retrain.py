@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from hf_fcr.fitting import retrain
-from hf_fcr.fitting.logistic import one_blas_thread
 from hf_fcr.fitting.methods import fit_head
 from hf_fcr.fitting.retrain import retrain_head
+from hf_fcr.utils.threads import one_blas_thread
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 from speed import _cold_retrain, ill_conditioned  # noqa: E402 -- the benchmark's reference fits and data

@@ -23,11 +23,11 @@ from ..core.metrics import group_metrics
 from ..core.scores import score_names
 from ..core.sweep import NeutralizationSearch, check_rule, default_r_grid, edited_logits, search_edits
 from ..features.feature_set import FeatureSet
-from ..fitting.logistic import map_on_cores
 from ..fitting.methods import AUTO, NONE, FittedHead, fit_head, get_method, is_builtin, method_names
 from ..fitting.probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
 from ..utils.checks import check_choice, check_num_weights, check_seed
 from ..utils.progress import over, stage
+from ..utils.threads import map_on_cores
 from .diagnosis import (
     RANDOM_ATTRIBUTE_DRAWS,
     RANDOM_COLUMN,

@@ -14,7 +14,8 @@ import torch
 from ..core.scores import edge_score
 from ..core.stats import EdgeStatistics, edge_statistics
 from ..utils.distributed import all_gather_object, reduce_sum
-from .logistic import fit_logistic_probe, one_blas_thread, two_rows
+from ..utils.threads import one_blas_thread
+from .logistic import fit_logistic_probe, two_rows
 
 # scikit-learn is imported where M' is fit by it (its import costs a second).
 

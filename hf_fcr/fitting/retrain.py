@@ -17,8 +17,8 @@ Robust to ill-conditioned features (those of a briefly fine-tuned or collapsed m
   path (warm starts, as scikit-learn's ``LogisticRegressionCV`` does along its C path): the balanced subsets are
   drawn from the same rows, so their optima are close and a fit ends within the solver's tolerance of where it would
   have from zero, in a third of the iterations for class-balanced retraining's final fits;
-- scikit-learn's fits run with one BLAS thread (``logistic.one_blas_thread``: most of the time was threads fighting
-  over the cores);
+- scikit-learn's fits run with one BLAS thread (``utils.threads.one_blas_thread``: most of the time was threads
+  fighting over the cores);
 - a fit that stops at its iteration cap is reported (``RetrainedHead.unconverged``: C and iterations), and the
   registered methods log a warning naming the method.
 """
@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from ..utils.progress import stage
-from .logistic import one_blas_thread, two_rows
+from ..utils.threads import one_blas_thread
+from .logistic import two_rows
 
 # scikit-learn is imported where a head is fit (its import costs a second).
 
