@@ -193,3 +193,16 @@ def test_slow_stages_show_named_progress_bars(data, capsys, monkeypatch):
     remover.neutralize_spurious(train, val, method="dfr", diagnose=False)
     remover.revert()
     assert "DFR" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 64, 10_000])
+def test_logit_share_equals_its_direct_formula_in_any_chunking(chunk_rows):
+    """The accumulated form (no [N, D] temporary) against the formula written out over every sample."""
+    from hf_fcr.debias.diagnosis import logit_share
+
+    g = torch.Generator().manual_seed(0)
+    features, weight = torch.randn(300, 12, generator=g) * 3 + 1, torch.randn(3, 12, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, 3, (300,), generator=g)
+    x = features.double()
+    direct = ((weight[targets] - weight.mean(0)) * (x - x.mean(0))).abs().mean(0)
+    torch.testing.assert_close(logit_share(weight, features, targets, chunk_rows), direct / direct.sum())

@@ -495,6 +495,9 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of Remover.diagnose
         seed=seed,
     )  # FCR's default grid, SCA, the default probe: the search the verdict is about
     attribute, _ = encode_values(train[attribute_column])
+    # the M' fits (scikit-learn's, in float64) and M''s evidence all read one float64 copy of the training features,
+    # made once here, instead of a copy per fit in each thread (every reader casts to float64: the same values)
+    train = dataclasses.replace(train, features=train.features.detach().cpu().to(torch.float64))
     shuffled = random_attribute_draws(train, label_column, attribute, seed, num_draws)
     # the search on the attribute (with M''s own evidence) and on each random draw: independent (the default probe,
     # a new estimator each), spread over the cores
