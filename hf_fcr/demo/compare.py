@@ -56,7 +56,7 @@ def _mean_of(draws: list[dict[str, Any]]) -> dict[str, Any]:
     return {**out, "draws": [{k: d[k] for k in ("average", "worst_group", "choice")} for d in draws]}
 
 
-def compare_methods(
+def compare_methods(  # noqa: PLR0913 -- keyword options with defaults: the columns, rule, seed and outputs
     remover: Any,
     splits: tuple[FeatureSet, FeatureSet, FeatureSet],
     label_column: str = "label",
@@ -65,6 +65,7 @@ def compare_methods(
     seed: int = 0,
     output_dir: str | Path | None = None,
     title: str = "FCR",
+    kept: dict[str, Any] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], Any]:
     """Evaluate on ``test``, every method chosen or fit on ``val`` (``splits``: train, val, test) through
     ``neutralize_spurious``: ERM (the model as it is), FCR, its controls (M' on a random attribute with the true
@@ -72,7 +73,8 @@ def compare_methods(
     FCR with M' on an attribute inferred without labels (``infer.infer_attribute``, per-class clustering;
     ``agreement_ari`` with the truth), DFR, class-balanced retraining (``dfr_class_balanced``, no group labels) and
     ``auto``. Groups are (label, attribute). Leaves the FCR edits applied to ``remover.model`` (with the diagnosis in
-    its record); writes the sweep and diagnosis plots to ``output_dir`` when given. Returns the metrics per method
+    its record); writes the sweep and diagnosis plots to ``output_dir`` when given; ``kept`` (a dict) receives
+    ``"auto"``: auto's edits and record extras, as applied before the revert. Returns the metrics per method
     and the FCR search
     (``.diagnosis`` included)."""
     train, val, test = splits
@@ -86,9 +88,9 @@ def compare_methods(
     def evaluate(logits: torch.Tensor) -> dict[str, Any]:
         return group_metrics(logits.argmax(1), test_labels, test_ids, test_names, train_props)
 
-    def run(data: FeatureSet = train, **kwargs: Any) -> dict[str, Any]:
+    def run(data: FeatureSet = train, keep: str | None = None, **kwargs: Any) -> dict[str, Any]:
         """One ``neutralize_spurious`` call (no diagnosis: only FCR's own run keeps one) evaluated on test, then
-        reverted."""
+        reverted (its edits and record extras first kept in ``kept[keep]`` when asked)."""
         t0 = time.perf_counter()
         search = remover.neutralize_spurious(data, val, **{**common, "diagnose": False, **kwargs})
         elapsed = time.perf_counter() - t0
@@ -97,6 +99,8 @@ def compare_methods(
             row["candidates"] = {
                 m: {k: c[k] for k in ("average", "worst_group", "score")} for m, c in search.candidates.items()
             }
+        if keep is not None and kept is not None:
+            kept[keep] = (list(remover.edits), dict(remover.fcr_config_extra))
         remover.revert()
         return row
 
@@ -117,7 +121,7 @@ def compare_methods(
     methods["fcr_inferred_attribute"] = {**row, "agreement_ari": agreement(inferred, attribute, labels)}
     methods["dfr"] = run(method="dfr")
     methods["dfr_class_balanced"] = run(method="class_balanced", val_attribute_column=None)
-    methods["auto"] = run(method="auto")
+    methods["auto"] = run(method="auto", keep="auto")
 
     t0 = time.perf_counter()
     search = remover.neutralize_spurious(train, val, **common)  # with its diagnosis
@@ -142,36 +146,20 @@ def compare_methods(
 
 
 def _save_recommended(
-    folder: Path,
-    remover: Any,
-    splits: tuple[FeatureSet, FeatureSet],
-    benchmark: Benchmark,
-    search: Any,
-    seed: int,
-    card: dict[str, Any],
-) -> dict[str, Any]:
-    """Save to ``folder`` the model ``auto`` recommends (the call of the table's ``auto`` row, so the same choice),
-    with FCR's diagnosis in its record and card (``card``: ``save_pretrained``'s card options); ``remover`` is left
-    with FCR's edits, as before. Returns the method chosen and the folder's name."""
-    train, val = splits
+    folder: Path, remover: Any, applied: tuple[list[Any], dict[str, Any]], diagnosis: Any, card: dict[str, Any]
+) -> None:
+    """Save to ``folder`` the model ``auto`` recommends: its ``applied`` edits and record extras (those of the
+    table's ``auto`` row, as ``compare_methods`` kept them), with FCR's ``diagnosis`` in the record and card
+    (``card``: ``save_pretrained``'s card options). ``remover`` is left with FCR's edits, as before."""
     fcr_edits, fcr_extra = list(remover.edits), dict(remover.fcr_config_extra)
+    auto_edits, auto_extra = applied
     remover.revert()
-    auto = remover.neutralize_spurious(
-        train,
-        val,
-        label_column=benchmark.label_column,
-        attribute_column=benchmark.attribute_column,
-        rule=search.rule,
-        seed=seed,
-        method="auto",
-        diagnose=False,
-    )
-    remover.fcr_config_extra["diagnosis"] = search.diagnosis.to_dict()
-    remover.save_pretrained(folder, overwrite=True, model_name=f"{benchmark.name}-{auto.method}", **card)
+    remover.commit_edits(auto_edits)
+    remover.fcr_config_extra.update(auto_extra, diagnosis=diagnosis.to_dict())
+    remover.save_pretrained(folder, overwrite=True, **card)
     remover.revert()
     remover.commit_edits(fcr_edits)
     remover.fcr_config_extra.update(fcr_extra)
-    return {"method": auto.method, "folder": folder.name}
 
 
 def run_spurious(
@@ -206,6 +194,7 @@ def run_spurious(
         for split in splits
     )
     timings["feature_pass_s"] = time.perf_counter() - t0
+    kept: dict[str, Any] = {}
     methods, search = compare_methods(
         remover,
         (train, val, test),
@@ -215,24 +204,22 @@ def run_spurious(
         seed=seed,
         output_dir=out,
         title=f"FCR on {benchmark.name}",
+        kept=kept,
     )
     metrics = [
         {"name": name, "value": methods["fcr"][key], "dataset": benchmark.name, "split": splits[2]}
         for name, key in (("accuracy", "average"), ("worst_group_accuracy", "worst_group"))
     ]
+    figures = {"diagnosis.png": search.diagnosis.plot(title=f"FCR on {benchmark.name}")}  # drawn once, for both
+    common = {"figures": figures, "command": command, "dataset_name": benchmark.name}
     remover.save_pretrained(
-        out / "fcr-model",
-        overwrite=True,
-        figures={"diagnosis.png": search.diagnosis.plot(title=f"FCR on {benchmark.name}")},
-        metrics=metrics,
-        command=command,
-        dataset_name=benchmark.name,
-        model_name=f"{benchmark.name}-fcr",
+        out / "fcr-model", overwrite=True, metrics=metrics, model_name=f"{benchmark.name}-fcr", **common
     )
-    figure = {"diagnosis.png": search.diagnosis.plot(title=f"FCR on {benchmark.name}")}
+    chosen = methods["auto"]["choice"]["method"]
     auto_metrics = [{**m, "value": methods["auto"][key]} for m, key in zip(metrics, ("average", "worst_group"))]
-    card = {"figures": figure, "metrics": auto_metrics, "command": command, "dataset_name": benchmark.name}
-    recommended = _save_recommended(out / "recommended-model", remover, (train, val), benchmark, search, seed, card)
+    card = {"metrics": auto_metrics, "model_name": f"{benchmark.name}-{chosen}", **common}
+    _save_recommended(out / "recommended-model", remover, kept["auto"], search.diagnosis, card)
+    recommended = {"method": chosen, "folder": "recommended-model"}
     results = {
         "benchmark": benchmark.name,
         "seed": seed,
