@@ -69,13 +69,13 @@ def compare_with_cold_fits(compare: Callable[..., Any]) -> Callable[..., Any]:
     ``methods["cold_fits"]``: the paired control of what warm starts change, in the same process."""
     from speed import from_zero
 
-    from hf_fcr.core.metrics import group_metrics
-    from hf_fcr.demo.compare import _groups
+    from hf_fcr.core.metrics import group_ids, group_metrics
 
     def wrapped(remover: Any, splits: tuple, **kwargs: Any) -> tuple[dict, Any]:
         train, val, test = splits
         columns = {k: kwargs[k] for k in ("label_column", "attribute_column", "rule", "seed")}
-        ids, names = _groups(test, columns["label_column"], columns["attribute_column"])
+        label, attribute = columns["label_column"], columns["attribute_column"]
+        ids, names = group_ids({c: test.labels(c) for c in (label, attribute)}, [label, attribute])
         rows = {}
         with from_zero():
             for name, method in (("dfr", "dfr"), ("dfr_class_balanced", "class_balanced"), ("auto", "auto")):
