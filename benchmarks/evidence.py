@@ -64,10 +64,10 @@ def run(benchmark: str, seeds: list[int], out: Path) -> None:
 
 
 def compare_with_cold_fits(compare: Callable[..., Any]) -> Callable[..., Any]:
-    """``compare_methods``, preceded on the same features by DFR, class-balanced retraining and auto with every head
-    fit started from zero (``speed.from_zero``: the fits before warm starts), stored as
-    ``methods["cold_fits"]``: the paired control of what warm starts change, in the same process."""
-    from speed import from_zero
+    """``compare_methods``, preceded on the same features by DFR, class-balanced retraining and auto with
+    scikit-learn's fits one at a time (``speed.scikit_learn``: the fits before the batched solver), stored as
+    ``methods["cold_fits"]``: the paired control of what the batched solver changes, in the same process."""
+    from speed import scikit_learn
 
     from hf_fcr.core.metrics import group_ids, group_metrics
 
@@ -77,7 +77,7 @@ def compare_with_cold_fits(compare: Callable[..., Any]) -> Callable[..., Any]:
         label, attribute = columns["label_column"], columns["attribute_column"]
         ids, names = group_ids({c: test.labels(c) for c in (label, attribute)}, [label, attribute])
         rows = {}
-        with from_zero():
+        with scikit_learn():
             for name, method in (("dfr", "dfr"), ("dfr_class_balanced", "class_balanced"), ("auto", "auto")):
                 balance = {"val_attribute_column": None} if method == "class_balanced" else {}
                 search = remover.neutralize_spurious(train, val, **columns, method=method, diagnose=False, **balance)

@@ -85,24 +85,24 @@ def auto_refit_lines(runs: list[dict]) -> list[str]:
 
 
 def cold_fit_lines(runs: list[dict]) -> list[str]:
-    """Head fits started where the previous one ended against the same fits from zero (``methods["cold_fits"]``, run
-    in the same process on the same features): auto's choices and each method's test accuracy, paired per seed."""
+    """The batched solver's head fits against scikit-learn's, one at a time (``methods["cold_fits"]``, run in the same
+    process on the same features): auto's choices and each method's test accuracy, paired per seed."""
     runs = [r for r in runs if "cold_fits" in r["methods"]]
     if not runs:
         return []
     choices = [(r["methods"]["auto"]["choice"], r["methods"]["cold_fits"]["auto"]["choice"]) for r in runs]
-    same_method = sum(warm["method"] == cold["method"] for warm, cold in choices)
-    same_c = sum(warm == cold for warm, cold in choices)
+    same_method = sum(ours["method"] == cold["method"] for ours, cold in choices)
+    same_c = sum(ours == cold for ours, cold in choices)
     cells = []
     for method in ("dfr", "dfr_class_balanced", "auto"):
         pairs = [(r["methods"][method], r["methods"]["cold_fits"][method]) for r in runs]
-        worst = mean_std([warm["worst_group"] - cold["worst_group"] for warm, cold in pairs])
-        average = mean_std([warm["average"] - cold["average"] for warm, cold in pairs])
+        worst = mean_std([ours["worst_group"] - cold["worst_group"] for ours, cold in pairs])
+        average = mean_std([ours["average"] - cold["average"] for ours, cold in pairs])
         cells.append(f"{method} {worst} / {average}")
     return [
-        f"- Warm-started head fits against the same fits from zero ({len(runs)} seeds, paired, same process): auto's "
-        f"method the same on {same_method} of {len(runs)}, its C too on {same_c}; warm - cold, test worst group / "
-        "average in points: " + "; ".join(cells) + "."
+        f"- Batched head fits against scikit-learn's ({len(runs)} seeds, paired, same process): auto's "
+        f"method the same on {same_method} of {len(runs)}, its C too on {same_c}; batched - scikit-learn, test worst "
+        "group / average in points: " + "; ".join(cells) + "."
     ]
 
 

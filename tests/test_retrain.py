@@ -23,41 +23,24 @@ def well():
 
 
 @pytest.mark.parametrize("num_classes", [5, 2])
-def test_same_head_as_the_cold_fits_on_well_conditioned_features(well, num_classes):
-    """Without near-constant columns the head is the one the previous fits gave: bitwise with liblinear's L1 (2
-    classes, always started from zero); with lbfgs (5 classes) the same C and tuning and, started where the previous
-    fit ended instead of from zero, a head within the solver's tolerance (the same predictions on every row)."""
+def test_the_batched_fits_choose_what_scikit_learns_fits_chose(well, num_classes):
+    """Against the fits they replaced (scikit-learn, one at a time, from zero: liblinear's L1 for 2 classes, lbfgs's
+    multinomial L2 for 5) on the same balanced subsets: the same C, tuning scores within half a point, the same
+    predictions on at least 99.5% of rows and worst-group accuracy within half a point."""
+    from hf_fcr.core.metrics import group_metrics
+
     labels = well["label"] % num_classes
     groups = labels * 5 + well["colour"]
     new = retrain_head(well["features"], labels, groups, num_classes, seed=3, num_fits=4)
     old = _cold_retrain(well["features"], labels, groups, num_classes, seed=3, num_fits=4)
-    assert new.C == old.C and new.tuning == old.tuning
-    exact = 1e-9 if num_classes == 2 else 2e-2 * float(old.weight.abs().max())
-    torch.testing.assert_close(new.weight, old.weight, rtol=0, atol=exact)
-    torch.testing.assert_close(new.bias, old.bias, rtol=0, atol=exact)
-    assert torch.equal(new.logits(well["features"]).argmax(1), old.logits(well["features"]).argmax(1))
+    assert new.C == old.C and new.tuning.keys() == old.tuning.keys()
+    assert all(abs(new.tuning[c] - old.tuning[c]) <= 0.005 for c in old.tuning)
+    ours, theirs = new.logits(well["features"]).argmax(1), old.logits(well["features"]).argmax(1)
+    assert (ours == theirs).double().mean() >= 0.995
+    names = [str(g) for g in range(int(groups.max()) + 1)]
+    worst = [group_metrics(p, labels, groups, names)["worst_group"] for p in (ours, theirs)]
+    assert abs(worst[0] - worst[1]) <= 0.005
     assert new.constant_columns == ()
-
-
-def test_a_warm_started_fit_reaches_the_optimum_a_cold_one_does(well):
-    """``_fit`` started from another subset's head ends as near the exact optimum (scikit-learn at a 1e-12 tolerance)
-    as the fit from zero, in fewer iterations; a start that never saw a class is not used."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = well["features"].double().numpy(), well["label"].numpy()
-    x = (x - x.mean(0)) / x.std(0)
-    first, second = np.arange(0, 500), np.arange(100, 600)  # overlapping, as balanced subsets are
-    start = retrain._fit(x[first], y[first], 0.3, 5, True, 0)[:2]
-    cold_w, cold_b, cold_iterations = retrain._fit(x[second], y[second], 0.3, 5, True, 0)
-    warm_w, warm_b, warm_iterations = retrain._fit(x[second], y[second], 0.3, 5, True, 0, start)
-    exact = LogisticRegression(C=0.3, tol=1e-12, max_iter=10_000).fit(x[second], y[second])
-    cold_error = np.abs(cold_w - exact.coef_).max()
-    assert np.abs(warm_w - exact.coef_).max() <= max(2 * cold_error, 1e-3)
-    assert np.abs(warm_b - exact.intercept_).max() <= max(2 * np.abs(cold_b - exact.intercept_).max(), 1e-3)
-    assert warm_iterations < cold_iterations
-    unseen = (start[0], np.where(np.arange(5) == 4, -1e9, start[1]))  # class 4 absent from the start's rows
-    assert retrain._fit(x[second], y[second], 0.3, 5, True, 0, unseen)[2] == cold_iterations
 
 
 def test_near_constant_columns_are_left_out(well):

@@ -6,19 +6,17 @@ DFR as its authors describe it: standardize the features (statistics of the vali
 logistic regression on group-balanced subsets of the validation set, choose the inverse regularization ``C`` by the
 worst-group accuracy on the other half of the validation set, then refit on group-balanced subsets of the whole
 validation set several times and average the weights. Class-balanced retraining balances and chooses ``C`` by
-class (worst-class accuracy) instead. With more than two classes the fit is a multinomial L2
-logistic regression (liblinear's L1 is binary; one-vs-rest L1 fits took minutes each on MNIST features).
+class (worst-class accuracy) instead. With more than two classes the fit is a multinomial L2 logistic regression
+(liblinear's L1 is binary; one-vs-rest L1 fits took minutes each on MNIST features).
+
+The fits are ``solver.fit_logistic_family``'s: the C grid x 3 balanced subsets is one batched problem, the final
+balanced fits another (started from the tuning fits at the chosen C), on the features' device, with scikit-learn's
+objectives (liblinear's for L1, lbfgs's for L2; scikit-learn is the tests' reference).
 
 Robust to ill-conditioned features (those of a briefly fine-tuned or collapsed model):
 
 - near-constant columns (standard deviation at most ``NEAR_CONSTANT`` times the median column's) are left out of the
   fit (weight 0, their mean absorbed by the bias) instead of being blown up to unit variance by the standardization;
-- each multinomial (lbfgs) fit starts where the latest fit at its C ended, or the latest at the C before it on the
-  path (warm starts, as scikit-learn's ``LogisticRegressionCV`` does along its C path): the balanced subsets are
-  drawn from the same rows, so their optima are close and a fit ends within the solver's tolerance of where it would
-  have from zero, in a third of the iterations for class-balanced retraining's final fits;
-- scikit-learn's fits run with one BLAS thread (``utils.threads.one_blas_thread``: most of the time was threads
-  fighting over the cores);
 - a fit that stops at its iteration cap is reported (``RetrainedHead.unconverged``: C and iterations), and the
   registered methods log a warning naming the method.
 """
@@ -26,7 +24,6 @@ Robust to ill-conditioned features (those of a briefly fine-tuned or collapsed m
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,10 +31,7 @@ import numpy as np
 import torch
 
 from ..utils.progress import stage
-from ..utils.threads import one_blas_thread
-from .logistic import two_rows
-
-# scikit-learn is imported where a head is fit (its import costs a second).
+from .solver import fit_logistic_family, subset_masks
 
 __all__ = ["DFR_C_GRID", "MAX_ITER", "NEAR_CONSTANT", "RetrainedHead", "check_every_class", "retrain_head"]
 
@@ -73,60 +67,35 @@ def _balanced_subset(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.concatenate([rng.choice(np.flatnonzero(groups == g), size, replace=False) for g in present])
 
 
-def _fit(  # noqa: PLR0913 -- one fit's data and settings
-    x: np.ndarray,
-    y: np.ndarray,
-    C: float,
-    num_classes: int,
-    intercept: bool,
-    seed: int,
-    start: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(weight [num_classes, D], bias [num_classes], iterations)``; classes absent from ``y`` get a -1e9 bias.
-    ``start``: a head ``(weight, bias)`` the multinomial solver starts from instead of zero (liblinear, the binary
-    L1 solver, always starts from zero)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    classes = np.unique(y)
-    if start is not None and not np.all(start[1][classes] > -1e9):  # a class the start never saw: from zero
-        start = None
-    if len(classes) > 2:
-        # liblinear's L1 is binary, and one-vs-rest L1 fits ran for minutes each on 5-class MNIST features: with
-        # more than two classes the head is a multinomial L2 fit (lbfgs): a documented departure from DFR
-        model = LogisticRegression(C=C, max_iter=MAX_ITER, fit_intercept=intercept, warm_start=start is not None)
-        if start is not None:  # read by fit() with warm_start: the rows of the classes present, in their order
-            model.coef_, model.intercept_ = start[0][classes].copy(), start[1][classes].copy()
-    else:
-        # liblinear shuffles its coordinates; without random_state it draws from numpy's global generator, so the
-        # head depended on whatever ran before (measured: one test sample's prediction in the demo's DFR)
-        model = LogisticRegression(
-            C=C, l1_ratio=1.0, solver="liblinear", max_iter=MAX_ITER, fit_intercept=intercept, random_state=seed
-        )
-    with warnings.catch_warnings():  # (retrain_head runs the fits under one_blas_thread)
-        warnings.simplefilter("ignore", ConvergenceWarning)  # reported by the caller, with C and the iterations
-        model.fit(x, y)
-    coef, b = model.coef_, np.broadcast_to(model.intercept_, (model.coef_.shape[0],))
-    if coef.shape[0] == 1:  # binary: softmax-equivalent two rows
-        coef, b = two_rows(coef, b)
-    full_w, full_b = np.zeros((num_classes, x.shape[1])), np.full(num_classes, -1e9)
-    full_w[model.classes_], full_b[model.classes_] = coef, b
-    return full_w, full_b, int(np.max(model.n_iter_))
+def _column_stats(x: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column means and standard deviations (``ddof=0``) in float64, ``rows`` rows at a time (no float64 copy)."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for chunk in x.split(rows):
+        total += chunk.sum(0, dtype=torch.float64)
+    mean = total / len(x)
+    spread = torch.zeros_like(total)
+    for chunk in x.split(rows):
+        spread += (chunk.to(torch.float64) - mean).square().sum(0)
+    return mean, torch.sqrt(spread / len(x))
 
 
-def _standardized(x: np.ndarray, intercept: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(standardized columns, mean, scale, indices of those columns)``. A near-constant column (std at most
-    ``NEAR_CONSTANT`` times the median column std) is left out when the bias can absorb its mean; without a bias
-    (no centring) it is kept, scaled by the median std instead of its own."""
-    std = x.std(0)
-    typical = float(np.median(std[std > 0])) if (std > 0).any() else 1.0
+def _standardized(x: torch.Tensor, intercept: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(standardized columns as float32, mean, scale, indices of those columns)``, on ``x``'s device. A
+    near-constant column (std at most ``NEAR_CONSTANT`` times the median column std) is left out when the bias can
+    absorb its mean; without a bias (no centring) it is kept, scaled by the median std instead of its own."""
+    mean, std = _column_stats(x)
+    typical = float(std[std > 0].median()) if bool((std > 0).any()) else 1.0
     near_constant = std <= NEAR_CONSTANT * typical
     if intercept:
-        mean, keep = x.mean(0), np.flatnonzero(~near_constant)
+        keep = torch.nonzero(~near_constant).flatten()
     else:
-        mean, keep = np.zeros(x.shape[1]), np.arange(x.shape[1])
-    scale = np.where(near_constant, typical, std)
-    return (x[:, keep] - mean[keep]) / scale[keep], mean, scale, keep
+        mean, keep = torch.zeros_like(mean), torch.arange(x.shape[1], device=x.device)
+    scale = torch.where(near_constant, torch.full_like(std, typical), std)
+    xs = torch.empty(len(x), len(keep), dtype=torch.float32, device=x.device)
+    for start in range(0, len(x), 4096):  # the one float32 copy of the validation features
+        chunk = x[start : start + 4096, keep].to(torch.float64)
+        xs[start : start + 4096] = (chunk - mean[keep]) / scale[keep]
+    return xs, mean, scale, keep
 
 
 def _worst_group(pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
@@ -174,80 +143,70 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
     """
     if C is not None and (isinstance(C, bool) or not isinstance(C, numbers.Real) or not 0 < C < float("inf")):
         raise ValueError(f"C is the inverse regularization strength, a positive number; got {C!r}.")
-    with one_blas_thread():  # entered once: threadpoolctl's limit costs tens of milliseconds each time
-        return _retrain_head(features, labels, groups, num_classes, seed, num_fits, c_grid, intercept, C, name)
-
-
-def _retrain_head(  # noqa: PLR0913 -- retrain_head's arguments, checked
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    groups: torch.Tensor,
-    num_classes: int,
-    seed: int,
-    num_fits: int,
-    c_grid: Sequence[float],
-    intercept: bool,
-    given_c: float | None,
-    name: str,
-) -> RetrainedHead:
-    """``retrain_head``'s work (under one BLAS thread)."""
     check_every_class(labels, num_classes)
     if int(torch.bincount(torch.unique(groups, return_inverse=True)[1]).min()) < 2:
         raise ValueError("every group needs at least two validation rows to balance and tune on.")
 
-    x = features.detach().double().cpu().numpy()
+    x = features.detach()
     y, g = labels.cpu().numpy(), groups.cpu().numpy()
     rng = np.random.default_rng(seed)
     xs, mean, scale, keep = _standardized(x, intercept)
-    unconverged = []
+    targets = labels.to(x.device)
+    penalty = "l1" if num_classes == 2 else "l2"  # liblinear's L1 is binary (module docstring)
+    unconverged: list[tuple[float, int]] = []
 
-    last: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # each C's latest fit
+    def fit(subsets: list[np.ndarray], Cs: list[float], desc: str, start=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The balanced ``subsets`` at ``Cs``, one batched problem: ``(weight [P, K, D], bias [P, K])``."""
+        masks = subset_masks([torch.from_numpy(rows) for rows in subsets], len(y), x.device)
+        with stage(len(subsets), desc) as bar:
+            family = fit_logistic_family(
+                xs, targets, masks, torch.tensor(Cs), num_classes=num_classes, penalty=penalty,
+                intercept=intercept, max_iter=MAX_ITER, start=start, progress=bar.update,
+            )  # fmt: skip
+        for C, iterations, converged in zip(Cs, family.iterations.tolist(), family.converged.tolist()):
+            if not converged:
+                unconverged.append((float(C), int(iterations)))
+        if penalty == "l1":  # binary: the softmax-equivalent rows -w/2, +w/2 (as logistic.two_rows)
+            half_w, half_b = family.weight / 2, family.bias / 2
+            return torch.cat([-half_w, half_w], 1), torch.cat([-half_b, half_b], 1)
+        return family.weight, family.bias
 
-    def fit(rows: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
-        # warm starts (module docstring): the latest fit at this C, else the latest at the C before it on the path
-        start = last.get(float(C), last[next(reversed(last))] if last else None)
-        w, b, iterations = _fit(xs[rows], y[rows], C, num_classes, intercept, seed, start)
-        if iterations >= MAX_ITER:
-            unconverged.append((float(C), iterations))
-        last[float(C)] = (w, b)
-        return w, b
-
-    tuning = {}
-    if given_c is None:
+    tuning: dict[float, float] = {}
+    start = None
+    if C is None:
         order = rng.permutation(len(y))
         tune, held = order[: len(y) // 2], order[len(y) // 2 :]
-        with stage(len(c_grid), f"{name}: C grid") as bar:
-            for C in c_grid:
-                scores = []
-                for _ in range(3):
-                    w, b = fit(tune[_balanced_subset(g[tune], rng)], C)
-                    scores.append(_worst_group((xs[held] @ w.T + b).argmax(1), y[held], g[held]))
-                tuning[float(C)] = float(np.mean(scores))
-                bar.update()
+        grid = [float(c) for c in c_grid for _ in range(3)]
+        subsets = [tune[_balanced_subset(g[tune], rng)] for _ in grid]  # the draws of the fits one by one
+        w, b = fit(subsets, grid, f"{name}: C grid")
+        held_x = xs[torch.from_numpy(held).to(x.device)]
+        predictions = (torch.einsum("nd,pkd->npk", held_x.double(), w) + b).argmax(2).cpu().numpy()
+        scores: dict[float, list[float]] = {}
+        for i, c in enumerate(grid):
+            scores.setdefault(c, []).append(_worst_group(predictions[:, i], y[held], g[held]))
+        tuning = {c: float(np.mean(s)) for c, s in scores.items()}
         best_c = max(tuning, key=lambda c: (tuning[c], -list(tuning).index(c)))
+        chosen = [i for i, c in enumerate(grid) if c == best_c]
+        start = (w[chosen].mean(0), b[chosen].mean(0))  # the final fits start from these
     else:
-        best_c = float(given_c)
-    ws, bs = [], []
-    with stage(num_fits, f"{name}: balanced fits") as bar:
-        for _ in range(num_fits):
-            sub = _balanced_subset(g, rng)
-            w, b = fit(sub, best_c)
-            ws.append(w)
-            bs.append(b)
-            bar.update()
-    w, b = np.mean(ws, axis=0), np.mean(bs, axis=0)
+        best_c = float(C)
+    subsets = [_balanced_subset(g, rng) for _ in range(num_fits)]
+    if start is not None and penalty == "l1":  # back to the positive class' coefficients
+        start = ((start[0][1] - start[0][0])[None], (start[1][1] - start[1][0])[None])
+    w, b = fit(subsets, [best_c] * num_fits, f"{name}: balanced fits", start)
+    w, b = w.mean(0), b.mean(0)
     # fold the standardization into the head: (x - mu) / sigma . w + b; left-out columns get weight 0
-    w_raw = np.zeros((num_classes, x.shape[1]))
+    w_raw = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device)
     w_raw[:, keep] = w / scale[keep]
-    b_raw = b - w_raw @ mean if intercept else np.asarray(b, dtype=np.float64)
+    b_raw = b - w_raw @ mean if intercept else b
     return RetrainedHead(
-        torch.from_numpy(w_raw),
-        torch.from_numpy(b_raw),
+        w_raw.cpu(),
+        b_raw.cpu(),
         best_c,
         tuning,
         len(y),
-        len(sub),
+        len(subsets[-1]),
         num_fits,
-        constant_columns=tuple(int(c) for c in np.setdiff1d(np.arange(x.shape[1]), keep)),
+        constant_columns=tuple(sorted(set(range(x.shape[1])) - set(keep.tolist()))),
         unconverged=tuple(unconverged),
     )
