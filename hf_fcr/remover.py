@@ -236,8 +236,9 @@ class FictitiousClassRemover(HeadEditor):
             data: a ``FeatureSet`` or a dataset (extracted first).
             label_column: with it, M' also records how often each attribute value occurs in each real class (for
                 the pairing policies of ``neutralize``).
-            probe: defaults to ``LogisticRegression(C=1.0)``; any scikit-learn style estimator or a callable
-                ``(features, targets) -> (weight, bias)`` works.
+            probe: defaults to ``LogisticRegression(C=1.0)``'s objective fit by L-BFGS in torch on the features'
+                device (``fitting.logistic``); any scikit-learn style estimator or a callable ``(features, targets)
+                -> (weight, bias)`` works.
 
         Returns:
             M' (``FictitiousHead``), with its accuracy on ``data`` as ``.accuracy``.

@@ -56,31 +56,6 @@ def test_string_attribute_values_give_what_their_codes_give(data):
     remover.revert()
 
 
-def test_the_searches_spread_over_the_cores_give_what_one_core_gives(data, monkeypatch):
-    """The diagnosis runs its searches (the attribute and each random draw) on threads: the same Diagnosis as on
-    one core, where map_on_cores runs them one after the other."""
-    import os
-
-    from hf_fcr.utils import threads
-
-    train, val, remover = data
-    calls = []
-    threaded = threads.map_on_cores
-
-    def counting(fn, items):
-        calls.append(len(items))
-        return threaded(fn, items)
-
-    monkeypatch.setattr("hf_fcr.debias.search.map_on_cores", counting)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    spread = remover.diagnose(train, val, num_draws=3)
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    alone = remover.diagnose(train, val, num_draws=3)
-    assert calls == [4, 4]  # the attribute and three draws, both times
-    assert spread.to_dict() == alone.to_dict()
-    assert threads.map_on_cores(lambda x: x * x, [3, 1, 2]) == [9, 1, 4]  # in order
-
-
 @pytest.mark.parametrize("method", ["fcr", "auto"])
 def test_one_m_prime_fit_serves_auto_the_diagnosis_and_the_search(data, monkeypatch, method):
     """neutralize_spurious fits M' on the attribute once (auto's FCR candidate, the diagnosis and the final search

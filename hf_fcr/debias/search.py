@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import logging
 import numbers
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,8 +25,7 @@ from ..features.feature_set import FeatureSet
 from ..fitting.methods import AUTO, NONE, FittedHead, fit_head, get_method, is_builtin, method_names
 from ..fitting.probe import POLICIES, EdgeRule, FictitiousHead, encode_values, fit_linear_probe
 from ..utils.checks import check_choice, check_num_weights, check_seed
-from ..utils.progress import over, stage
-from ..utils.threads import map_on_cores
+from ..utils.progress import over
 from .diagnosis import (
     RANDOM_ATTRIBUTE_DRAWS,
     RANDOM_COLUMN,
@@ -495,32 +493,18 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of Remover.diagnose
         seed=seed,
     )  # FCR's default grid, SCA, the default probe: the search the verdict is about
     attribute, _ = encode_values(train[attribute_column])
-    # the M' fits (scikit-learn's, in float64) and M''s evidence all read one float64 copy of the training features,
-    # made once here, instead of a copy per fit in each thread (every reader casts to float64: the same values)
-    train = dataclasses.replace(train, features=train.features.detach().cpu().to(torch.float64))
     shuffled = random_attribute_draws(train, label_column, attribute, seed, num_draws)
-    # the search on the attribute (with M''s own evidence) and on each random draw: independent (the default probe,
-    # a new estimator each), spread over the cores
+    # the search on the attribute (with M''s own evidence) and on each random draw, one after the other: each M' fit
+    # (fitting.logistic, torch) already keeps every core busy, and reads the training features as they are
     random_settings = dataclasses.replace(settings, attribute_column=RANDOM_COLUMN)
-
-    def job(item: tuple[FeatureSet, SearchSettings, Callable[[], FictitiousHead] | None]) -> tuple:
-        data, job_settings, fit = item
-        found = _fcr_search(remover, data, val, job_settings, fit)
-        if data is not train:  # a random draw
-            return (*found, None)
-        return (*found, _m_prime_evidence(found[0], train, val, attribute, group_column, attribute_column))
-
     items = [(train, settings, shared)] + [(data, random_settings, None) for data in shuffled]
-    counting = threading.Lock()  # the jobs finish on the worker threads
-    with stage(len(items), "diagnosis: random draws") as bar:
-
-        def counted(item: tuple) -> tuple:
-            found = job(item)
-            with counting:
-                bar.update()
-            return found
-
-        searches = map_on_cores(counted, items)
+    searches = []
+    for data, job_settings, fit in over(items, "diagnosis: random draws"):
+        found = _fcr_search(remover, data, val, job_settings, fit)
+        evidence = None
+        if data is train:
+            evidence = _m_prime_evidence(found[0], train, val, attribute, group_column, attribute_column)
+        searches.append((*found, evidence))
     fict, choice, _, tried, (val_acc, majority, cumulative, top_accuracy) = searches[0]
     base = tried[0]["sweep"].table[0]  # r = 0: the unedited model
     chosen = next(t for t in tried if (t["policy"], t["num_weights"]) == (choice["policy"], choice["num_weights"]))

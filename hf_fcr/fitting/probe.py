@@ -36,7 +36,8 @@ POLICIES = ("dominant", "other")
 
 
 def default_probe() -> Any:
-    """scikit-learn's ``LogisticRegression(C=1.0)`` (lbfgs, multinomial), fit on the features as they are."""
+    """scikit-learn's ``LogisticRegression(C=1.0)`` (lbfgs, multinomial), fit on the features as they are: the
+    objective of the default fit (``logistic.fit_logistic_probe``), as an estimator to pass as ``probe=``."""
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=1.0, max_iter=2000)
@@ -47,19 +48,21 @@ def fit_linear_probe(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit a linear head ``[V, D]``, ``[V]`` on ``features`` against ``targets`` in ``[0, V)``.
 
-    ``probe`` is a scikit-learn style estimator (``fit``, then ``coef_`` and ``intercept_``) or a callable
-    ``(features, targets) -> (weight, bias)``. A binary estimator's single coefficient vector ``w`` (intercept ``b``)
-    becomes the softmax-equivalent rows ``-w/2, +w/2`` (intercepts ``-b/2, +b/2``).
+    By default (``probe=None``) ``logistic.fit_logistic_probe``: scikit-learn's ``LogisticRegression(C=1.0)``
+    objective and stopping rule, by L-BFGS in torch on the features' device, the features never copied. ``probe``
+    is otherwise a scikit-learn style estimator (``fit``, then ``coef_`` and ``intercept_``; fit on a float64 copy)
+    or a callable ``(features, targets) -> (weight, bias)``. A binary estimator's single coefficient vector ``w``
+    (intercept ``b``) becomes the softmax-equivalent rows ``-w/2, +w/2`` (intercepts ``-b/2, +b/2``).
     """
-    probe = default_probe() if probe is None else probe
-    x = features.detach().cpu().to(torch.float64).numpy()
-    y = targets.detach().cpu().numpy()
-    if callable(probe) and not hasattr(probe, "fit"):
+    if probe is None:
+        weight, bias = fit_logistic_probe(features, targets, num_values)
+    elif callable(probe) and not hasattr(probe, "fit"):
         weight, bias = probe(features, targets)
         weight, bias = torch.as_tensor(weight, dtype=torch.float64), torch.as_tensor(bias, dtype=torch.float64)
     else:
+        x = features.detach().cpu().to(torch.float64).numpy()
         with one_blas_thread():
-            probe.fit(x, y)
+            probe.fit(x, targets.detach().cpu().numpy())
         coef = np.asarray(probe.coef_, dtype=np.float64)
         intercept = np.broadcast_to(np.asarray(probe.intercept_, dtype=np.float64), (coef.shape[0],))
         if coef.shape[0] == 1 and num_values == 2:
