@@ -2,7 +2,12 @@
 group sizes, and an ERM head that leans on the cue. Prints each method's seconds and test worst-group / average
 accuracy, beside peak memory.
 
-    python benchmarks/celeba_scale.py --seeds 0 [--methods dfr class_balanced fcr auto diagnose] [--output bench.json]
+    python benchmarks/celeba_scale.py --seeds 0 [--methods dfr class_balanced fcr auto diagnose] [--reference]
+        [--output bench.json]
+
+``--reference`` runs each method a second time, in the same process on the same features, with scikit-learn's fits
+as they were before the batched solver (``speed.scikit_learn``: DFR's and class-balanced retraining's 41 fits one at
+a time; M' by ``LogisticRegression(C=1.0)`` on a float64 copy, one BLAS thread): the rows ``method (scikit-learn)``.
 
 Groups are (Blond_Hair, Male), the sizes of CelebA's official split (train 162,770 rows, validation 19,867, test
 19,962; the minority, blond men: 1,387 / 182 / 180). Each row has 2,048 features: unit Gaussian noise, plus the
@@ -13,6 +18,7 @@ regression fit on the training split, leans on it where the two disagree). FCR's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -73,7 +79,27 @@ def test_metrics(remover: Any, test: Any) -> dict[str, float]:
     return {"worst_group": m["worst_group"], "average": m["average"]}
 
 
-def run(seed: int, methods: list[str]) -> dict[str, Any]:
+def _sklearn_probe(features: torch.Tensor, targets: torch.Tensor, num_values: int, **_: Any) -> Any:
+    """M' as scikit-learn fit it before the torch probe: ``LogisticRegression(C=1.0)`` on a float64 copy."""
+    from hf_fcr.fitting.probe import default_probe, fit_linear_probe
+
+    return fit_linear_probe(features, targets, num_values, probe=default_probe())
+
+
+def scikit_learn_fits() -> Any:
+    """Every head-level fit and M' by scikit-learn (the module docstring's ``--reference``)."""
+    import contextlib
+    from unittest import mock
+
+    from speed import scikit_learn
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(scikit_learn())
+    stack.enter_context(mock.patch("hf_fcr.fitting.probe.fit_logistic_probe", _sklearn_probe))
+    return stack
+
+
+def run(seed: int, methods: list[str], reference: bool = False) -> dict[str, Any]:
     from hf_fcr import FictitiousClassRemover
 
     generator = torch.Generator().manual_seed(seed)
@@ -81,20 +107,23 @@ def run(seed: int, methods: list[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     remover = FictitiousClassRemover(nn.Sequential(nn.Identity(), erm_head(train)))
     rows: dict[str, Any] = {"erm": {**test_metrics(remover, test), "seconds": time.perf_counter() - t0}}
-    for method in methods:
-        t0 = time.perf_counter()
-        if method == "diagnose":
-            diagnosis = remover.diagnose(train, val, label_column="label", attribute_column="place", seed=seed)
-            rows[method] = {"seconds": time.perf_counter() - t0, "verdict": diagnosis.verdict}
-        else:
-            search = remover.neutralize_spurious(train, val, method=method, diagnose=False, seed=seed)
-            rows[method] = {
-                **test_metrics(remover, test),
-                "seconds": time.perf_counter() - t0,
-                "chose": search.method,
-            }
-            remover.revert()
-        print(f"seed {seed} {method}: {json.dumps(rows[method])}", flush=True)
+    variants = [(m, None) for m in methods] + ([(m, "scikit-learn") for m in methods] if reference else [])
+    for method, variant in variants:
+        key = method if variant is None else f"{method} ({variant})"
+        with scikit_learn_fits() if variant else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            if method == "diagnose":
+                diagnosis = remover.diagnose(train, val, label_column="label", attribute_column="place", seed=seed)
+                rows[key] = {"seconds": time.perf_counter() - t0, "verdict": diagnosis.verdict}
+            else:
+                search = remover.neutralize_spurious(train, val, method=method, diagnose=False, seed=seed)
+                rows[key] = {
+                    **test_metrics(remover, test),
+                    "seconds": time.perf_counter() - t0,
+                    "chose": search.method,
+                }
+                remover.revert()
+        print(f"seed {seed} {key}: {json.dumps(rows[key])}", flush=True)
     return rows
 
 
@@ -102,13 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--methods", nargs="+", default=["dfr", "class_balanced", "fcr", "auto", "diagnose"])
+    p.add_argument("--reference", action="store_true", help="each method also with scikit-learn's fits")
     p.add_argument("--output", default=None, help="write the figures as JSON here")
     args = p.parse_args(argv)
-    runs = {seed: run(seed, args.methods) for seed in args.seeds}
+    runs = {seed: run(seed, args.methods, args.reference) for seed in args.seeds}
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\n| method | seconds | test worst group | test average | (cores: {torch.get_num_threads()}) |")
     print("|---|---|---|---|---|")
-    for method in ["erm", *args.methods]:
+    for method in runs[args.seeds[0]]:
         rows = [runs[s][method] for s in args.seeds]
         secs = sum(r["seconds"] for r in rows) / len(rows)
         if "worst_group" in rows[0]:

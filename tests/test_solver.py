@@ -64,7 +64,7 @@ def test_the_l1_family_solves_each_problem_as_liblinear_does(intercept):
 @pytest.mark.parametrize("intercept", [True, False])
 def test_the_l2_family_finds_lbfgs_multinomial_optimum(intercept):
     """Multinomial L2 (strictly convex: one optimum) against lbfgs at a 1e-10 tolerance: at a tight tolerance the
-    same weights to 1e-3 of their largest and the same objective to 1e-7 relative; at the default tolerance the same
+    same weights to 1e-3 of their largest and the same objective to 1e-6 relative; at the default tolerance the same
     predictions on at least 99.5% of rows."""
     x, y = _data(k=4, seed=2)
     subsets = _subsets(len(y), 3, 400, seed=3)
@@ -89,7 +89,7 @@ def test_the_l2_family_finds_lbfgs_multinomial_optimum(intercept):
         np.testing.assert_allclose(w, ref.coef_, atol=1e-3 * scale)
         np.testing.assert_allclose(b, np.broadcast_to(ref.intercept_, (4,)), atol=1e-3 * max(scale, 1))
         theirs = _l2_objective(ref.coef_, ref.intercept_, x[rows], y[rows], C)
-        assert _l2_objective(w, b, x[rows], y[rows], C) == pytest.approx(theirs, rel=1e-7)
+        assert _l2_objective(w, b, x[rows], y[rows], C) == pytest.approx(theirs, rel=1e-6)
         ours = (x @ family.weight[p].numpy().T + family.bias[p].numpy()).argmax(1)
         assert (ours == ref.predict(x)).mean() >= 0.995
 

@@ -64,6 +64,8 @@ class _Family:
         targets: torch.Tensor,
         masks: torch.Tensor,
         C: torch.Tensor,
+        *,
+        num_classes: int,
         binary: bool,
         intercept: bool,
     ):
@@ -72,8 +74,11 @@ class _Family:
         self.masks = masks.to(x.dtype)
         self.weights = self.masks * C.to(x.dtype)  # [N, P]: C folded into each row's weight
         self.sign = (2.0 * targets - 1.0).to(x.dtype)[:, None] if binary else None
-        curvature = 0.25 if binary else 0.5  # the loss' largest second derivative (binary) or Hessian eigenvalue
-        self.step = 1.0 / (C * curvature * self.lipschitz() + (0.0 if binary else 1.0))  # [P]
+        self.onehot = None if binary else torch.nn.functional.one_hot(targets, num_classes).to(x.dtype)
+        self._cols: torch.Tensor | None = None
+        self._weights = self.weights
+        if binary:  # FISTA's step: 1/4 is the binary loss' largest second derivative
+            self.step = 1.0 / (C * 0.25 * self.lipschitz())  # [P]
 
     def prox(self, w: torch.Tensor, b: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The non-smooth part's proximal step: soft-thresholding for l1 (intercept included, as liblinear); the
@@ -88,23 +93,31 @@ class _Family:
         p, k, d = w.shape
         return (self.x @ w.reshape(p * k, d).T.to(self.x.dtype)).view(-1, p, k) + b.to(self.x.dtype)
 
-    def gradient(self, w: torch.Tensor, b: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gradient(
+        self, w: torch.Tensor, b: torch.Tensor, cols: torch.Tensor, value: bool = False
+    ) -> tuple[torch.Tensor, ...]:
         """The smooth part's gradient in ``w`` and ``b`` (float64) of the problems ``cols``: the weighted data loss,
-        and the l2 term's ``w``."""
+        and the l2 term's ``w``; with ``value`` (multinomial only) also the objectives ``[P]``."""
         z = self.scores(w, b)
-        weights = self.weights[:, cols]
+        if cols is not self._cols:  # the running problems' row weights, gathered once per compaction
+            self._cols, self._weights = cols, self.weights[:, cols]
+        weights = self._weights
         if self.binary:  # d/dz log(1 + exp(-s z)) = -s sigmoid(-s z)
             residual = (-self.sign * torch.sigmoid(-self.sign * z[..., 0]) * weights)[..., None]
-        else:  # d/dz CE(z, y) = softmax(z) - onehot(y)
-            residual = torch.softmax(z, dim=-1)
-            residual[torch.arange(len(self.targets), device=z.device), :, self.targets] -= 1.0
-            residual *= weights[..., None]
+        else:  # d/dz CE(z, y) = softmax(z) - onehot(y), in place (torch.softmax over 2-5 classes was 3x slower)
+            top = z.amax(-1, keepdim=True)
+            residual = (z - top).exp_()
+            total = residual.sum(-1, keepdim=True)
+            if value:  # CE = logsumexp(z) - z_y
+                loss = (total.log() + top).squeeze(-1) - (z * self.onehot[:, None, :]).sum(-1)
+                objective = (loss * weights).sum(0, dtype=torch.float64) + 0.5 * w.square().sum((1, 2))
+            residual.div_(total).sub_(self.onehot[:, None, :]).mul_(weights[..., None])
         n, p, k = residual.shape
         grad_w = (residual.reshape(n, p * k).T @ self.x).view(p, k, -1).to(torch.float64)
         if not self.binary:
             grad_w = grad_w + w
         grad_b = residual.sum(0, dtype=torch.float64) if self.intercept else torch.zeros_like(b)
-        return grad_w, grad_b
+        return (grad_w, grad_b, objective) if value else (grad_w, grad_b)
 
     def lipschitz(self) -> torch.Tensor:
         """``[P]`` largest eigenvalues of each problem's weighted ``X~^T X~`` (power iteration, from above)."""
@@ -158,7 +171,7 @@ def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
         x = x.float()  # half precision cannot hold the sums
     x = x.contiguous()  # a column-major x made every product ten times slower (measured on 19,867 x 2,048)
     C = torch.as_tensor(C, dtype=torch.float64, device=device)
-    family = _Family(x, targets, masks, C, penalty == "l1", intercept)
+    family = _Family(x, targets, masks, C, num_classes=num_classes, binary=penalty == "l1", intercept=intercept)
     p, k = masks.shape[1], 1 if penalty == "l1" else num_classes
     w = torch.zeros(p, k, x.shape[1], dtype=torch.float64, device=device)
     b = torch.zeros(p, k, dtype=torch.float64, device=device)
@@ -167,7 +180,57 @@ def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
     if start is not None:
         w += start[0].to(w)
         b += start[1].to(b)
-    return _fista(family, w, b, scale * tol, max_iter, progress)
+    solve = _fista if family.binary else _lbfgs
+    return solve(family, w, b, scale * tol, max_iter, progress)
+
+
+def _lbfgs(  # noqa: PLR0913 -- the iteration's state
+    family: _Family,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    threshold: torch.Tensor,
+    max_iter: int,
+    progress: Callable[[int], object] | None,
+) -> LogisticFamily:
+    """The smooth (l2) family by one L-BFGS on the sum of its objectives: they are independent, so the sum's minimum
+    is every problem's, and each problem's gradient is checked against its own ``threshold`` every ten iterations
+    (a host read). On 20 multinomial fits of 12,000 x 84 features it took 61 evaluations where FISTA took 307
+    iterations."""
+    p = len(w)
+    w, b = w.clone().requires_grad_(), b.clone().requires_grad_()
+    cols = torch.arange(p, device=w.device)
+    residual = torch.full((p,), float("inf"), dtype=torch.float64, device=w.device)
+    chunk = min(10, max_iter)
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1, max_iter=chunk, tolerance_grad=0.0, tolerance_change=0.0, history_size=20,
+        line_search_fn="strong_wolfe",
+    )  # fmt: skip
+
+    weight = threshold.clamp(min=torch.finfo(torch.float64).tiny).reciprocal()
+
+    def closure() -> torch.Tensor:
+        nonlocal residual
+        with torch.no_grad():
+            gw, gb, objective = family.gradient(w, b, cols, value=True)
+            residual = torch.sqrt(gw.square().sum((1, 2)) + gb.square().sum(1))
+        # each problem's objective over its own threshold: the sum weighs every problem alike (unweighted, the
+        # problems of a small C, whose gradients are small, stalled at the cap on float32 features)
+        w.grad, b.grad = gw * weight[:, None, None], gb * weight[:, None]
+        return (objective * weight).sum()
+
+    done = torch.zeros(p, dtype=torch.bool, device=w.device)
+    iterations = torch.full((p,), max_iter, dtype=torch.long, device=w.device)
+    for it in range(chunk, max_iter + 1, chunk):
+        opt.step(closure)
+        newly = ~done & (residual <= threshold)
+        iterations[newly] = it
+        done |= newly
+        finished = int(newly.sum())
+        if progress is not None and finished:
+            progress(finished)
+        if bool(done.all()):
+            break
+    return LogisticFamily(w.detach(), b.detach(), iterations, done)
 
 
 def _fista(  # noqa: PLR0913 -- the iteration's state
@@ -204,8 +267,9 @@ def _fista(  # noqa: PLR0913 -- the iteration's state
         out_w[cols], out_b[cols] = w, b  # each problem's latest iterate (at most 9 past its convergence)
         if it % 10 == 0:  # one host read per ten iterations: the converged problems leave the products
             running = ~done[cols]
-            if progress is not None:
-                progress(int((~running).sum()))
+            finished = int((~running).sum())
+            if progress is not None and finished:
+                progress(finished)
             if not bool(running.any()):
                 break
             if not bool(running.all()):
