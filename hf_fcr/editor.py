@@ -28,6 +28,7 @@ from .features.preprocess import resolve_transform
 from .records.card import base_license, figure_files
 from .records.config import Edit, EditRecordError, FCRConfig, check_edits_match
 from .records.hub import HubOptions, check_artifact, library_of, load_checkpoint, save_checkpoint, upload_folder
+from .utils.checks import all_finite
 from .utils.constants import CONFIG_NAME, HEAD_EDITS_NAME
 from .utils.distributed import run_on_main
 
@@ -162,7 +163,7 @@ class HeadEditor:
                 f"the features have {feats.features.shape[1]} dimensions but the head takes {self.head.in_features}: "
                 "they were extracted from another model."
             )
-        if not torch.isfinite(feats.features).all():
+        if not all_finite(feats.features):
             raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
         return labels
 

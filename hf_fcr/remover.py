@@ -32,7 +32,7 @@ from .fitting.probe import (
     plan_neutralization,
 )
 from .utils import distributed
-from .utils.checks import check_choice, check_num_weights, check_seed
+from .utils.checks import all_finite, check_choice, check_num_weights, check_seed
 
 __all__ = ["FictitiousClassRemover", "NeutralizationSearch"]
 
@@ -257,7 +257,7 @@ class FictitiousClassRemover(HeadEditor):
         labels = self._labels(feats, label_column) if label_column else None
         if len(feats) == 0:
             raise ValueError("the data is empty: M' needs samples to fit on.")
-        if not torch.isfinite(feats.features).all():
+        if not all_finite(feats.features):
             raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
         names = feats.label_names.get(attribute_column)
         fict = fit_fictitious_head(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..utils.checks import check_seed
+from ..utils.checks import all_finite, check_seed
 
 # scikit-learn is imported where an attribute is inferred (its import costs a second).
 
@@ -55,7 +55,7 @@ def infer_attribute(
         raise ValueError(
             f"features must be [N, D] and labels [N]; got {tuple(features.shape)} and {tuple(labels.shape)}."
         )
-    if not torch.isfinite(features).all():
+    if not all_finite(features):
         raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
     if labels.is_floating_point() and not torch.equal(labels, labels.round()):
         raise ValueError("labels must be integer class indices.")
