@@ -4,7 +4,7 @@ accuracy, and the peak resident memory each method adds above the data the scrip
 features: 1.6 GiB).
 
     python benchmarks/celeba_scale.py --seeds 0 [--methods dfr class_balanced fcr auto diagnose] [--reference]
-        [--output bench.json]
+        [--device cuda] [--output bench.json]
 
 ``--reference`` runs each method a second time, in the same process on the same features, with scikit-learn's fits
 as they were before the batched solver (``speed.scikit_learn``: DFR's and class-balanced retraining's 41 fits one at
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -113,13 +114,15 @@ def scikit_learn_fits() -> Any:
     return stack
 
 
-def run(seed: int, methods: list[str], reference: bool = False) -> dict[str, Any]:
+def run(seed: int, methods: list[str], reference: bool = False, device: str = "cpu") -> dict[str, Any]:
     from hf_fcr import FictitiousClassRemover
 
     generator = torch.Generator().manual_seed(seed)
     train, val, test = (split(SIZES[s], generator) for s in ("train", "validation", "test"))
+    if device != "cpu":  # the features where a GPU user's are (the fits run on the features' device)
+        train, val, test = (dataclasses.replace(s, features=s.features.to(device)) for s in (train, val, test))
     t0 = time.perf_counter()
-    remover = FictitiousClassRemover(nn.Sequential(nn.Identity(), erm_head(train)))
+    remover = FictitiousClassRemover(nn.Sequential(nn.Identity(), erm_head(train)).to(device))
     rows: dict[str, Any] = {"erm": {**test_metrics(remover, test), "seconds": time.perf_counter() - t0}}
     variants = [(m, None) for m in methods] + ([(m, "scikit-learn") for m in methods] if reference else [])
     for method, variant in variants:
@@ -127,6 +130,8 @@ def run(seed: int, methods: list[str], reference: bool = False) -> dict[str, Any
         with scikit_learn_fits() if variant else contextlib.nullcontext():
             _reset_peak()
             before = _memory_gib("VmRSS")
+            if device != "cpu":
+                torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
             if method == "diagnose":
                 diagnosis = remover.diagnose(train, val, label_column="label", attribute_column="place", seed=seed)
@@ -141,6 +146,8 @@ def run(seed: int, methods: list[str], reference: bool = False) -> dict[str, Any
                     "added_peak_gib": _memory_gib("VmHWM") - before,  # above the data the script holds
                 }
                 remover.revert()
+        if device != "cpu":  # what the accelerator held at most (the features included)
+            rows[key]["device_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         print(f"seed {seed} {key}: {json.dumps(rows[key])}", flush=True)
     return rows
 
@@ -150,9 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--methods", nargs="+", default=["dfr", "class_balanced", "fcr", "auto", "diagnose"])
     p.add_argument("--reference", action="store_true", help="each method also with scikit-learn's fits")
+    p.add_argument("--device", default="cpu", help="where the features and the model are (cuda on a GPU machine)")
     p.add_argument("--output", default=None, help="write the figures as JSON here")
     args = p.parse_args(argv)
-    runs = {seed: run(seed, args.methods, args.reference) for seed in args.seeds}
+    runs = {seed: run(seed, args.methods, args.reference, args.device) for seed in args.seeds}
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     cores = torch.get_num_threads()
     print(f"\n| method | seconds | test worst group | test average | peak GiB above the data | (cores: {cores}) |")
