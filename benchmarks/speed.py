@@ -513,9 +513,9 @@ def format_report(results: dict[str, Any]) -> str:
                     f"{h[case][m + '_speedup']:>9.1f}  {accuracy}"
                 )
             lines.append(
-                f"{case:<18}auto / costliest candidate alone {h[case]['auto_over_costliest_candidate']:.2f} "
-                f"(target 1.5); diagnose / DFR {h[case]['diagnose_over_dfr']:.2f} (target 0.5; "
-                f"diagnose {h[case]['diagnose_s']:.1f} s)"
+                f"{case:<18}auto / costliest candidate alone {h[case]['auto_over_costliest_candidate']:.2f}; "
+                f"diagnose / DFR {h[case]['diagnose_over_dfr']:.2f} (diagnose {h[case]['diagnose_s']:.1f} s; the "
+                "ratio targets were withdrawn for absolute budgets at CelebA's scale)"
             )
     if "spuco_head_fits" in results:
         sp = results["spuco_head_fits"]
