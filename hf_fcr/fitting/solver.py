@@ -4,7 +4,8 @@ DFR and class-balanced retraining fit the same logistic regression many times: e
 subsets of the validation rows, then twenty balanced subsets at the chosen C. Here the whole family is one problem:
 problem ``p`` weighs row ``i`` by ``masks[i, p]`` (1 for the rows of its subset, 0 for the others) and has its own
 ``C[p]``, so every iteration is two matrix products of the shared features ``x [N, D]`` with the ``P`` problems'
-weights, on ``x``'s device (the GPU when the model is there), and ``x`` is never copied (float32 stays float32).
+weights, on ``x``'s device (the GPU when the model is there). ``x`` is used as it is when every row serves some
+problem and it is row-major float32 or float64; otherwise the rows used are copied once.
 
 Objectives, as scikit-learn's ``LogisticRegression`` states them (its solvers are the reference in the tests):
 
@@ -14,12 +15,14 @@ Objectives, as scikit-learn's ``LogisticRegression`` states them (its solvers ar
 - ``penalty="l2"`` (any number of classes): lbfgs's multinomial ``|W|^2 / 2 + C * sum_i CE(W x_i + b, y_i)``, the
   intercept not penalized.
 
-The solver is FISTA (Beck & Teboulle 2009; the L1 term by soft-thresholding) with a step ``1 / L[p]`` per problem
-from a power iteration on its rows (``L = C * c * lambda_max(X_p~^T X_p~) (+ 1 for l2)``, ``c`` = 1/4 for the binary
-loss and 1/2 for the softmax, ``X~`` with a column of ones for the intercept), and the gradient restart of
-O'Donoghue & Candes (2015). A problem has converged when its gradient mapping ``L (theta+ - y)`` (the optimality
-residual, 0 exactly at the optimum) is at most ``tol`` times the gradient's norm at zero; the family stops when every
-problem has, or at ``max_iter``. Arithmetic: the products in ``x``'s dtype, the weights and sums in float64.
+Solvers. The l1 family by FISTA (Beck & Teboulle 2009; the L1 term by soft-thresholding) with a step ``1 / L[p]``
+per problem from a power iteration on its rows (``L = C * lambda_max(X_p~^T X_p~) / 4``, ``X~`` with a column of
+ones for the intercept) and the gradient restart of O'Donoghue & Candes (2015); a problem that has converged leaves
+the products. The l2 family by one L-BFGS over the sum of its problems' objectives, each divided by its own stopping
+threshold (they are independent, so the sum's minimum is every problem's). A problem has converged when its
+gradient mapping (the gradient, for l2; 0 exactly at the optimum) is at most ``tol`` times the gradient's norm at
+zero; the family stops when every problem has, or at ``max_iter``. Arithmetic: the products in ``x``'s dtype, the
+weights and sums in float64.
 """
 
 from __future__ import annotations
