@@ -79,8 +79,10 @@ def _column_stats(x: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, torc
     return mean, torch.sqrt(spread / len(x))
 
 
-def _standardized(x: torch.Tensor, intercept: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(standardized columns as float32, mean, scale, indices of those columns)``, on ``x``'s device. A
+def _standardized(
+    x: torch.Tensor, intercept: bool, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(standardized columns in dtype, mean, scale, indices of those columns)``, on ``x``'s device. A
     near-constant column (std at most ``NEAR_CONSTANT`` times the median column std) is left out when the bias can
     absorb its mean; without a bias (no centring) it is kept, scaled by the median std instead of its own."""
     mean, std = _column_stats(x)
@@ -91,8 +93,8 @@ def _standardized(x: torch.Tensor, intercept: bool) -> tuple[torch.Tensor, torch
     else:
         mean, keep = torch.zeros_like(mean), torch.arange(x.shape[1], device=x.device)
     scale = torch.where(near_constant, torch.full_like(std, typical), std)
-    xs = torch.empty(len(x), len(keep), dtype=torch.float32, device=x.device)
-    for start in range(0, len(x), 4096):  # the one float32 copy of the validation features
+    xs = torch.empty(len(x), len(keep), dtype=dtype, device=x.device)
+    for start in range(0, len(x), 4096):  # the one copy of the validation features
         chunk = x[start : start + 4096, keep].to(torch.float64)
         xs[start : start + 4096] = (chunk - mean[keep]) / scale[keep]
     return xs, mean, scale, keep
@@ -150,9 +152,11 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
     x = features.detach()
     y, g = labels.cpu().numpy(), groups.cpu().numpy()
     rng = np.random.default_rng(seed)
-    xs, mean, scale, keep = _standardized(x, intercept)
-    targets = labels.to(x.device)
     penalty = "l1" if num_classes == 2 else "l2"  # liblinear's L1 is binary (module docstring)
+    # the multinomial family in float64: in float32 its line search could not see the last decreases of the
+    # objective on a real CNN's features, and the fits ran to the cap (SpuCo-style MNIST)
+    xs, mean, scale, keep = _standardized(x, intercept, torch.float32 if penalty == "l1" else torch.float64)
+    targets = labels.to(x.device)
     unconverged: list[tuple[float, int]] = []
 
     def fit(subsets: list[np.ndarray], Cs: list[float], desc: str, start=None) -> tuple[torch.Tensor, torch.Tensor]:
