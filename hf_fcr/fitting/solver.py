@@ -123,7 +123,8 @@ class _Family:
         return (grad_w, grad_b, objective) if value else (grad_w, grad_b)
 
     def lipschitz(self) -> torch.Tensor:
-        """``[P]`` largest eigenvalues of each problem's weighted ``X~^T X~`` (power iteration, from above)."""
+        """``[P]`` largest eigenvalues of each problem's masked ``X~^T X~``: a power iteration's estimate (from below),
+        raised by ``POWER_MARGIN``."""
         generator = torch.Generator(device="cpu").manual_seed(0)
         p = self.weights.shape[1]
         v = torch.randn(p, self.x.shape[1] + 1, generator=generator, dtype=torch.float64).to(self.x.device)
