@@ -28,9 +28,9 @@ from .features.preprocess import resolve_transform
 from .records.card import base_license, figure_files
 from .records.config import Edit, EditRecordError, FCRConfig, check_edits_match
 from .records.hub import HubOptions, check_artifact, library_of, load_checkpoint, save_checkpoint, upload_folder
-from .utils.checks import all_finite
 from .utils.constants import CONFIG_NAME, HEAD_EDITS_NAME
 from .utils.distributed import run_on_main
+from .utils.rows import all_finite
 
 try:
     from typing import Self

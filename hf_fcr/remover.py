@@ -32,7 +32,8 @@ from .fitting.probe import (
     plan_neutralization,
 )
 from .utils import distributed
-from .utils.checks import all_finite, check_choice, check_num_weights, check_seed
+from .utils.checks import check_choice, check_num_weights, check_seed
+from .utils.rows import all_finite
 
 __all__ = ["FictitiousClassRemover", "NeutralizationSearch"]
 

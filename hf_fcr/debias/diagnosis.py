@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..features.feature_set import FeatureSet
+from ..utils.rows import ROWS, column_mean
 
 # matplotlib (the [demo] extra) is imported where a plot is drawn.
 
@@ -36,7 +37,6 @@ GAIN_MARGIN = 0.01  # FCR's worst-group gain must beat the best random-attribute
 MAX_AVERAGE_LOSS = 0.05  # and may not buy it with more than 5 points of average accuracy
 RANDOM_ATTRIBUTE_DRAWS = 3  # draws of the random-attribute control, wherever it runs
 RANDOM_COLUMN = "_random"  # the shuffled attribute's column in the control's features
-LOGIT_SHARE_CHUNK = 8192  # rows of features held as float64 at a time by logit_share
 LOCALIZED_SHARE = 0.5  # M's top feature alone reaches half of M's above-chance attribute accuracy
 
 
@@ -84,7 +84,7 @@ def disagreement(kept_one_weight_edit: bool, diagnosis: Diagnosis | None) -> str
 
 
 def logit_share(
-    weight: torch.Tensor, features: torch.Tensor, targets: torch.Tensor, chunk_rows: int = LOGIT_SHARE_CHUNK
+    weight: torch.Tensor, features: torch.Tensor, targets: torch.Tensor, chunk_rows: int = ROWS
 ) -> torch.Tensor:
     """Each feature's share of M''s logit: ``E_s |(W'[v_s, k] - mean_v W'[v, k]) (x_sk - mean_k)|``, normalised to
     sum to one (``[D]``, in feature order). Centring removes what every sample or every value shares, so a feature
@@ -95,10 +95,7 @@ def logit_share(
     temporary is made (on CelebA's 162,770 x 2,048 training features the direct form held about 10 GB of them)."""
     w = weight.to(torch.float64)
     targets = targets.to(features.device)
-    total_x = torch.zeros(features.shape[1], dtype=torch.float64, device=features.device)
-    for start in range(0, len(features), chunk_rows):
-        total_x += features[start : start + chunk_rows].to(torch.float64).sum(0)
-    mean_x = total_x / len(features)
+    mean_x = column_mean(features, chunk_rows)
     spread = torch.zeros(w.shape[0], features.shape[1], dtype=torch.float64, device=features.device)  # [V, D]
     for start in range(0, len(features), chunk_rows):
         rows = (features[start : start + chunk_rows].to(torch.float64) - mean_x).abs()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..utils.checks import all_finite, check_seed
+from ..utils.checks import check_seed
+from ..utils.rows import all_finite
 
 # scikit-learn is imported where an attribute is inferred (its import costs a second).
 

@@ -14,6 +14,7 @@ import torch
 from ..core.scores import edge_score
 from ..core.stats import EdgeStatistics, edge_statistics
 from ..utils.distributed import all_gather_object, reduce_sum
+from ..utils.rows import float64_logits
 from ..utils.threads import one_blas_thread
 from .logistic import fit_logistic_probe, two_rows
 
@@ -33,7 +34,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 POLICIES = ("dominant", "other")
-LOGIT_ROWS = 8192  # M''s logits are computed this many rows at a time
 
 
 def default_probe() -> Any:
@@ -128,7 +128,7 @@ class FictitiousHead:
         raise KeyError(f"{value!r} is not a value of {self.attribute_column!r} (values: {self.values}).")
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return head_logits(features, self.weight, self.bias)
+        return float64_logits(features, self.weight, self.bias)
 
     def ranked_features(
         self, value_index: int, selection: str = "sca", generator: torch.Generator | None = None
@@ -166,14 +166,6 @@ class FictitiousHead:
                 f"class {cls} has no samples in the data M' was fit on: its dominant attribute value is unknown."
             )
         return counts
-
-
-def head_logits(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """A linear head's float64 logits ``[N, V]`` on ``features``, ``LOGIT_ROWS`` rows at a time: no float64 copy of
-    the features (2.7 GB for CelebA's training split)."""
-    weight, bias = weight.to(features.device, torch.float64), bias.to(features.device, torch.float64)
-    parts = [rows.to(torch.float64) @ weight.T + bias for rows in features.split(LOGIT_ROWS)]
-    return torch.cat(parts) if parts else torch.zeros(0, len(bias), dtype=torch.float64, device=features.device)
 
 
 def encode_values(values: Sequence[Any] | torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
@@ -222,7 +214,7 @@ def fit_fictitious_head(
         weight, bias = fit_logistic_probe(features, targets, len(values))
     else:
         weight, bias = fit_linear_probe(features, targets, len(values), probe)
-    logits = head_logits(features, weight, bias)
+    logits = float64_logits(features, weight, bias)
     sums = {
         "correct": (logits.argmax(1) == targets).double().sum().reshape(1),
         "n": torch.tensor([len(targets)], dtype=torch.float64),

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..utils.progress import stage
+from ..utils.rows import ROWS, column_mean
 from .solver import fit_logistic_family, subset_masks
 
 __all__ = [
@@ -77,15 +78,12 @@ def _balanced_subset(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.concatenate([rng.choice(np.flatnonzero(groups == g), size, replace=False) for g in present])
 
 
-def _column_stats(x: torch.Tensor, rows: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column means and standard deviations (``ddof=0``) in float64, ``rows`` rows at a time (no float64 copy)."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    for chunk in x.split(rows):
-        total += chunk.sum(0, dtype=torch.float64)
-    mean = total / len(x)
-    spread = torch.zeros_like(total)
-    for chunk in x.split(rows):
-        spread += (chunk.to(torch.float64) - mean).square().sum(0)
+def _column_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column means and standard deviations (``ddof=0``) in float64, ``utils.rows.ROWS`` rows at a time."""
+    mean = column_mean(x)
+    spread = torch.zeros_like(mean)
+    for part in x.split(ROWS):
+        spread += (part.to(torch.float64) - mean).square().sum(0)
     return mean, torch.sqrt(spread / len(x))
 
 
@@ -103,10 +101,9 @@ def _standardized(
     else:
         mean, keep = torch.zeros_like(mean), torch.arange(x.shape[1], device=x.device)
     scale = torch.where(near_constant, torch.full_like(std, typical), std)
-    xs = torch.empty(len(x), len(keep), dtype=dtype, device=x.device)
-    for start in range(0, len(x), 4096):  # the one copy of the validation features
-        chunk = x[start : start + 4096, keep].to(torch.float64)
-        xs[start : start + 4096] = (chunk - mean[keep]) / scale[keep]
+    xs = torch.empty(len(x), len(keep), dtype=dtype, device=x.device)  # the one copy of the validation features
+    for part_in, part_out in zip(x.split(ROWS), xs.split(ROWS)):
+        part_out.copy_((part_in[:, keep].to(torch.float64) - mean[keep]) / scale[keep])
     return xs, mean, scale, keep
 
 
