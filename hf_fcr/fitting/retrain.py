@@ -167,7 +167,8 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
     unconverged: list[tuple[float, int]] = []
 
     def fit(subsets: list[np.ndarray], Cs: list[float], desc: str, start=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The balanced ``subsets`` at ``Cs``, one batched problem: ``(weight [P, K, D], bias [P, K])``."""
+        """The balanced ``subsets`` at ``Cs``, one batched problem: the family's ``(weight [P, K, D], bias [P, K])``
+        (``K = 1`` for the binary l1 family: the positive class' coefficients)."""
         masks = subset_masks([torch.from_numpy(rows) for rows in subsets], len(y), x.device)
         with stage(len(subsets), desc) as bar:
             family = fit_logistic_family(
@@ -178,10 +179,13 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
         for C, iterations, converged in zip(Cs, family.iterations.tolist(), family.converged.tolist()):
             if not converged:
                 unconverged.append((float(C), int(iterations)))
-        if penalty == "l1":  # binary: the softmax-equivalent rows -w/2, +w/2 (as logistic.two_rows)
-            half_w, half_b = family.weight / 2, family.bias / 2
-            return torch.cat([-half_w, half_w], 1), torch.cat([-half_b, half_b], 1)
         return family.weight, family.bias
+
+    def head_rows(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row per class: a binary family's ``w`` as the softmax-equivalent rows ``-w/2, +w/2``."""
+        if penalty == "l2":
+            return w, b
+        return torch.cat([-w / 2, w / 2], -2), torch.cat([-b / 2, b / 2], -1)
 
     tuning: dict[float, float] = {}
     start = None
@@ -192,7 +196,8 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
         subsets = [tune[_balanced_subset(g[tune], rng)] for _ in grid]  # the draws of the fits one by one
         w, b = fit(subsets, grid, f"{name}: C grid")
         held_x = xs[torch.from_numpy(held).to(x.device)]
-        predictions = (torch.einsum("nd,pkd->npk", held_x.double(), w) + b).argmax(2).cpu().numpy()
+        rows_w, rows_b = head_rows(w, b)
+        predictions = (torch.einsum("nd,pkd->npk", held_x.double(), rows_w) + rows_b).argmax(2).cpu().numpy()
         scores: dict[float, list[float]] = {}
         for i, c in enumerate(grid):
             scores.setdefault(c, []).append(_worst_group(predictions[:, i], y[held], g[held]))
@@ -203,10 +208,8 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
     else:
         best_c = float(C)
     subsets = [_balanced_subset(g, rng) for _ in range(num_fits)]
-    if start is not None and penalty == "l1":  # back to the positive class' coefficients
-        start = ((start[0][1] - start[0][0])[None], (start[1][1] - start[1][0])[None])
     w, b = fit(subsets, [best_c] * num_fits, f"{name}: balanced fits", start)
-    w, b = w.mean(0), b.mean(0)
+    w, b = head_rows(w.mean(0), b.mean(0))
     # fold the standardization into the head: (x - mu) / sigma . w + b; left-out columns get weight 0
     w_raw = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device)
     w_raw[:, keep] = w / scale[keep]
