@@ -36,6 +36,7 @@ import torch
 
 from ..core.head_edit import FIT_KEYS
 from ..records.config import NAME_PATTERN, EditRecordError, check_fit_fields, is_plain
+from ..utils.rows import float64_logits
 from .retrain import check_every_class, retrain_head
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ class FittedHead:
     params: dict[str, Any] = field(default_factory=dict)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        logits = features.to(torch.float64) @ self.weight.to(torch.float64).T
-        return logits if self.bias is None else logits + self.bias.to(torch.float64)
+        bias = torch.zeros(len(self.weight)) if self.bias is None else self.bias
+        return float64_logits(features, self.weight, bias)
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..utils.progress import stage
-from ..utils.rows import ROWS, column_mean
+from ..utils.rows import ROWS, column_mean, float64_logits
 from .solver import fit_logistic_family, subset_masks
 
 __all__ = [
@@ -68,7 +68,7 @@ class RetrainedHead:
     unconverged: tuple[tuple[float, int], ...] = ()
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return features.to(torch.float64) @ self.weight.T + self.bias
+        return float64_logits(features, self.weight, self.bias)
 
 
 def _balanced_subset(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
