@@ -83,3 +83,31 @@ def test_pretrained_spurious_digits_variant(tmp_path):
     assert (remover.logits(train.features).argmax(1) == train["label"]).double().mean() > 0.9
     reloaded = timm.create_model("local-dir:" + str(tmp_path / "erm-model"), pretrained=True)
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), trained.values()))
+
+
+def test_finetuned_spurious_digits_variant_reloads(tmp_path):
+    """The demo's fine-tuned variant trains everything after the stem and first stages, and what it saves reloads
+    (timm's ``local-dir:`` and ``from_pretrained``) with the same outputs: a key timm's ``PretrainedCfg`` does not
+    know in the config once made every model of this variant unloadable."""
+    import timm
+
+    from hf_fcr import FictitiousClassRemover
+    from hf_fcr.data.pretrained import efficientnet_lite0_imagenet
+    from hf_fcr.data.spurious import spurious_digits
+    from hf_fcr.demo.erm import finetuned_backbone_erm
+
+    data = spurious_digits(seed=0)
+    data["train"] = data["train"].select(range(128))
+    model, data = finetuned_backbone_erm(data, seed=0, epochs=1)
+    packaged, trained = efficientnet_lite0_imagenet().state_dict(), model.state_dict()
+    assert torch.equal(trained["conv_stem.weight"], packaged["conv_stem.weight"])  # frozen
+    assert not torch.equal(trained["conv_head.weight"], packaged["conv_head.weight"])  # fine-tuned
+    timm.models.save_for_hf(model, str(tmp_path), safe_serialization=True)
+    pixels = torch.as_tensor(data["validation"].select(range(8))["image"])
+    with torch.no_grad():
+        expected = model(pixels)
+        for reloaded in (
+            timm.create_model("local-dir:" + str(tmp_path), pretrained=True).eval(),
+            FictitiousClassRemover.from_pretrained(tmp_path, backend="timm").model.eval(),
+        ):
+            torch.testing.assert_close(reloaded(pixels), expected)

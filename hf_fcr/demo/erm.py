@@ -132,7 +132,6 @@ def finetuned_backbone_erm(
         cached = torch.cat([frozen(b["image"]) for b in train.iter(batch_size=256)])
     labels = torch.as_tensor(train["label"])
     params = [*trained.parameters(), *model.classifier.parameters()]
-    share = sum(p.numel() for p in params)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(params, lr=1e-3)
     trained.train()
@@ -142,10 +141,6 @@ def finetuned_backbone_erm(
             opt.zero_grad()
             loss.backward()
             opt.step()
-    model.pretrained_cfg = {
-        **model.pretrained_cfg,
-        "trained_fraction": share / sum(p.numel() for p in model.parameters()),
-    }
     return model.eval(), data
 
 
@@ -191,7 +186,10 @@ def spurious_digits_erm(
         what = "an ERM head on the frozen ImageNet EfficientNet-Lite0"
     elif arch == "efficientnet_lite0_finetuned":
         model, data = finetuned_backbone_erm(data, seed=seed)
-        what = f"ImageNet EfficientNet-Lite0 fine-tuned ({model.pretrained_cfg['trained_fraction']:.0%} of parameters)"
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad) / sum(
+            p.numel() for p in model.parameters()
+        )
+        what = f"ImageNet EfficientNet-Lite0 fine-tuned ({trained:.0%} of parameters)"
     else:
         model = train_classifier(
             _timm_model(arch, seed), data["train"], epochs=epochs, seed=seed, progress=log is print
