@@ -36,7 +36,6 @@ from .solver import fit_logistic_family, subset_masks
 
 __all__ = [
     "DFR_C_GRID",
-    "FISTA_MAX_ITER",
     "MAX_ITER",
     "NEAR_CONSTANT",
     "RetrainedHead",
@@ -45,8 +44,7 @@ __all__ = [
 ]
 
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
-MAX_ITER = 1000  # a multinomial (L-BFGS) fit's iteration cap, lbfgs's and liblinear's
-FISTA_MAX_ITER = 10_000  # a binary L1 (FISTA) fit's: gradient steps, more numerous and cheaper than liblinear's
+MAX_ITER = 1000  # a fit's iteration cap, lbfgs's and liblinear's
 NEAR_CONSTANT = 1e-4  # a column whose std is at most this times the median column std is left out of the fit
 
 
@@ -54,7 +52,7 @@ NEAR_CONSTANT = 1e-4  # a column whose std is at most this times the median colu
 class RetrainedHead:
     """A linear head ``weight [K, D]``, ``bias [K]`` on the raw features; the chosen ``C``, the tuning table (C ->
     held-out worst-group or worst-class accuracy), the rows used and the size of each balanced subset; the columns
-    left out as near-constant and the fits that stopped at their cap (``MAX_ITER``, ``FISTA_MAX_ITER``):
+    left out as near-constant and the fits that stopped at their cap (``MAX_ITER``):
     ``(C, iterations)``."""
 
     weight: torch.Tensor
@@ -173,7 +171,7 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
         with stage(len(subsets), desc) as bar:
             family = fit_logistic_family(
                 xs, targets, masks, torch.tensor(Cs), num_classes=num_classes, penalty=penalty,
-                intercept=intercept, max_iter=MAX_ITER if penalty == "l2" else FISTA_MAX_ITER, start=start,
+                intercept=intercept, max_iter=MAX_ITER, start=start,
                 progress=bar.update,
             )  # fmt: skip
         for C, iterations, converged in zip(Cs, family.iterations.tolist(), family.converged.tolist()):
