@@ -78,13 +78,16 @@ class _Family:
         self.weights = self.masks * C.to(x.dtype)  # [N, P]: C folded into each row's weight
         self.sign = (2.0 * targets - 1.0).to(x.dtype)[:, None] if binary else None
         self.onehot = None if binary else torch.nn.functional.one_hot(targets, num_classes).to(x.dtype)
+        self.index = targets[:, None, None]  # [N, 1, 1]: each row's class, for its logit
         self._cols: torch.Tensor | None = None
         self._weights = self.weights
 
     def scores(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``[N, P, K]`` logits of every row under every problem's head."""
         p, k, d = w.shape
-        return (self.x @ w.reshape(p * k, d).T.to(self.x.dtype)).view(-1, p, k) + b.to(self.x.dtype)
+        flat = w.reshape(p * k, d).T.to(self.x.dtype)
+        return torch.addmm(b.reshape(1, p * k).to(self.x.dtype), self.x, flat).view(-1, p, k)  # a broadcast add of
+        # the bias after the product took twice the product's time (12,000 x 84 x 100, float64)
 
     def row_weights(self, cols: torch.Tensor) -> torch.Tensor:
         """``[N, len(cols)]``: the running problems' row weights (C folded in), gathered once per compaction."""
@@ -92,37 +95,40 @@ class _Family:
             self._cols, self._weights = cols, self.weights[:, cols]
         return self._weights
 
-    def binary_value(self, w: torch.Tensor, b: torch.Tensor, z: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """``[P]`` l1 objectives of the problems ``cols`` at ``(w, b)``, whose scores are ``z``."""
-        loss = torch.nn.functional.softplus(-self.sign * z[..., 0]) * self.row_weights(cols)
-        return loss.sum(0, dtype=torch.float64) + w.abs().sum((1, 2)) + b.abs().sum(1)
+    def evaluate(self, w: torch.Tensor, b: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objectives ``[P]`` of the problems ``cols`` at ``(w, b)`` (float64), and what their gradient is made
+        of: each row's ``sigmoid(-s z)`` (l1) or ``softmax(z)`` (l2), one product and one pass of exponentials."""
+        z = self.scores(w, b)
+        weights = self.row_weights(cols)
+        if self.binary:
+            margin = -self.sign * z[..., 0]
+            loss = torch.nn.functional.softplus(margin) * weights
+            return loss.sum(0, dtype=torch.float64) + w.abs().sum((1, 2)) + b.abs().sum(1), torch.sigmoid(margin)
+        z -= z.amax(-1, keepdim=True)  # CE = logsumexp(z) - z_y, shifted by the largest logit
+        probs = z.exp()
+        total = probs.sum(-1, keepdim=True)
+        loss = total.log().squeeze(-1) - z.gather(-1, self.index.expand(-1, z.shape[1], 1)).squeeze(-1)
+        value = (loss * weights).sum(0, dtype=torch.float64) + 0.5 * w.square().sum((1, 2))
+        return value, probs.div_(total)
 
-    def gradient(
-        self, w: torch.Tensor, b: torch.Tensor, cols: torch.Tensor, value: bool = False, z: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, ...]:
-        """The smooth part's gradient in ``w`` and ``b`` (float64) of the problems ``cols``: the weighted data loss,
-        and the l2 term's ``w``; with ``value`` also the objectives ``[P]`` (the l1 term's included). ``z``: the
-        scores at ``(w, b)`` when they are known (one product fewer)."""
-        z = self.scores(w, b) if z is None else z
+    def gradient(self, w: torch.Tensor, basis: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The smooth part's gradient in ``w`` and ``b`` (float64) of the problems ``cols`` from ``evaluate``'s
+        ``basis`` at ``w``: the weighted data loss', and the l2 term's ``w``."""
         weights = self.row_weights(cols)
         if self.binary:  # d/dz log(1 + exp(-s z)) = -s sigmoid(-s z)
-            if value:
-                objective = self.binary_value(w, b, z, cols)
-            residual = (-self.sign * torch.sigmoid(-self.sign * z[..., 0]) * weights)[..., None]
-        else:  # d/dz CE(z, y) = softmax(z) - onehot(y), in place (torch.softmax over 2-5 classes was 3x slower)
-            top = z.amax(-1, keepdim=True)
-            residual = (z - top).exp_()
-            total = residual.sum(-1, keepdim=True)
-            if value:  # CE = logsumexp(z) - z_y
-                loss = (total.log() + top).squeeze(-1) - (z * self.onehot[:, None, :]).sum(-1)
-                objective = (loss * weights).sum(0, dtype=torch.float64) + 0.5 * w.square().sum((1, 2))
-            residual.div_(total).sub_(self.onehot[:, None, :]).mul_(weights[..., None])
+            residual = (-self.sign * basis * weights)[..., None]
+        else:  # d/dz CE(z, y) = softmax(z) - onehot(y)
+            residual = (basis - self.onehot[:, None, :]).mul_(weights[..., None])
         n, p, k = residual.shape
         grad_w = (residual.reshape(n, p * k).T @ self.x).view(p, k, -1).to(torch.float64)
         if not self.binary:
             grad_w = grad_w + w
-        grad_b = residual.sum(0, dtype=torch.float64) if self.intercept else torch.zeros_like(b)
-        return (grad_w, grad_b, objective) if value else (grad_w, grad_b)
+        grad_b = residual.sum(0, dtype=torch.float64) if self.intercept else torch.zeros(p, k, **_like(grad_w))
+        return grad_w, grad_b
+
+
+def _like(t: torch.Tensor) -> dict:
+    return {"dtype": t.dtype, "device": t.device}
 
 
 def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
@@ -163,16 +169,16 @@ def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
     p, k = masks.shape[1], 1 if penalty == "l1" else num_classes
     w = torch.zeros(p, k, x.shape[1], dtype=torch.float64, device=device)
     b = torch.zeros(p, k, dtype=torch.float64, device=device)
-    gw, gb = family.gradient(w, b, torch.arange(p, device=device))
+    everyone = torch.arange(p, device=device)
+    gw, gb = family.gradient(w, family.evaluate(w, b, everyone)[1], everyone)
     scale = torch.sqrt(gw.square().sum((1, 2)) + gb.square().sum(1))  # the stopping rule's, whatever the start
     if start is not None:
         w += start[0].to(w)
         b += start[1].to(b)
-    solve = _owlqn if family.binary else _lbfgs
-    return solve(family, w, b, scale * tol, max_iter, progress)
+    return _quasi_newton(family, w, b, scale * tol, max_iter, progress)
 
 
-def _lbfgs(  # noqa: PLR0913 -- the iteration's state
+def _quasi_newton(  # noqa: PLR0913 -- the iteration's state
     family: _Family,
     w: torch.Tensor,
     b: torch.Tensor,
@@ -180,86 +186,38 @@ def _lbfgs(  # noqa: PLR0913 -- the iteration's state
     max_iter: int,
     progress: Callable[[int], object] | None,
 ) -> LogisticFamily:
-    """The smooth (l2) family by one L-BFGS on the sum of its objectives: they are independent, so the sum's minimum
-    is every problem's, and each problem's gradient is checked against its own ``threshold`` every ten iterations
-    (a host read). On 20 multinomial fits of 12,000 x 84 features it took 61 evaluations where FISTA, tried first,
-    took 307 iterations."""
-    p = len(w)
-    w, b = w.clone().requires_grad_(), b.clone().requires_grad_()
-    cols = torch.arange(p, device=w.device)
-    residual = torch.full((p,), float("inf"), dtype=torch.float64, device=w.device)
-    chunk = min(10, max_iter)
-    opt = torch.optim.LBFGS(
-        [w, b], lr=1, max_iter=chunk, tolerance_grad=0.0, tolerance_change=0.0, history_size=20,
-        line_search_fn="strong_wolfe",
-    )  # fmt: skip
-
-    weight = threshold.clamp(min=torch.finfo(torch.float64).tiny).reciprocal()
-
-    def closure() -> torch.Tensor:
-        nonlocal residual
-        with torch.no_grad():
-            gw, gb, objective = family.gradient(w, b, cols, value=True)
-            residual = torch.sqrt(gw.square().sum((1, 2)) + gb.square().sum(1))
-        # each problem's objective over its own threshold: the sum weighs every problem alike (unweighted, the
-        # problems of a small C, whose gradients are small, stalled at the cap on float32 features)
-        w.grad, b.grad = gw * weight[:, None, None], gb * weight[:, None]
-        return (objective * weight).sum()
-
-    done = torch.zeros(p, dtype=torch.bool, device=w.device)
-    iterations = torch.full((p,), max_iter, dtype=torch.long, device=w.device)
-    for it in range(chunk, max_iter + 1, chunk):
-        opt.step(closure)
-        newly = ~done & (residual <= threshold)
-        iterations[newly] = it
-        done |= newly
-        finished = int(newly.sum())
-        if progress is not None and finished:
-            progress(finished)
-        if bool(done.all()):
-            break
-    return LogisticFamily(w.detach(), b.detach(), iterations, done)
-
-
-def _owlqn(  # noqa: PLR0913 -- the iteration's state
-    family: _Family,
-    w: torch.Tensor,
-    b: torch.Tensor,
-    threshold: torch.Tensor,
-    max_iter: int,
-    progress: Callable[[int], object] | None,
-) -> LogisticFamily:
-    """The l1 family by OWL-QN (Andrew & Gao 2007: L-BFGS restricted to the orthant of the iterate), every problem
-    with its own curvature pairs and its own backtracking line search, from ``(w, b)``. The coefficients and the
-    intercept are one vector ``[D + 1]`` per problem (the intercept penalized, as liblinear's; held at 0 without
-    one). A problem has converged when its pseudo-gradient (the objective's minimum-norm subgradient, 0 exactly at
-    the optimum) is at most its ``threshold``; it then leaves the products. A problem whose line search fails from
-    the steepest direction has stalled at rounding level: it stops there, unconverged. One host read per
-    iteration and per line-search trial."""
-    p, _, d = w.shape
+    """L-BFGS for every problem at once from ``(w, b)``, each problem with its own curvature pairs and its own
+    backtracking (Armijo) line search; for the l1 family OWL-QN (Andrew & Gao 2007): the direction from the
+    pseudo-gradient, each step kept in the orthant of the iterate. A problem's coefficients and intercepts are one
+    vector; the intercepts are held at 0 without one. A problem has converged when its pseudo-gradient (the
+    minimum-norm subgradient; the gradient, for l2) is at most its ``threshold``, and then leaves the products. A
+    problem whose line search fails along its steepest direction has stalled at rounding level: it stops there,
+    unconverged. One host read per iteration and per line-search trial."""
+    p, k, d = w.shape
     device = w.device
-    held = torch.zeros(d + 1, dtype=torch.bool, device=device)
-    held[-1] = not family.intercept
+    l1 = family.binary
+    held = torch.zeros(k * (d + 1), dtype=torch.bool, device=device)
+    held[k * d :] = not family.intercept
 
     def split(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return v[:, None, :-1], v[:, -1:]
+        return v[:, : k * d].view(-1, k, d), v[:, k * d :]
 
-    def objective(v: torch.Tensor, z: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        gw, gb, value = family.gradient(*split(v), cols, value=True, z=z)
-        return value, torch.cat([gw[:, 0], gb], dim=1).masked_fill_(held, 0.0)
+    def gradient(v: torch.Tensor, basis: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        gw, gb = family.gradient(split(v)[0], basis, cols)
+        return torch.cat([gw.flatten(1), gb], dim=1).masked_fill_(held, 0.0)
 
-    v = torch.cat([w[:, 0], b], dim=1).masked_fill_(held, 0.0)  # [P, D + 1]
+    v = torch.cat([w.flatten(1), b], dim=1).masked_fill_(held, 0.0)  # [P, K (D + 1)]
     out = v.clone()
     iterations = torch.full((p,), max_iter, dtype=torch.long, device=device)
     done = torch.zeros(p, dtype=torch.bool, device=device)
-    cols = torch.arange(p, device=device)  # the problems still running
-    memory = torch.zeros(2, HISTORY, p, d + 1, dtype=torch.float64, device=device)  # curvature pairs (s, y)
-    rho = torch.zeros(HISTORY, p, dtype=torch.float64, device=device)  # 1 / (s . y); 0: no pair in that slot
-    z = family.scores(*split(v))
-    value, grad = objective(v, z, cols)
     stalled = torch.zeros(p, dtype=torch.bool, device=device)
+    cols = torch.arange(p, device=device)  # the problems still running
+    memory = torch.zeros(2, HISTORY, *v.shape, dtype=torch.float64, device=device)  # curvature pairs (s, y)
+    rho = torch.zeros(HISTORY, p, dtype=torch.float64, device=device)  # 1 / (s . y); 0: no pair in that slot
+    value, basis = family.evaluate(*split(v), cols)
+    grad = gradient(v, basis, cols)
     for it in range(max_iter):
-        pseudo = _pseudo_gradient(v, grad)
+        pseudo = _pseudo_gradient(v, grad) if l1 else grad
         newly = torch.linalg.vector_norm(pseudo, dim=1) <= threshold[cols]
         iterations[cols[newly | stalled]] = it
         done[cols[newly]] = True
@@ -271,29 +229,25 @@ def _owlqn(  # noqa: PLR0913 -- the iteration's state
             keep = ~leaving
             if not bool(keep.any()):
                 break
-            cols, v, z, value, grad, pseudo = cols[keep], v[keep], z[:, keep], value[keep], grad[keep], pseudo[keep]
+            cols, v, basis, value, grad = cols[keep], v[keep], basis[:, keep], value[keep], grad[keep]
+            pseudo = pseudo[keep]
             memory, rho = memory[:, :, keep], rho[:, keep]
         direction = -_two_loop(pseudo, memory, rho, it)
-        direction = torch.where(direction * pseudo < 0, direction, 0.0)  # only the coordinates where it descends
-        orthant = torch.where(v != 0, torch.sign(v), -torch.sign(pseudo))
-        step = torch.ones(len(cols), dtype=torch.float64, device=device)
         steepest = ~rho.ne(0).any(0)  # no curvature pair: the first step is at most of unit length
-        step = torch.where(steepest, torch.clamp(1.0 / torch.linalg.vector_norm(pseudo, dim=1), max=1.0), step)
-        new_v, new_z, new_value = v.clone(), z.clone(), value.clone()
-        pending = torch.ones(len(cols), dtype=torch.bool, device=device)
-        for _ in range(LINE_SEARCH_TRIALS):
-            trial = v + step[:, None] * direction
-            trial = torch.where(torch.sign(trial) == orthant, trial, 0.0)  # projected back onto the orthant
-            trial_z = family.scores(*split(trial))
-            trial_value = family.binary_value(*split(trial), trial_z, cols)
-            accept = pending & (trial_value <= value + ARMIJO * (pseudo * (trial - v)).sum(1))
-            new_v[accept], new_value[accept], new_z[:, accept] = trial[accept], trial_value[accept], trial_z[:, accept]
-            pending &= ~accept
-            if not bool(pending.any()):
-                break
-            step = torch.where(pending, step / 2, step)
+        step = torch.where(steepest, torch.clamp(1.0 / torch.linalg.vector_norm(pseudo, dim=1), max=1.0), 1.0)
+        orthant = None
+        if l1:
+            direction = torch.where(direction * pseudo < 0, direction, 0.0)  # only where it descends
+            orthant = torch.where(v != 0, torch.sign(v), -torch.sign(pseudo))
+
+        def evaluate(trial: torch.Tensor, cols: torch.Tensor = cols) -> tuple[torch.Tensor, torch.Tensor]:
+            return family.evaluate(*split(trial), cols)
+
+        new_v, new_basis, new_value, pending = _line_search(
+            evaluate, v, basis, value, pseudo, direction, step, orthant
+        )
         stalled = pending & steepest  # no step decreases the objective even along the steepest direction
-        new_value, new_grad = objective(new_v, new_z, cols)
+        new_grad = gradient(new_v, new_basis, cols)
         s_, y_ = new_v - v, new_grad - grad
         sy = (s_ * y_).sum(1)
         good = sy > 1e-10 * torch.linalg.vector_norm(s_, dim=1) * torch.linalg.vector_norm(y_, dim=1)
@@ -301,10 +255,44 @@ def _owlqn(  # noqa: PLR0913 -- the iteration's state
         memory[0, slot], memory[1, slot] = torch.where(good[:, None], s_, 0.0), torch.where(good[:, None], y_, 0.0)
         rho[slot] = torch.where(good, 1.0 / torch.where(good, sy, 1.0), 0.0)
         rho[:, pending] = 0.0  # a failed line search forgets the curvature: the steepest direction next
-        v, z, value, grad = new_v, new_z, new_value, new_grad
+        v, basis, value, grad = new_v, new_basis, new_value, new_grad
     else:
         out[cols] = v
     return LogisticFamily(*split(out), iterations, done)
+
+
+def _line_search(  # noqa: PLR0913 -- the iterate and its search direction
+    evaluate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    v: torch.Tensor,
+    basis: torch.Tensor,
+    value: torch.Tensor,
+    pseudo: torch.Tensor,
+    direction: torch.Tensor,
+    step: torch.Tensor,
+    orthant: torch.Tensor | None,
+) -> tuple[torch.Tensor, ...]:
+    """Backtracking from ``step`` (halved per problem until Armijo's condition holds), each trial point projected
+    onto ``orthant`` (OWL-QN) when one is given: ``(new v, its basis, its value, the problems that found no step)``;
+    those keep ``v``."""
+    new_v, new_basis, new_value = v, basis, value
+    pending = torch.ones(len(v), dtype=torch.bool, device=v.device)
+    for trial_number in range(LINE_SEARCH_TRIALS):
+        trial = v + step[:, None] * direction
+        if orthant is not None:
+            trial = torch.where(torch.sign(trial) == orthant, trial, 0.0)  # projected back onto the orthant
+        trial_value, trial_basis = evaluate(trial)
+        accept = pending & (trial_value <= value + ARMIJO * (pseudo * (trial - v)).sum(1))
+        if trial_number == 0 and bool(accept.all()):  # the usual case: every first step accepted
+            return trial, trial_basis, trial_value, ~accept
+        if trial_number == 0:
+            new_v, new_basis, new_value = v.clone(), basis.clone(), value.clone()
+        new_v[accept], new_value[accept] = trial[accept], trial_value[accept]
+        new_basis[:, accept] = trial_basis[:, accept]
+        pending &= ~accept
+        if not bool(pending.any()):
+            break
+        step = torch.where(pending, step / 2, step)
+    return new_v, new_basis, new_value, pending
 
 
 def _pseudo_gradient(v: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
