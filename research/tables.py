@@ -85,25 +85,36 @@ def auto_refit_lines(runs: list[dict]) -> list[str]:
 
 
 def cold_fit_lines(runs: list[dict]) -> list[str]:
-    """The batched solver's head fits against scikit-learn's, one at a time (``methods["cold_fits"]``, run in the same
-    process on the same features): auto's choices and each method's test accuracy, paired per seed."""
-    runs = [r for r in runs if "cold_fits" in r["methods"]]
-    if not runs:
-        return []
-    choices = [(r["methods"]["auto"]["choice"], r["methods"]["cold_fits"]["auto"]["choice"]) for r in runs]
-    same_method = sum(ours["method"] == cold["method"] for ours, cold in choices)
-    same_c = sum(ours == cold for ours, cold in choices)
-    cells = []
-    for method in ("dfr", "dfr_class_balanced", "auto"):
-        pairs = [(r["methods"][method], r["methods"]["cold_fits"][method]) for r in runs]
-        worst = mean_std([ours["worst_group"] - cold["worst_group"] for ours, cold in pairs])
-        average = mean_std([ours["average"] - cold["average"] for ours, cold in pairs])
-        cells.append(f"{method} {worst} / {average}")
-    return [
-        f"- Batched head fits against scikit-learn's ({len(runs)} seeds, paired, same process): auto's "
-        f"method the same on {same_method} of {len(runs)}, its C too on {same_c}; batched - scikit-learn, test worst "
-        "group / average in points: " + "; ".join(cells) + "."
-    ]
+    """The batched solver's head fits against scikit-learn's, one at a time, run in the same process on the same
+    features: at scikit-learn's default tolerance (``methods["cold_fits"]``) and at 1e-8 (``methods["exact_fits"]``,
+    the exact optimum), which scikit-learn's default fits are also set against. Auto's choices, and each method's
+    test worst group within half a point, paired per seed."""
+    lines = []
+    for ours, control, what in (
+        (None, "cold_fits", "Batched head fits against scikit-learn's at its default tolerance"),
+        (None, "exact_fits", "Batched head fits against the exact optimum (scikit-learn at 1e-8)"),
+        ("cold_fits", "exact_fits", "scikit-learn's fits at its default tolerance against the exact optimum"),
+    ):
+        paired = [r for r in runs if control in r["methods"] and (ours is None or ours in r["methods"])]
+        if not paired:
+            continue
+        mine = [r["methods"] if ours is None else r["methods"][ours] for r in paired]
+        theirs = [r["methods"][control] for r in paired]
+        choices = [(a["auto"]["choice"], b["auto"]["choice"]) for a, b in zip(mine, theirs)]
+        same_method = sum(a["method"] == b["method"] for a, b in choices)
+        same_c = sum(a == b for a, b in choices)
+        cells, close = [], 0
+        for method in ("dfr", "dfr_class_balanced", "auto"):
+            diffs = [a[method]["worst_group"] - b[method]["worst_group"] for a, b in zip(mine, theirs)]
+            close += sum(abs(d) <= 0.005 + 1e-9 for d in diffs)
+            average = [a[method]["average"] - b[method]["average"] for a, b in zip(mine, theirs)]
+            cells.append(f"{method} {mean_std(diffs)} / {mean_std(average)}")
+        lines.append(
+            f"- {what} ({len(paired)} seeds, paired, same process): auto's method the same on {same_method} of "
+            f"{len(paired)}, its C too on {same_c}; test worst group within half a point on {close} of "
+            f"{3 * len(paired)} fits; difference, test worst group / average in points: " + "; ".join(cells) + "."
+        )
+    return lines
 
 
 def figure8_table(runs: list[dict], r_values: list[float], title: str) -> str:

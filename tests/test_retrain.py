@@ -24,22 +24,25 @@ def well():
 
 @pytest.mark.parametrize("num_classes", [5, 2])
 def test_the_batched_fits_choose_what_scikit_learns_fits_chose(well, num_classes):
-    """Against the fits they replaced (scikit-learn, one at a time, from zero: liblinear's L1 for 2 classes, lbfgs's
-    multinomial L2 for 5) on the same balanced subsets: the same C, tuning scores within half a point, the same
-    predictions on at least 99.5% of rows and worst-group accuracy within half a point."""
+    """Against scikit-learn's fits one at a time, from zero (liblinear's L1 for 2 classes, lbfgs's multinomial L2 for
+    5), on the same balanced subsets and columns: at scikit-learn's default tolerance and at 1e-8 (the exact optimum),
+    the same C, tuning scores within half a point, the same predictions on at least 99.5% of rows and worst-group
+    accuracy within half a point."""
     from hf_fcr.core.metrics import group_metrics
 
     labels = well["label"] % num_classes
     groups = labels * 5 + well["colour"]
     new = retrain_head(well["features"], labels, groups, num_classes, seed=3, num_fits=4)
-    old = _cold_retrain(well["features"], labels, groups, num_classes, seed=3, num_fits=4)
-    assert new.C == old.C and new.tuning.keys() == old.tuning.keys()
-    assert all(abs(new.tuning[c] - old.tuning[c]) <= 0.005 for c in old.tuning)
-    ours, theirs = new.logits(well["features"]).argmax(1), old.logits(well["features"]).argmax(1)
-    assert (ours == theirs).double().mean() >= 0.995
     names = [str(g) for g in range(int(groups.max()) + 1)]
-    worst = [group_metrics(p, labels, groups, names)["worst_group"] for p in (ours, theirs)]
-    assert abs(worst[0] - worst[1]) <= 0.005
+    ours = new.logits(well["features"]).argmax(1)
+    for tol in (1e-4, 1e-8):
+        old = _cold_retrain(well["features"], labels, groups, num_classes, seed=3, num_fits=4, tol=tol)
+        assert new.C == old.C and new.tuning.keys() == old.tuning.keys()
+        assert all(abs(new.tuning[c] - old.tuning[c]) <= 0.005 for c in old.tuning)
+        theirs = old.logits(well["features"]).argmax(1)
+        assert (ours == theirs).double().mean() >= 0.995
+        worst = [group_metrics(p, labels, groups, names)["worst_group"] for p in (ours, theirs)]
+        assert abs(worst[0] - worst[1]) <= 0.005
     assert new.constant_columns == ()
 
 
@@ -55,8 +58,6 @@ def test_near_constant_columns_are_left_out(well):
     assert torch.all(head.weight[:, 10] == 0)
     torch.testing.assert_close(torch.cat([head.weight[:, :10], head.weight[:, 11:]], 1), reference.weight)
     torch.testing.assert_close(head.bias, reference.bias - head.weight[:, 10] * 0.5, rtol=1e-6, atol=1e-6)
-    # the cold fits blew the column up to unit variance and gave it a weight
-    assert torch.any(_cold_retrain(with_tiny, labels, groups, 5, seed=0, num_fits=3).weight[:, 10] != 0)
 
 
 def test_without_a_bias_a_near_constant_column_is_kept_at_the_typical_scale(well):

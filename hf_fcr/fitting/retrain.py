@@ -39,12 +39,14 @@ __all__ = [
     "MAX_ITER",
     "NEAR_CONSTANT",
     "RetrainedHead",
+    "TOL",
     "check_every_class",
     "retrain_head",
 ]
 
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 MAX_ITER = 1000  # a fit's iteration cap, lbfgs's and liblinear's
+TOL = 1e-5  # a fit's stopping tolerance (solver.fit_logistic_family), a tenth of scikit-learn's (docs/evidence.md)
 NEAR_CONSTANT = 1e-4  # a column whose std is at most this times the median column std is left out of the fit
 
 
@@ -85,10 +87,8 @@ def _column_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.sqrt(spread / len(x))
 
 
-def _standardized(
-    x: torch.Tensor, intercept: bool, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(standardized columns in dtype, mean, scale, indices of those columns)``, on ``x``'s device. A
+def _standardized(x: torch.Tensor, intercept: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(standardized columns in float64, mean, scale, indices of those columns)``, on ``x``'s device. A
     near-constant column (std at most ``NEAR_CONSTANT`` times the median column std) is left out when the bias can
     absorb its mean; without a bias (no centring) it is kept, scaled by the median std instead of its own."""
     mean, std = _column_stats(x)
@@ -99,7 +99,9 @@ def _standardized(
     else:
         mean, keep = torch.zeros_like(mean), torch.arange(x.shape[1], device=x.device)
     scale = torch.where(near_constant, torch.full_like(std, typical), std)
-    xs = torch.empty(len(x), len(keep), dtype=dtype, device=x.device)  # the one copy of the validation features
+    xs = torch.empty(
+        len(x), len(keep), dtype=torch.float64, device=x.device
+    )  # the one copy of the validation features
     for part_in, part_out in zip(x.split(ROWS), xs.split(ROWS)):
         part_out.copy_((part_in[:, keep].to(torch.float64) - mean[keep]) / scale[keep])
     return xs, mean, scale, keep
@@ -158,9 +160,9 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
     y, g = labels.cpu().numpy(), groups.cpu().numpy()
     rng = np.random.default_rng(seed)
     penalty = "l1" if num_classes == 2 else "l2"  # liblinear's L1 is binary (module docstring)
-    # the multinomial family in float64: in float32 its line search could not see the last decreases of the
-    # objective on a real CNN's features, and the fits ran to the cap (SpuCo-style MNIST)
-    xs, mean, scale, keep = _standardized(x, intercept, torch.float32 if penalty == "l1" else torch.float64)
+    # in float64: in float32 the line searches could not see the last decreases of the objective on real CNNs'
+    # features, and fits stalled short of TOL (EfficientNet-Lite0, SpuCo-style MNIST)
+    xs, mean, scale, keep = _standardized(x, intercept)
     targets = labels.to(x.device)
     unconverged: list[tuple[float, int]] = []
 
@@ -171,7 +173,7 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
         with stage(len(subsets), desc) as bar:
             family = fit_logistic_family(
                 xs, targets, masks, torch.tensor(Cs), num_classes=num_classes, penalty=penalty,
-                intercept=intercept, max_iter=MAX_ITER, start=start,
+                intercept=intercept, max_iter=MAX_ITER, tol=TOL, start=start,
                 progress=bar.update,
             )  # fmt: skip
         for C, iterations, converged in zip(Cs, family.iterations.tolist(), family.converged.tolist()):
