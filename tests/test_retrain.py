@@ -68,7 +68,7 @@ def test_without_a_bias_a_near_constant_column_is_kept_at_the_typical_scale(well
 
 
 def test_a_fit_stopped_at_the_cap_is_reported_with_method_c_and_iterations(well, monkeypatch, caplog):
-    monkeypatch.setattr(retrain, "MAX_ITER", 2)
+    monkeypatch.setattr(retrain, "MAX_ITER", {"l1": 2, "l2": 2})
     labels, groups = well["label"], well["label"] * 5 + well["colour"]
     with caplog.at_level(logging.WARNING, logger="hf_fcr.fitting.methods"):
         fit_head("dfr", well["features"], labels, groups, num_classes=5, seed=0)
@@ -77,7 +77,7 @@ def test_a_fit_stopped_at_the_cap_is_reported_with_method_c_and_iterations(well,
     head = retrain_head(well["features"], labels, groups, 5, num_fits=2)
     assert head.unconverged and all(iterations == 2 for _, iterations in head.unconverged)
     caplog.clear()
-    monkeypatch.setattr(retrain, "MAX_ITER", 1000)
+    monkeypatch.setattr(retrain, "MAX_ITER", {"l1": 10_000, "l2": 1000})
     with caplog.at_level(logging.WARNING, logger="hf_fcr.fitting.methods"):
         fit_head("class_balanced", well["features"], labels, None, num_classes=5, seed=0)
     assert not caplog.records
