@@ -50,7 +50,7 @@ DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 MAX_ITER = {"l1": 10_000, "l2": 1000}
 # a fit's stopping tolerance (solver.fit_logistic_family). Binary L1: a tenth of scikit-learn's; at 1e-4 the L1
 # optimum is flat enough that choices of C moved against the exact optimum's (docs/evidence.md). Multinomial L2
-# (strictly convex): at 1e-4 already 25x closer to the optimum than scikit-learn's default on SpuCo-style features
+# (strictly convex): at 1e-4 already 6-40x closer to the optimum than scikit-learn's default on SpuCo-style features
 TOL = {"l1": 1e-5, "l2": 1e-4}
 NEAR_CONSTANT = 1e-4  # a column whose std is at most this times the median column std is left out of the fit
 
