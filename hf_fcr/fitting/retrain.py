@@ -104,9 +104,8 @@ def _standardized(x: torch.Tensor, intercept: bool) -> tuple[torch.Tensor, torch
     else:
         mean, keep = torch.zeros_like(mean), torch.arange(x.shape[1], device=x.device)
     scale = torch.where(near_constant, torch.full_like(std, typical), std)
-    xs = torch.empty(
-        len(x), len(keep), dtype=torch.float64, device=x.device
-    )  # the one copy of the validation features
+    # the one copy of the validation features
+    xs = torch.empty(len(x), len(keep), dtype=torch.float64, device=x.device)
     for part_in, part_out in zip(x.split(ROWS), xs.split(ROWS)):
         part_out.copy_((part_in[:, keep].to(torch.float64) - mean[keep]) / scale[keep])
     return xs, mean, scale, keep
