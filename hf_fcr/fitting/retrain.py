@@ -201,7 +201,7 @@ def retrain_head(  # noqa: PLR0913 -- the public API: keyword options with defau
         w, b = fit(subsets, grid, f"{name}: C grid")
         held_x = xs[torch.from_numpy(held).to(x.device)]
         rows_w, rows_b = head_rows(w, b)
-        predictions = (torch.einsum("nd,pkd->npk", held_x.double(), rows_w) + rows_b).argmax(2).cpu().numpy()
+        predictions = (torch.einsum("nd,pkd->npk", held_x, rows_w) + rows_b).argmax(2).cpu().numpy()
         scores: dict[float, list[float]] = {}
         for i, c in enumerate(grid):
             scores.setdefault(c, []).append(_worst_group(predictions[:, i], y[held], g[held]))

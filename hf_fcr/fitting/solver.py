@@ -3,9 +3,10 @@
 DFR and class-balanced retraining fit the same logistic regression many times: each C of a grid on a few balanced
 subsets of the validation rows, then twenty balanced subsets at the chosen C. Here the whole family is one problem:
 problem ``p`` weighs row ``i`` by ``masks[i, p]`` (1 for the rows of its subset, 0 for the others) and has its own
-``C[p]``, so every iteration is two matrix products of the shared features ``x [N, D]`` with the ``P`` problems'
-weights, on ``x``'s device (the GPU when the model is there). ``x`` is used as it is when every row serves some
-problem and it is row-major float32 or float64; otherwise the rows used are copied once.
+``C[p]``, so every iteration is a few matrix products of the shared features ``x [N, D]`` with the ``P``
+problems' weights (one per line-search trial, one for the gradient), on ``x``'s device (the GPU when the model is
+there). ``x`` is used as it is when every row serves some problem and it is row-major float32 or float64; otherwise
+the rows used are copied once.
 
 Objectives, as scikit-learn's ``LogisticRegression`` states them (its solvers are the reference in the tests):
 
@@ -15,13 +16,12 @@ Objectives, as scikit-learn's ``LogisticRegression`` states them (its solvers ar
 - ``penalty="l2"`` (any number of classes): lbfgs's multinomial ``|W|^2 / 2 + C * sum_i CE(W x_i + b, y_i)``, the
   intercept not penalized.
 
-Solvers. The l1 family by OWL-QN (Andrew & Gao 2007: L-BFGS restricted to the orthant of the iterate), every
-problem with its own curvature pairs and its own backtracking line search; a problem that has converged leaves the
-products. The l2 family by one L-BFGS over the sum of its problems' objectives, each divided by its own stopping
-threshold (they are independent, so the sum's minimum is every problem's). A problem has converged when its
-pseudo-gradient (the minimum-norm subgradient; the gradient, for l2; 0 exactly at the optimum) is at most ``tol``
-times the gradient's norm at zero; the family stops when every problem has, or at ``max_iter``. Arithmetic: the
-products in ``x``'s dtype, the weights and sums in float64.
+Solver. Both families by L-BFGS in which every problem keeps its own curvature pairs and its own backtracking line
+search; the l1 family by its OWL-QN form (Andrew & Gao 2007: the direction from the pseudo-gradient, each step kept
+in the orthant of the iterate). A problem has converged when its pseudo-gradient (the minimum-norm subgradient; the
+gradient, for l2; 0 exactly at the optimum) is at most ``tol`` times the gradient's norm at zero, and then leaves the
+products; the family stops when every problem has converged, stalled (no step decreases its objective) or reached
+``max_iter``. Arithmetic: the products in ``x``'s dtype, the weights and sums in float64.
 """
 
 from __future__ import annotations
@@ -77,9 +77,7 @@ class _Family:
         intercept: bool,
     ):
         self.x, self.binary, self.intercept = x, binary, intercept
-        self.targets = targets
-        self.masks = masks.to(x.dtype)
-        self.weights = self.masks * C.to(x.dtype)  # [N, P]: C folded into each row's weight
+        self.weights = masks.to(x.dtype) * C.to(x.dtype)  # [N, P]: C folded into each row's weight
         self.sign = (2.0 * targets - 1.0).to(x.dtype)[:, None] if binary else None
         self.onehot = None if binary else torch.nn.functional.one_hot(targets, num_classes).to(x.dtype)
         self.index = targets[:, None, None]  # [N, 1, 1]: each row's class, for its logit
@@ -207,7 +205,7 @@ def _quasi_newton(  # noqa: PLR0913 -- the iteration's state
         return torch.cat([gw.flatten(1), gb], dim=1).masked_fill_(held, 0.0)
 
     v = torch.cat([w.flatten(1), b], dim=1).masked_fill_(held, 0.0)  # [P, K (D + 1)]
-    out = v.clone()
+    out = torch.empty_like(v)  # each problem's last iterate, written when it leaves or at max_iter
     iterations = torch.full((p,), max_iter, dtype=torch.long, device=device)
     done = torch.zeros(p, dtype=torch.bool, device=device)
     stalled = torch.zeros(p, dtype=torch.bool, device=device)
@@ -220,13 +218,13 @@ def _quasi_newton(  # noqa: PLR0913 -- the iteration's state
     for it in range(max_iter):
         pseudo = _pseudo_gradient(v, grad) if l1 else grad
         newly = torch.linalg.vector_norm(pseudo, dim=1) <= threshold[cols]
-        iterations[cols[newly | stalled]] = it
+        leaving = newly | stalled
+        iterations[cols[leaving]] = it
         done[cols[newly]] = True
-        out[cols] = v
         if progress is not None and bool(newly.any()):
             progress(int(newly.sum()))
-        leaving = newly | stalled
-        if bool(leaving.any()):  # converged or stalled problems leave the products
+        if bool(leaving.any()):  # converged or stalled problems leave the products, with their last iterate
+            out[cols[leaving]] = v[leaving]
             keep = ~leaving
             if not bool(keep.any()):
                 break
