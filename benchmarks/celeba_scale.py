@@ -105,6 +105,11 @@ def _sklearn_probe(features: torch.Tensor, targets: torch.Tensor, num_values: in
     return fit_linear_probe(features, targets, num_values, probe=default_probe())
 
 
+def _sklearn_probes(features: torch.Tensor, targets: torch.Tensor, num_values: int, **_: Any) -> Any:
+    """``_sklearn_probe`` for each column of ``targets [N, P]``, one fit after another."""
+    return [_sklearn_probe(features, column, num_values) for column in targets.T]
+
+
 def scikit_learn_fits() -> Any:
     """Every head-level fit and M' by scikit-learn (the module docstring's ``--reference``)."""
     import contextlib
@@ -115,6 +120,7 @@ def scikit_learn_fits() -> Any:
     stack = contextlib.ExitStack()
     stack.enter_context(scikit_learn())
     stack.enter_context(mock.patch("hf_fcr.fitting.probe.fit_logistic_probe", _sklearn_probe))
+    stack.enter_context(mock.patch("hf_fcr.fitting.probe.fit_logistic_probes", _sklearn_probes))
     return stack
 
 

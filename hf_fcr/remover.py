@@ -28,7 +28,7 @@ from .fitting.probe import (
     FictitiousHead,
     check_fictitious,
     encode_values,
-    fit_fictitious_head,
+    fit_fictitious_heads,
     plan_neutralization,
 )
 from .utils import distributed
@@ -237,9 +237,9 @@ class FictitiousClassRemover(HeadEditor):
             data: a ``FeatureSet`` or a dataset (extracted first).
             label_column: with it, M' also records how often each attribute value occurs in each real class (for
                 the pairing policies of ``neutralize``).
-            probe: defaults to ``LogisticRegression(C=1.0)``'s objective fit by L-BFGS in torch on the features'
-                device (``fitting.logistic``); any scikit-learn style estimator or a callable ``(features, targets)
-                -> (weight, bias)`` works.
+            probe: defaults to ``LogisticRegression(C=1.0)``'s objective fit by hf-fcr's batched L-BFGS in torch on
+                the features' device (``fitting.logistic``); any scikit-learn style estimator or a callable
+                ``(features, targets) -> (weight, bias)`` works.
 
         Returns:
             M' (``FictitiousHead``), with its accuracy on ``data`` as ``.accuracy``.
@@ -248,8 +248,15 @@ class FictitiousClassRemover(HeadEditor):
             ValueError: empty data, non-finite features, an attribute with a single value.
             KeyError: a missing column.
         """
+        return self.fit_fictitious_heads(data, [attribute_column], label_column, probe)[0]
 
-        columns = [attribute_column] + ([label_column] if label_column else [])
+    def fit_fictitious_heads(
+        self, data: Any, attribute_columns: Sequence[str], label_column: str | None = "label", probe: Any = None
+    ) -> list[FictitiousHead]:
+        """``fit_fictitious`` for several attribute columns of the same data, one M' per column: with the default
+        probe, the columns with the same number of values are fit together (each step reads the features once for
+        all of them), each to the head it would get alone, to the solver's tolerance."""
+        columns = list(attribute_columns) + ([label_column] if label_column else [])
         # under several processes a dataset stays sharded: M' is fit with gradients summed across processes
         sharded = not isinstance(data, FeatureSet) and distributed.process_info()[1] > 1 and probe is None
         feats = (
@@ -260,19 +267,19 @@ class FictitiousClassRemover(HeadEditor):
             raise ValueError("the data is empty: M' needs samples to fit on.")
         if not all_finite(feats.features):
             raise ValueError("the features contain NaN or inf: re-extract them from finite inputs.")
-        names = feats.label_names.get(attribute_column)
-        fict = fit_fictitious_head(
+        heads = fit_fictitious_heads(
             feats.features,
-            feats[attribute_column],
-            attribute_column,
+            [feats[column] for column in attribute_columns],
+            list(attribute_columns),
             labels,
             self.num_classes,
             probe,
-            names=names,
+            names=[feats.label_names.get(column) for column in attribute_columns],
             sharded=sharded,
         )
-        logger.info("M' (%s) accuracy on its training features: %.4f", attribute_column, fict.accuracy)
-        return fict
+        for fict in heads:
+            logger.info("M' (%s) accuracy on its training features: %.4f", fict.attribute_column, fict.accuracy)
+        return heads
 
     def planned_edits(
         self,

@@ -29,7 +29,9 @@ def run(out_dir: str) -> None:
         "stream": remover.extract_features(data.to_iterable_dataset(num_shards=3), batch_size=8),
         "loader": remover.extract_features(torch.utils.data.DataLoader(data.with_format("torch"), batch_size=7)),
         "stats": remover.collect(data, rows=[2, 5], batch_size=16).tensors(),
-        "probe": fit_logistic_probe(shard.features, shard.labels("label") % 2, 2),
+        "probe": fit_logistic_probe(shard.features, shard.labels("label") % 2, 2, sharded=True),
+        # every row on every process (the gathered features): a fit of its own, nothing summed
+        "probe_whole": fit_logistic_probe(feats.features, feats.labels("label") % 2, 2),
         "world_size": world_size,
         "distributed_type": str(_state_type()),
         # how many samples this process ran through the backbone itself (its shard)

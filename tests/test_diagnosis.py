@@ -59,20 +59,20 @@ def test_string_attribute_values_give_what_their_codes_give(data):
 @pytest.mark.parametrize("method", ["fcr", "auto"])
 def test_one_m_prime_fit_serves_auto_the_diagnosis_and_the_search(data, monkeypatch, method):
     """neutralize_spurious fits M' on the attribute once (auto's FCR candidate, the diagnosis and the final search
-    used to fit it each), and gives what the separate calls give."""
+    used to fit it each) and the random draws' M' in one batched fit, and gives what the separate calls give."""
     from hf_fcr import FictitiousClassRemover
 
     train, val, remover = data
     fitted = []
-    original = FictitiousClassRemover.fit_fictitious
+    original = FictitiousClassRemover.fit_fictitious_heads
 
-    def counting(self, data, attribute_column, *args, **kwargs):
-        fitted.append(attribute_column)
-        return original(self, data, attribute_column, *args, **kwargs)
+    def counting(self, data, attribute_columns, *args, **kwargs):
+        fitted.append(list(attribute_columns))
+        return original(self, data, attribute_columns, *args, **kwargs)
 
-    monkeypatch.setattr(FictitiousClassRemover, "fit_fictitious", counting)
+    monkeypatch.setattr(FictitiousClassRemover, "fit_fictitious_heads", counting)
     search = remover.neutralize_spurious(train, val, method=method)
-    assert fitted.count("place") == 1 and fitted.count("_random") == 3
+    assert sorted(fitted) == [["_random0", "_random1", "_random2"], ["place"]]
     edits, diagnosis, chosen = [e.to_dict() for e in search.edits], search.diagnosis.to_dict(), search.choice
     remover.revert()
     monkeypatch.undo()

@@ -68,6 +68,9 @@ def test_two_processes_equal_one(tmp_path, one, launcher):
         assert two["distributed_type"] == "MULTI_CPU"  # Accelerate's PartialState(cpu=True) saw both processes
         shares.append(two["local"])
         probes.append(two["probe"])
+        # a probe on rows every process holds sums nothing: the one-process fit (summed, C would count twice)
+        for got, expected in zip(two["probe_whole"], one["probe"]):
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-8)
         for source in ("dataset", "stream", "loader"):
             assert len(two[source]) == 101
             torch.testing.assert_close(two[source].features, one[source].features)

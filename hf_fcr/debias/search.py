@@ -69,6 +69,9 @@ class Remover(Protocol):
     def group_labels(self, feats: FeatureSet, label_column: str, group_columns: Sequence[str]) -> tuple: ...
     def logits(self, features: torch.Tensor) -> torch.Tensor: ...
     def fit_fictitious(self, data: Any, attribute_column: str, label_column: str, **kwargs: Any) -> FictitiousHead: ...
+    def fit_fictitious_heads(
+        self, data: Any, attribute_columns: Sequence[str], label_column: str, **kwargs: Any
+    ) -> list[FictitiousHead]: ...
     def planned_edits(self, fictitious: FictitiousHead, *args: Any) -> list[Any]: ...
     def commit_edits(self, edits: Sequence[Any]) -> list[Any]: ...
     def record_call(self, method: str, **arguments: Any) -> None: ...
@@ -494,10 +497,17 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of Remover.diagnose
     )  # FCR's default grid, SCA, the default probe: the search the verdict is about
     attribute, _ = encode_values(train[attribute_column])
     shuffled = random_attribute_draws(train, label_column, attribute, seed, num_draws)
-    # the search on the attribute (with M''s own evidence) and on each random draw, one after the other: each M' fit
-    # (fitting.logistic, torch) already keeps every core busy, and reads the training features as they are
+    # M' on the random draws in one batched fit (fitting.logistic: every step reads the training features once for
+    # all of them); M' on the attribute alone, the head neutralize_spurious's search and auto use (a batched fit
+    # agrees with it to the solver's rounding, not bit for bit)
+    draws = {f"{RANDOM_COLUMN}{d}": data[RANDOM_COLUMN] for d, data in enumerate(shuffled)}
+    with_draws = dataclasses.replace(train, columns={**train.columns, **draws})
+    heads = remover.fit_fictitious_heads(with_draws, list(draws), label_column)
     random_settings = dataclasses.replace(settings, attribute_column=RANDOM_COLUMN)
-    items = [(train, settings, shared)] + [(data, random_settings, None) for data in shuffled]
+    items = [(train, settings, shared)] + [
+        (data, random_settings, functools.partial(dataclasses.replace, head, attribute_column=RANDOM_COLUMN))
+        for data, head in zip(shuffled, heads)
+    ]
     searches = []
     for data, job_settings, fit in over(items, "diagnosis: random draws"):
         found = _fcr_search(remover, data, val, job_settings, fit)

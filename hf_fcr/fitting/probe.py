@@ -16,7 +16,7 @@ from ..core.stats import EdgeStatistics, edge_statistics
 from ..utils.distributed import all_gather_object, reduce_sum
 from ..utils.rows import float64_logits
 from ..utils.threads import one_blas_thread
-from .logistic import fit_logistic_probe, two_rows
+from .logistic import fit_logistic_probe, fit_logistic_probes, two_rows
 
 # scikit-learn is imported where M' is fit by it (its import costs a second).
 
@@ -27,6 +27,7 @@ __all__ = [
     "FictitiousHead",
     "default_probe",
     "fit_fictitious_head",
+    "fit_fictitious_heads",
     "fit_linear_probe",
     "plan_neutralization",
 ]
@@ -179,7 +180,7 @@ def encode_values(values: Sequence[Any] | torch.Tensor) -> tuple[torch.Tensor, l
     return torch.tensor([lookup[v] for v in raw], dtype=torch.long), distinct
 
 
-def fit_fictitious_head(
+def fit_fictitious_head(  # noqa: PLR0913 -- M''s data and how it is fit
     features: torch.Tensor,
     attribute: Sequence[Any] | torch.Tensor,
     attribute_column: str,
@@ -195,7 +196,47 @@ def fit_fictitious_head(
     is fit by ``logistic.fit_logistic_probe`` with its gradients summed across processes, and the statistics, counts
     and accuracy are sums over every process, so each process gets what one process would from all rows.
     """
+    return fit_fictitious_heads(
+        features, [attribute], [attribute_column], labels, num_classes, probe, [names], sharded=sharded
+    )[0]
 
+
+def fit_fictitious_heads(  # noqa: PLR0913 -- M''s data and how it is fit
+    features: torch.Tensor,
+    attributes: Sequence[Sequence[Any] | torch.Tensor],
+    attribute_columns: Sequence[str],
+    labels: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    probe: Any | Callable = None,
+    names: Sequence[Sequence[str] | None] | None = None,
+    sharded: bool = False,
+) -> list[FictitiousHead]:
+    """``fit_fictitious_head`` for several attributes of the same rows (``names``: each one's value names, or
+    None): one M' per attribute. With the default probe, the attributes with the same number of values are fit
+    together (``logistic.fit_logistic_probes``: every step reads the features once for all of them), each to the
+    head it would get alone, to the solver's tolerance."""
+    names = [None] * len(attributes) if names is None else names
+    if sharded and probe is not None:
+        raise ValueError("under several processes M' is fit by hf-fcr's own logistic probe: leave probe=None.")
+    encoded = [_encoded(attribute, column, sharded) for attribute, column in zip(attributes, attribute_columns)]
+    heads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for num_values in dict.fromkeys(len(values) for _, values in encoded):
+        group = [i for i, (_, values) in enumerate(encoded) if len(values) == num_values]
+        if probe is None:
+            targets = torch.stack([encoded[i][0] for i in group], 1)
+            heads.update(zip(group, fit_logistic_probes(features, targets, num_values, sharded=sharded)))
+        else:
+            heads.update((i, fit_linear_probe(features, encoded[i][0], num_values, probe)) for i in group)
+    return [
+        _fictitious(features, targets, values, column, heads[i], labels, num_classes, value_names, sharded)
+        for i, ((targets, values), column, value_names) in enumerate(zip(encoded, attribute_columns, names))
+    ]
+
+
+def _encoded(
+    attribute: Sequence[Any] | torch.Tensor, attribute_column: str, sharded: bool
+) -> tuple[torch.Tensor, list[Any]]:
+    """The attribute as value indices and its values (``encode_values``; the same map on every process)."""
     raw = attribute.tolist() if torch.is_tensor(attribute) else list(attribute)
     if sharded:  # the same value -> index map on every process
         raw_all = sorted({v for part in all_gather_object(sorted(set(raw), key=str)) for v in part}, key=str)
@@ -208,12 +249,23 @@ def fit_fictitious_head(
         raise ValueError(
             f"the attribute {attribute_column!r} has a single value {values}: a fictitious head needs at least two."
         )
-    if sharded:
-        if probe is not None:
-            raise ValueError("under several processes M' is fit by hf-fcr's own logistic probe: leave probe=None.")
-        weight, bias = fit_logistic_probe(features, targets, len(values))
-    else:
-        weight, bias = fit_linear_probe(features, targets, len(values), probe)
+    return targets, values
+
+
+def _fictitious(  # noqa: PLR0913 -- M' and what it is measured on
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    values: list[Any],
+    attribute_column: str,
+    head: tuple[torch.Tensor, torch.Tensor],
+    labels: torch.Tensor | None,
+    num_classes: int | None,
+    names: Sequence[str] | None,
+    sharded: bool,
+) -> FictitiousHead:
+    """M' ``head`` with its accuracy, edge statistics and class x value counts on ``features`` (summed over every
+    process when ``sharded``)."""
+    weight, bias = head
     logits = float64_logits(features, weight, bias)
     sums = {
         "correct": (logits.argmax(1) == targets).double().sum().reshape(1),

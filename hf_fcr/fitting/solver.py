@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..utils.distributed import reduce_sum
+
 __all__ = ["LogisticFamily", "fit_logistic_family", "subset_masks"]
 
 # curvature pairs each problem keeps (L-BFGS's memory), measured: l1 5 (on 718 x 1,280 EfficientNet-Lite0 features
@@ -63,7 +65,8 @@ def subset_masks(subsets: list[torch.Tensor], num_rows: int, device: torch.devic
 
 
 class _Family:
-    """The smooth part of the objectives: losses, gradients and the products they need, for every problem at once."""
+    """The smooth part of the objectives: losses, gradients and the products they need, for every problem at once.
+    ``sharded``: ``x`` holds this process' rows; the data sums are summed across processes before they are used."""
 
     def __init__(  # noqa: PLR0913 -- the family's data and objective
         self,
@@ -72,17 +75,18 @@ class _Family:
         masks: torch.Tensor,
         C: torch.Tensor,
         *,
-        num_classes: int,
+        penalty: str,
         binary: bool,
         intercept: bool,
+        sharded: bool = False,
     ):
-        self.x, self.binary, self.intercept = x, binary, intercept
+        self.x, self.penalty, self.binary, self.intercept, self.sharded = x, penalty, binary, intercept, sharded
         self.weights = masks.to(x.dtype) * C.to(x.dtype)  # [N, P]: C folded into each row's weight
-        self.sign = (2.0 * targets - 1.0).to(x.dtype)[:, None] if binary else None
-        self.onehot = None if binary else torch.nn.functional.one_hot(targets, num_classes).to(x.dtype)
-        self.index = targets[:, None, None]  # [N, 1, 1]: each row's class, for its logit
+        targets = targets if targets.dim() == 2 else targets[:, None]  # [N, P], or [N, 1] shared by every problem
+        # each row's -s = 1 - 2 y (binary: the margin's sign) or its class (multinomial)
+        self.labels = (1.0 - 2.0 * targets).to(x.dtype) if binary else targets
         self._cols: torch.Tensor | None = None
-        self._weights = self.weights
+        self._running: tuple[torch.Tensor, torch.Tensor] = (self.weights, self.labels)
 
     def scores(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``[N, P, K]`` logits of every row under every problem's head."""
@@ -91,42 +95,56 @@ class _Family:
         # the bias inside the product: a broadcast add after it took twice the product's time (12,000 x 84 x 100)
         return torch.addmm(b.reshape(1, p * k).to(self.x.dtype), self.x, flat).view(-1, p, k)
 
-    def row_weights(self, cols: torch.Tensor) -> torch.Tensor:
-        """``[N, len(cols)]``: the running problems' row weights (C folded in), gathered once per compaction."""
+    def running(self, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([N, len(cols)], [N, len(cols)] or [N, 1])``: the running problems' row weights (C folded in) and
+        labels, gathered once per compaction."""
         if cols is not self._cols:
-            self._cols, self._weights = cols, self.weights[:, cols]
-        return self._weights
+            labels = self.labels if self.labels.shape[1] == 1 else self.labels[:, cols]
+            self._cols, self._running = cols, (self.weights[:, cols], labels)
+        return self._running
+
+    def _summed(self, **sums: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The data sums of every process' rows (in place; nothing to do on one process)."""
+        if self.sharded:
+            reduce_sum(sums)
+        return sums
 
     def evaluate(self, w: torch.Tensor, b: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The objectives ``[P]`` of the problems ``cols`` at ``(w, b)`` (float64), and what their gradient is made
-        of: each row's ``sigmoid(-s z)`` (l1) or ``softmax(z)`` (l2), one product and one pass of exponentials."""
+        of: each row's ``sigmoid(-s z)`` (binary) or ``softmax(z)`` (multinomial), one product and one pass of
+        exponentials."""
         z = self.scores(w, b)
-        weights = self.row_weights(cols)
+        weights, labels = self.running(cols)
         if self.binary:
-            margin = -self.sign * z[..., 0]
-            loss = torch.nn.functional.softplus(margin) * weights
-            return loss.sum(0, dtype=torch.float64) + w.abs().sum((1, 2)) + b.abs().sum(1), torch.sigmoid(margin)
-        z -= z.amax(-1, keepdim=True)  # CE = logsumexp(z) - z_y, shifted by the largest logit
-        probs = z.exp()
-        total = probs.sum(-1, keepdim=True)
-        loss = total.log().squeeze(-1) - z.gather(-1, self.index.expand(-1, z.shape[1], 1)).squeeze(-1)
-        value = (loss * weights).sum(0, dtype=torch.float64) + 0.5 * w.square().sum((1, 2))
-        return value, probs.div_(total)
+            margin = labels * z[..., 0]  # -s z
+            loss, basis = torch.nn.functional.softplus(margin), torch.sigmoid(margin)
+        else:
+            z -= z.amax(-1, keepdim=True)  # CE = logsumexp(z) - z_y, shifted by the largest logit
+            basis = z.exp()
+            total = basis.sum(-1, keepdim=True)
+            picked = z.gather(-1, labels[..., None].expand(-1, z.shape[1], 1))
+            loss = (total.log() - picked).squeeze(-1)
+            basis.div_(total)
+        data = self._summed(data=(loss * weights).sum(0, dtype=torch.float64))["data"]
+        if self.penalty == "l1":
+            return data + w.abs().sum((1, 2)) + b.abs().sum(1), basis
+        return data + 0.5 * w.square().sum((1, 2)), basis
 
     def gradient(self, w: torch.Tensor, basis: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The smooth part's gradient in ``w`` and ``b`` (float64) of the problems ``cols`` from ``evaluate``'s
         ``basis`` at ``w``: the weighted data loss', and the l2 term's ``w``."""
-        weights = self.row_weights(cols)
+        weights, labels = self.running(cols)
         if self.binary:  # d/dz log(1 + exp(-s z)) = -s sigmoid(-s z)
-            residual = (-self.sign * basis * weights)[..., None]
+            residual = (labels * basis * weights)[..., None]
         else:  # d/dz CE(z, y) = softmax(z) - onehot(y)
-            residual = (basis - self.onehot[:, None, :]).mul_(weights[..., None])
+            residual = basis * weights[..., None]
+            index = labels[..., None].expand(-1, residual.shape[1], 1)
+            residual.scatter_add_(-1, index, -weights[..., None])
         n, p, k = residual.shape
-        grad_w = (residual.reshape(n, p * k).T @ self.x).view(p, k, -1).to(torch.float64)
-        if not self.binary:
-            grad_w = grad_w + w
-        grad_b = residual.sum(0, dtype=torch.float64) if self.intercept else grad_w.new_zeros(p, k)
-        return grad_w, grad_b
+        grad_b = residual.sum(0, dtype=torch.float64) if self.intercept else w.new_zeros(p, k)
+        sums = self._summed(w=(residual.reshape(n, p * k).T @ self.x).view(p, k, -1).to(torch.float64), b=grad_b)
+        grad_w = sums["w"] + w if self.penalty == "l2" else sums["w"]
+        return grad_w, sums["b"]
 
 
 def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
@@ -137,22 +155,31 @@ def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
     *,
     num_classes: int,
     penalty: str,
+    binary: bool | None = None,
     intercept: bool = True,
     max_iter: int = 3000,
     tol: float = 1e-4,
     start: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: Callable[[int], object] | None = None,
+    sharded: bool = False,
 ) -> LogisticFamily:
     """Solve ``P`` logistic regressions on the shared ``x [N, D]`` (module docstring): problem ``p`` weighs row
     ``i`` by ``masks[i, p]`` (``[N, P]``, e.g. ``subset_masks``) and has inverse regularization ``C[p]``;
-    ``targets [N]`` in ``[0, num_classes)``. ``penalty="l1"`` needs two classes (liblinear's objective);
-    ``"l2"`` is the multinomial one (lbfgs's). ``start``: ``(weight [K, D] or [P, K, D], bias)`` every problem
-    starts from instead of zero (a warm start: a solution of a neighbouring problem). ``progress(n)`` is told
-    when ``n`` more problems have converged (a progress bar's ``update``)."""
+    ``targets`` in ``[0, num_classes)``: ``[N]``, the same for every problem, or ``[N, P]``, problem ``p``'s in
+    column ``p``. ``penalty="l1"`` is liblinear's binary objective; ``"l2"`` lbfgs's, multinomial unless
+    ``binary=True`` (two classes: one coefficient vector, the positive class's; ``binary`` defaults to
+    ``penalty == "l1"``). ``start``: ``(weight [K, D] or [P, K, D], bias)`` every problem starts from instead of
+    zero (a warm start: a solution of a neighbouring problem). ``progress(n)`` is told when ``n`` more problems
+    have converged (a progress bar's ``update``). ``sharded=True``: ``x`` holds this process' rows (under a
+    launcher); losses and gradients are summed across processes, so every process takes the same steps and ends
+    with the same solutions."""
     if penalty not in ("l1", "l2"):
         raise ValueError(f"penalty must be 'l1' or 'l2', got {penalty!r}.")
-    if penalty == "l1" and num_classes != 2:
-        raise ValueError(f"the l1 family is binary (liblinear's); got {num_classes} classes: use penalty='l2'.")
+    binary = penalty == "l1" if binary is None else binary
+    if binary and num_classes != 2:
+        raise ValueError(f"a binary family has two classes; got {num_classes}: use penalty='l2', binary=False.")
+    if penalty == "l1" and not binary:
+        raise ValueError("the l1 family is binary (liblinear's): there is no multinomial l1 fit; use penalty='l2'.")
     device = x.device
     masks = masks.to(device)
     targets = targets.to(device)
@@ -163,8 +190,8 @@ def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
         x = x.float()  # half precision cannot hold the sums
     x = x.contiguous()  # a column-major x made every product ten times slower (measured on 19,867 x 2,048)
     C = torch.as_tensor(C, dtype=torch.float64, device=device)
-    family = _Family(x, targets, masks, C, num_classes=num_classes, binary=penalty == "l1", intercept=intercept)
-    p, k = masks.shape[1], 1 if penalty == "l1" else num_classes
+    family = _Family(x, targets, masks, C, penalty=penalty, binary=binary, intercept=intercept, sharded=sharded)
+    p, k = masks.shape[1], 1 if binary else num_classes
     w = torch.zeros(p, k, x.shape[1], dtype=torch.float64, device=device)
     b = torch.zeros(p, k, dtype=torch.float64, device=device)
     everyone = torch.arange(p, device=device)
@@ -193,7 +220,7 @@ def _quasi_newton(  # noqa: PLR0913 -- the iteration's state
     unconverged. One host read per iteration and per line-search trial."""
     p, k, d = w.shape
     device = w.device
-    l1 = family.binary
+    l1 = family.penalty == "l1"
     held = torch.zeros(k * (d + 1), dtype=torch.bool, device=device)
     held[k * d :] = not family.intercept
 
