@@ -77,6 +77,36 @@ def test_binary_attribute_gives_softmax_equivalent_rows(parity):
     assert (fict.logits(feats.features).argmax(1).numpy() == reference.predict(x)).mean() >= 0.995
 
 
+def test_heads_fit_together_are_the_heads_fit_alone(parity):
+    """``fit_fictitious_heads`` fits the columns with the same number of values as one family (the 10-valued digit
+    alone, the two binary columns together): each M' is the one ``fit_fictitious`` gives for its column (weights to
+    the solver's tolerance: the same predictions, probabilities within 0.005 on average; the same counts and
+    names); with an estimator, each is that estimator's fit. (Not bit for bit: a product of the features with one
+    head rounds differently from a product with several, and L-BFGS's path amplifies that within the tolerance.)"""
+    remover, feats = parity
+    both = FeatureSet(
+        feats.features,
+        {**feats.columns, "big": (feats["digit"] >= 5).long(), "odd": feats["digit"] % 2},
+        {"digit": [f"n{v}" for v in range(10)]},
+    )
+    columns = ["digit", "big", "odd"]
+    together = remover.fit_fictitious_heads(both, columns)
+    for fict, column in zip(together, columns):
+        alone = remover.fit_fictitious(both, column)
+        assert fict.attribute_column == column and fict.values == alone.values
+        assert fict.value_names == alone.value_names
+        ours, theirs = (torch.softmax(f.logits(feats.features), 1) for f in (fict, alone))
+        assert float((ours - theirs).abs().mean()) <= 0.005
+        assert float((ours.argmax(1) == theirs.argmax(1)).double().mean()) >= 0.995
+        assert torch.equal(fict.crosstab, alone.crosstab) and fict.accuracy == pytest.approx(alone.accuracy, abs=0.005)
+    assert together[0].value_names == [f"n{v}" for v in range(10)]
+    probe = LogisticRegression(C=1.0, max_iter=2000)
+    by_estimator = remover.fit_fictitious_heads(both, ["big", "odd"], probe=probe)
+    for fict, column in zip(by_estimator, ["big", "odd"]):
+        reference = LogisticRegression(C=1.0, max_iter=2000).fit(feats.features.double().numpy(), both[column])
+        torch.testing.assert_close(fict.weight[1] - fict.weight[0], torch.from_numpy(reference.coef_[0]))
+
+
 def test_neutralize_one_weight_per_class_with_eq8(parity):
     remover, feats = parity
     fict = remover.fit_fictitious(feats, attribute_column="name")  # string attribute values

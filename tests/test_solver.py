@@ -126,3 +126,50 @@ def test_a_capped_family_says_which_problems_did_not_converge_and_bad_settings_a
         fit_logistic_family(xt, yt, masks, torch.ones(2), num_classes=2, penalty="elasticnet")
     with pytest.raises(ValueError, match="binary"):
         fit_logistic_family(xt, yt, masks, torch.ones(2), num_classes=3, penalty="l1")
+
+
+def _binary_l2_objective(w, b, x, y, C):
+    return 0.5 * np.square(w).sum() + C * np.logaddexp(0, -(2 * y - 1) * (x @ w + b)).sum()
+
+
+def test_the_binary_l2_family_finds_lbfgs_binary_optimum():
+    """``binary=True`` with the l2 penalty is lbfgs's binary objective (M' of a two-valued attribute): one
+    coefficient vector, the intercept not penalized; at a tight tolerance the same weights as scikit-learn's at a
+    tight one, and a lower or equal objective."""
+    x, y = _data(seed=7)
+    family = fit_logistic_family(
+        torch.tensor(x, dtype=torch.float32), torch.tensor(y), torch.ones(len(y), 1), torch.tensor([0.3]),
+        num_classes=2, penalty="l2", binary=True, tol=1e-8,
+    )  # fmt: skip
+    assert family.weight.shape == (1, 1, x.shape[1])
+    ref = LogisticRegression(C=0.3, tol=1e-10, max_iter=10_000).fit(x, y)
+    w, b = family.weight[0, 0].numpy(), float(family.bias[0, 0])
+    np.testing.assert_allclose(w, ref.coef_[0], atol=1e-4 * np.abs(ref.coef_).max())
+    theirs = _binary_l2_objective(ref.coef_[0], ref.intercept_[0], x, y, 0.3)
+    assert _binary_l2_objective(w, b, x, y, 0.3) <= theirs * (1 + 1e-9)
+    with pytest.raises(ValueError, match="no multinomial l1"):
+        fit_logistic_family(
+            torch.tensor(x), torch.tensor(y), torch.ones(len(y), 1), torch.ones(1), num_classes=2, penalty="l1",
+            binary=False,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(("penalty", "classes"), [("l1", 2), ("l2", 2), ("l2", 3)])
+def test_per_problem_targets_solve_each_problem_as_its_own_fit(penalty, classes):
+    """``targets [N, P]``: problem ``p`` fit against column ``p`` is, to the solver's tolerance, the fit of that
+    column alone (a loop of one-problem fits), with masks and C per problem as before."""
+    rng = np.random.default_rng(8)
+    x, y = _data(k=classes, seed=8)
+    targets = np.stack([y, rng.permutation(y), (y + rng.integers(0, 2, len(y))) % classes], 1)
+    xt, tt = torch.tensor(x), torch.tensor(targets)  # float64: 1e-8 is below float32's rounding
+    masks = subset_masks([torch.tensor(s) for s in _subsets(len(y), 3, 450, seed=9)], len(y))
+    Cs = torch.tensor([0.5, 0.2, 1.0])
+    binary = classes == 2
+    settings = {"num_classes": classes, "penalty": penalty, "binary": binary, "tol": 1e-8, "max_iter": 5000}
+    together = fit_logistic_family(xt, tt, masks, Cs, **settings)
+    assert bool(together.converged.all())
+    for p in range(3):
+        alone = fit_logistic_family(xt, tt[:, p], masks[:, p : p + 1], Cs[p : p + 1], **settings)
+        scale = float(alone.weight.abs().max())
+        torch.testing.assert_close(together.weight[p], alone.weight[0], rtol=0, atol=1e-4 * scale)
+        torch.testing.assert_close(together.bias[p], alone.bias[0], rtol=0, atol=1e-4 * max(scale, 1.0))

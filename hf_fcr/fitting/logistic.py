@@ -4,6 +4,8 @@ solver (``solver.fit_logistic_family``), for one attribute or several at once, o
 The objective is lbfgs's, the intercept not penalised: multinomial ``C * sum_i CE(W x_i + b, y_i) + |W|^2 / 2`` for
 ``V > 2`` values, and for two values the binary ``C * sum_i log(1 + exp(-s_i (w . x_i + b))) + |w|^2 / 2``, returned
 as the softmax-equivalent rows ``-w/2, +w/2`` (as ``probe.fit_linear_probe`` does with scikit-learn's binary fit).
+It stops where scikit-learn's lbfgs stops: when the gradient's largest entry is at most ``tol`` times ``C`` times
+the number of rows (scikit-learn scales the objective by ``1 / (C N)`` and stops at ``tol``).
 
 Several attributes of the same rows (the diagnosis' attribute and its random draws) are one family: one product of
 the features with every head per step, where one fit per attribute read the features once per fit each. On the
@@ -28,7 +30,7 @@ __all__ = ["PROBE_TOL", "fit_logistic_probe", "fit_logistic_probes", "two_rows"]
 
 logger = logging.getLogger(__name__)
 
-PROBE_TOL = 1e-4  # the solver's relative stopping rule (solver.fit_logistic_family)
+PROBE_TOL = 1e-4  # scikit-learn's default, with its stopping rule (solver.fit_logistic_family's stop="scikit-learn")
 
 
 def fit_logistic_probes(  # noqa: PLR0913 -- the objective and the stopping rule
@@ -59,10 +61,11 @@ def fit_logistic_probes(  # noqa: PLR0913 -- the objective and the stopping rule
             tol=tol,
             progress=bar.update,
             sharded=sharded,
+            stop="scikit-learn",
         )
     if not bool(family.converged.all()):
         logger.warning(
-            "%d of %d M' fits stopped short of the tolerance (%g, relative; at most %d iterations): their heads are "
+            "%d of %d M' fits stopped short of scikit-learn's tolerance %g (at most %d iterations): their heads are "
             "the last iterates.",
             int((~family.converged).sum()), count, tol, max_iter,
         )  # fmt: skip

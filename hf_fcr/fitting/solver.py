@@ -1,12 +1,14 @@
 """Batched logistic regression in torch: a family of problems on one shared feature matrix, solved together.
 
 DFR and class-balanced retraining fit the same logistic regression many times: each C of a grid on a few balanced
-subsets of the validation rows, then twenty balanced subsets at the chosen C. Here the whole family is one problem:
-problem ``p`` weighs row ``i`` by ``masks[i, p]`` (1 for the rows of its subset, 0 for the others) and has its own
-``C[p]``, so every iteration is a few matrix products of the shared features ``x [N, D]`` with the ``P``
-problems' weights (one per line-search trial, one for the gradient), on ``x``'s device (the GPU when the model is
-there). ``x`` is used as it is when every row serves some problem and it is row-major float32 or float64; otherwise
-the rows used are copied once.
+subsets of the validation rows, then twenty balanced subsets at the chosen C; the diagnosis fits M' on several random
+attributes of the same training rows. Here each such family is one problem: problem ``p`` weighs row ``i`` by
+``masks[i, p]`` (1 for the rows of its subset, 0 for the others), has its own ``C[p]`` and, when ``targets`` is
+``[N, P]``, its own targets, so every iteration is a few matrix products of the shared features ``x [N, D]`` with
+the ``P`` problems' weights (one per line-search trial, one for the gradient), on ``x``'s device (the GPU when the
+model is there). ``x`` is used as it is when every row serves some problem and it is row-major float32 or float64;
+otherwise the rows used are copied once. With ``sharded=True`` each process holds its own rows and the data sums
+are summed across processes (Accelerate), so every process takes the same steps.
 
 Objectives, as scikit-learn's ``LogisticRegression`` states them (its solvers are the reference in the tests):
 
@@ -14,14 +16,19 @@ Objectives, as scikit-learn's ``LogisticRegression`` states them (its solvers ar
   ``s_i = 2 y_i - 1``. liblinear fits the intercept as the weight of a constant feature, so it is penalized too (the
   objective DFR's reference code minimises with ``solver="liblinear"``).
 - ``penalty="l2"`` (any number of classes): lbfgs's multinomial ``|W|^2 / 2 + C * sum_i CE(W x_i + b, y_i)``, the
-  intercept not penalized.
+  intercept not penalized; with ``binary=True`` (two classes) lbfgs's binary ``|w|^2 / 2 + C * sum_i log(1 +
+  exp(-s_i (w . x_i + b)))`` (M' of a two-valued attribute).
 
-Solver. Both families by L-BFGS in which every problem keeps its own curvature pairs and its own backtracking line
+Solver. Every family by L-BFGS in which every problem keeps its own curvature pairs and its own backtracking line
 search; the l1 family by its OWL-QN form (Andrew & Gao 2007: the direction from the pseudo-gradient, each step kept
 in the orthant of the iterate). A problem has converged when its pseudo-gradient (the minimum-norm subgradient; the
-gradient, for l2; 0 exactly at the optimum) is at most ``tol`` times the gradient's norm at zero, and then leaves the
-products; the family stops when every problem has converged, stalled (no step decreases its objective) or reached
-``max_iter``. Arithmetic: the products in ``x``'s dtype, the weights and sums in float64.
+gradient, for l2; 0 exactly at the optimum) is at most ``tol`` times the gradient's norm at zero (``stop=
+"relative"``), or, with ``stop="scikit-learn"``, when the gradient's largest entry is at most ``tol`` times the
+problem's total row weight (lbfgs's own rule), and then leaves the products; the family stops when every problem has
+converged, stalled (no step decreases its objective) or reached ``max_iter``. Arithmetic: the products in ``x``'s
+dtype, the weights and sums in float64. Problems do not interact, but a product with several problems' weights rounds
+differently from a product with one, and L-BFGS's path can amplify that within the tolerance: a problem solved in a
+family and alone agree to the tolerance, not bit for bit.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ __all__ = ["LogisticFamily", "fit_logistic_family", "subset_masks"]
 # 480-560 iterations with 5 or 10 pairs, 450-520 with 20)
 HISTORY = {"l1": 5, "l2": 20}
 LINE_SEARCH_TRIALS = 30  # step halvings before a problem's line search gives up
+STOPPING_RULES = ("relative", "scikit-learn")
 ARMIJO = 1e-4  # the sufficient decrease a step must make, as a share of the decrease its slope promises
 
 
@@ -103,6 +111,10 @@ class _Family:
             self._cols, self._running = cols, (self.weights[:, cols], labels)
         return self._running
 
+    def total_weight(self) -> torch.Tensor:
+        """``[P]``: each problem's rows' total weight (``C`` folded in), over every process' rows (float64)."""
+        return self._summed(total=self.weights.sum(0, dtype=torch.float64))["total"]
+
     def _summed(self, **sums: torch.Tensor) -> dict[str, torch.Tensor]:
         """The data sums of every process' rows (in place; nothing to do on one process)."""
         if self.sharded:
@@ -162,6 +174,7 @@ def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
     start: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: Callable[[int], object] | None = None,
     sharded: bool = False,
+    stop: str = "relative",
 ) -> LogisticFamily:
     """Solve ``P`` logistic regressions on the shared ``x [N, D]`` (module docstring): problem ``p`` weighs row
     ``i`` by ``masks[i, p]`` (``[N, P]``, e.g. ``subset_masks``) and has inverse regularization ``C[p]``;
@@ -172,9 +185,13 @@ def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
     zero (a warm start: a solution of a neighbouring problem). ``progress(n)`` is told when ``n`` more problems
     have converged (a progress bar's ``update``). ``sharded=True``: ``x`` holds this process' rows (under a
     launcher); losses and gradients are summed across processes, so every process takes the same steps and ends
-    with the same solutions."""
+    with the same solutions. ``stop``: ``"relative"`` (the module docstring's rule) or ``"scikit-learn"``, lbfgs's
+    own: a problem has converged when the largest entry of its gradient is at most ``tol`` times its rows' total
+    weight (``C`` times the rows it uses; scikit-learn scales the objective by that total and stops at ``tol``)."""
     if penalty not in ("l1", "l2"):
         raise ValueError(f"penalty must be 'l1' or 'l2', got {penalty!r}.")
+    if stop not in STOPPING_RULES:
+        raise ValueError(f"stop must be one of {STOPPING_RULES}, got {stop!r}.")
     binary = penalty == "l1" if binary is None else binary
     if binary and num_classes != 2:
         raise ValueError(f"a binary family has two classes; got {num_classes}: use penalty='l2', binary=False.")
@@ -194,13 +211,16 @@ def fit_logistic_family(  # noqa: PLR0913 -- one family's data and settings
     p, k = masks.shape[1], 1 if binary else num_classes
     w = torch.zeros(p, k, x.shape[1], dtype=torch.float64, device=device)
     b = torch.zeros(p, k, dtype=torch.float64, device=device)
-    everyone = torch.arange(p, device=device)
-    gw, gb = family.gradient(w, family.evaluate(w, b, everyone)[1], everyone)
-    scale = torch.sqrt(gw.square().sum((1, 2)) + gb.square().sum(1))  # the stopping rule's, whatever the start
+    if stop == "relative":  # the gradient's norm at zero, whatever the start
+        everyone = torch.arange(p, device=device)
+        gw, gb = family.gradient(w, family.evaluate(w, b, everyone)[1], everyone)
+        scale, order = torch.sqrt(gw.square().sum((1, 2)) + gb.square().sum(1)), 2.0
+    else:  # scikit-learn's: every process' rows' total weight, the largest entry
+        scale, order = family.total_weight(), float("inf")
     if start is not None:
         w += start[0].to(w)
         b += start[1].to(b)
-    return _quasi_newton(family, w, b, scale * tol, max_iter, progress)
+    return _quasi_newton(family, w, b, scale * tol, order, max_iter, progress)
 
 
 def _quasi_newton(  # noqa: PLR0913 -- the iteration's state
@@ -208,6 +228,7 @@ def _quasi_newton(  # noqa: PLR0913 -- the iteration's state
     w: torch.Tensor,
     b: torch.Tensor,
     threshold: torch.Tensor,
+    order: float,
     max_iter: int,
     progress: Callable[[int], object] | None,
 ) -> LogisticFamily:
@@ -215,9 +236,9 @@ def _quasi_newton(  # noqa: PLR0913 -- the iteration's state
     backtracking (Armijo) line search; for the l1 family OWL-QN (Andrew & Gao 2007): the direction from the
     pseudo-gradient, each step kept in the orthant of the iterate. A problem's coefficients and intercepts are one
     vector; the intercepts are held at 0 without one. A problem has converged when its pseudo-gradient (the
-    minimum-norm subgradient; the gradient, for l2) is at most its ``threshold``, and then leaves the products. A
-    problem whose line search fails along its steepest direction has stalled at rounding level: it stops there,
-    unconverged. One host read per iteration and per line-search trial."""
+    minimum-norm subgradient; the gradient, for l2) has an ``order``-norm at most its ``threshold``, and then leaves
+    the products. A problem whose line search fails along its steepest direction has stalled at rounding level: it
+    stops there, unconverged. One host read per iteration and per line-search trial."""
     p, k, d = w.shape
     device = w.device
     l1 = family.penalty == "l1"
@@ -244,7 +265,7 @@ def _quasi_newton(  # noqa: PLR0913 -- the iteration's state
     grad = gradient(v, basis, cols)
     for it in range(max_iter):
         pseudo = _pseudo_gradient(v, grad) if l1 else grad
-        newly = torch.linalg.vector_norm(pseudo, dim=1) <= threshold[cols]
+        newly = torch.linalg.vector_norm(pseudo, ord=order, dim=1) <= threshold[cols]
         leaving = newly | stalled
         iterations[cols[leaving]] = it
         done[cols[newly]] = True
