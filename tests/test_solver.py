@@ -173,3 +173,31 @@ def test_per_problem_targets_solve_each_problem_as_its_own_fit(penalty, classes)
         scale = float(alone.weight.abs().max())
         torch.testing.assert_close(together.weight[p], alone.weight[0], rtol=0, atol=1e-4 * scale)
         torch.testing.assert_close(together.bias[p], alone.bias[0], rtol=0, atol=1e-4 * max(scale, 1.0))
+
+
+def test_scikit_learn_stopping_rule_stops_at_the_first_iterate_that_meets_it():
+    """``stop="scikit-learn"``: at the returned head, the gradient of lbfgs's objective (by autograd, not the
+    solver's closed form) has no entry above ``tol * C * rows``; at the iterate before it (the same fit capped one
+    iteration earlier) some entry is above. An unknown rule is refused."""
+    x, y = _data(k=3, seed=10)
+    rows = _subsets(len(y), 1, 300, seed=11)[0]
+    masks = subset_masks([torch.tensor(rows)], len(y))
+    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+    def largest_gradient(family, C):
+        w, b = (t[0].clone().requires_grad_(True) for t in (family.weight, family.bias))
+        z = torch.tensor(x[rows]) @ w.T + b
+        loss = C * torch.nn.functional.cross_entropy(z, torch.tensor(y[rows]), reduction="sum")
+        (loss + 0.5 * w.square().sum()).backward()
+        return max(float(w.grad.abs().max()), float(b.grad.abs().max()))
+
+    for tol, C in ((1e-2, 0.5), (1e-4, 2.0)):
+        settings = {"num_classes": 3, "penalty": "l2", "tol": tol, "stop": "scikit-learn"}
+        family = fit_logistic_family(xt, yt, masks, torch.tensor([C]), **settings)
+        iterations = int(family.iterations[0])
+        assert bool(family.converged[0]) and iterations > 1
+        assert largest_gradient(family, C) <= tol * C * len(rows) * (1 + 1e-6)
+        before = fit_logistic_family(xt, yt, masks, torch.tensor([C]), max_iter=iterations - 1, **settings)
+        assert largest_gradient(before, C) > tol * C * len(rows)
+    with pytest.raises(ValueError, match="stop must be"):
+        fit_logistic_family(xt, yt, masks, torch.ones(1), num_classes=3, penalty="l2", stop="sklearn")
