@@ -75,17 +75,12 @@ def fit_logistic_probes(  # noqa: PLR0913 -- the objective and the stopping rule
     return heads
 
 
-def fit_logistic_probe(  # noqa: PLR0913 -- the objective and the stopping rule
-    features: torch.Tensor,
-    targets: torch.Tensor,
-    num_values: int,
-    C: float = 1.0,
-    max_iter: int = 1000,
-    tol: float = PROBE_TOL,
-    sharded: bool = False,
+def fit_logistic_probe(
+    features: torch.Tensor, targets: torch.Tensor, num_values: int, **options: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fit_logistic_probes`` for one attribute: ``targets [N]``, one head ``(weight [V, D], bias [V])``."""
-    return fit_logistic_probes(features, targets.reshape(-1, 1), num_values, C, max_iter, tol, sharded)[0]
+    """``fit_logistic_probes`` (``options``: its ``C``, ``max_iter``, ``tol``, ``sharded``) for one attribute:
+    ``targets [N]``, one head ``(weight [V, D], bias [V])``."""
+    return fit_logistic_probes(features, targets.reshape(-1, 1), num_values, **options)[0]
 
 
 def two_rows(w: Any, b: Any) -> tuple[Any, Any]:
