@@ -64,13 +64,17 @@ def run(benchmark: str, seeds: list[int], out: Path) -> None:
 
 
 CONTROLS = {"cold_fits": 1e-4, "exact_fits": 1e-8}  # scikit-learn's tolerance: its default, and the exact optimum
+# FCR with M' by scikit-learn's LogisticRegression(C=1.0): at its default tolerance, and at 1e-10 (the exact optimum)
+PROBE_CONTROLS = {"default_probe": 1e-4, "exact_probe": 1e-10}
 
 
 def compare_with_cold_fits(compare: Callable[..., Any]) -> Callable[..., Any]:
     """``compare_methods``, preceded on the same features by DFR, class-balanced retraining and auto with
     scikit-learn's fits one at a time (``speed.scikit_learn``: the fits before the batched solver), at its default
-    tolerance (``methods["cold_fits"]``) and at 1e-8 (``methods["exact_fits"]``, the exact optimum): the paired
-    controls of what the batched solver changes, in the same process."""
+    tolerance (``methods["cold_fits"]``) and at 1e-8 (``methods["exact_fits"]``, the exact optimum), and by FCR with
+    M' fit by scikit-learn at its default tolerance (``methods["default_probe"]``) and at 1e-10
+    (``methods["exact_probe"]``): the paired controls of what the batched solver changes, in the same process."""
+    from sklearn.linear_model import LogisticRegression
     from speed import scikit_learn
 
     from hf_fcr.core.metrics import group_ids, group_metrics
@@ -93,6 +97,13 @@ def compare_with_cold_fits(compare: Callable[..., Any]) -> Callable[..., Any]:
                     metrics = group_metrics(pred, test.labels(columns["label_column"]), ids, names)
                     rows[name] = {**metrics, "choice": search.choice}
                     remover.revert()
+        for control, tol in PROBE_CONTROLS.items():
+            probe = LogisticRegression(C=1.0, tol=tol, max_iter=100_000)
+            search = remover.neutralize_spurious(train, val, **columns, method="fcr", diagnose=False, probe=probe)
+            metrics = group_metrics(remover.logits(test.features).argmax(1), test.labels(label), ids, names)
+            edits = [[e.row, e.col] for e in search.edits]
+            controls[control] = {"fcr": {**metrics, "choice": search.choice, "edits": edits}}
+            remover.revert()
         methods, search = compare(remover, splits, **kwargs)
         return {**methods, **controls}, search
 

@@ -52,6 +52,7 @@ def method_table(runs: list[dict], title: str) -> str:
         f"- auto chose: {autos}.",
         *auto_refit_lines(runs),
         *cold_fit_lines(runs),
+        *probe_lines(runs),
         "- Inferred attribute (per-class KMeans): agreement with the truth (adjusted Rand index) "
         f"{mean_std(ari, 1.0)}; "
         f"FCR with it minus FCR with random attributes, worst group (paired): {mean_std(inferred)} points.",
@@ -115,6 +116,38 @@ def cold_fit_lines(runs: list[dict]) -> list[str]:
             f"{3 * len(paired)} fits; difference, test worst group / average in points: " + "; ".join(cells) + "."
         )
     return lines
+
+
+def probe_lines(runs: list[dict]) -> list[str]:
+    """FCR with the library's M' against FCR with M' fit by scikit-learn in the same process on the same features,
+    at its default tolerance (``methods["default_probe"]``) and at 1e-10 (``methods["exact_probe"]``, the exact
+    optimum), which the default fit is also set against: the same edits (class, input) and test worst group, paired
+    per seed."""
+    lines = []
+    for ours, control, what in (
+        (None, "default_probe", "FCR's M' against scikit-learn's at its default tolerance"),
+        (None, "exact_probe", "FCR's M' against the exact optimum (scikit-learn at 1e-10)"),
+        ("default_probe", "exact_probe", "scikit-learn's M' at its default tolerance against the exact optimum"),
+    ):
+        paired = [r for r in runs if control in r["methods"] and (ours is None or ours in r["methods"])]
+        if not paired:
+            continue
+        mine = [r["methods"]["fcr"] if ours is None else r["methods"][ours]["fcr"] for r in paired]
+        theirs = [r["methods"][control]["fcr"] for r in paired]
+        same = sum(_edits(a) == _edits(b) for a, b in zip(mine, theirs))
+        diffs = [a["worst_group"] - b["worst_group"] for a, b in zip(mine, theirs)]
+        lines.append(
+            f"- {what} ({len(paired)} seeds, paired, same process): the same edits on {same} of {len(paired)}; "
+            f"difference in test worst group {mean_std(diffs)} points."
+        )
+    return lines
+
+
+def _edits(fcr: dict) -> list[list[int]]:
+    """FCR's edited weights as ``[class, input]`` pairs: from its edit records, or as the controls store them."""
+    if "edits" in fcr and fcr["edits"] and isinstance(fcr["edits"][0], dict):
+        return [[e["class_index"], e["col"]] for e in fcr["edits"]]
+    return [list(e) for e in fcr.get("edits", [])]
 
 
 def figure8_table(runs: list[dict], r_values: list[float], title: str) -> str:
