@@ -96,11 +96,9 @@ def cold_fit_lines(runs: list[dict]) -> list[str]:
         (None, "exact_fits", "Batched head fits against the exact optimum (scikit-learn at 1e-8)"),
         ("cold_fits", "exact_fits", "scikit-learn's fits at its default tolerance against the exact optimum"),
     ):
-        paired = [r for r in runs if control in r["methods"] and (ours is None or ours in r["methods"])]
+        paired, mine, theirs = _pairs(runs, ours, control)
         if not paired:
             continue
-        mine = [r["methods"] if ours is None else r["methods"][ours] for r in paired]
-        theirs = [r["methods"][control] for r in paired]
         choices = [(a["auto"]["choice"], b["auto"]["choice"]) for a, b in zip(mine, theirs)]
         same_method = sum(a["method"] == b["method"] for a, b in choices)
         same_c = sum(a == b for a, b in choices)
@@ -129,11 +127,10 @@ def probe_lines(runs: list[dict]) -> list[str]:
         (None, "exact_probe", "FCR's M' against the exact optimum (scikit-learn at 1e-10)"),
         ("default_probe", "exact_probe", "scikit-learn's M' at its default tolerance against the exact optimum"),
     ):
-        paired = [r for r in runs if control in r["methods"] and (ours is None or ours in r["methods"])]
+        paired, mine, theirs = _pairs(runs, ours, control)
         if not paired:
             continue
-        mine = [r["methods"]["fcr"] if ours is None else r["methods"][ours]["fcr"] for r in paired]
-        theirs = [r["methods"][control]["fcr"] for r in paired]
+        mine, theirs = [m["fcr"] for m in mine], [t["fcr"] for t in theirs]
         same = sum(_edits(a) == _edits(b) for a, b in zip(mine, theirs))
         diffs = [a["worst_group"] - b["worst_group"] for a, b in zip(mine, theirs)]
         lines.append(
@@ -141,6 +138,14 @@ def probe_lines(runs: list[dict]) -> list[str]:
             f"difference in test worst group {mean_std(diffs)} points."
         )
     return lines
+
+
+def _pairs(runs: list[dict], ours: str | None, control: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """The runs that have ``control`` (and ``ours``), with, for each, the library's rows (``ours``: a control's rows
+    instead) and the control's."""
+    paired = [r for r in runs if control in r["methods"] and (ours is None or ours in r["methods"])]
+    mine = [r["methods"] if ours is None else r["methods"][ours] for r in paired]
+    return paired, mine, [r["methods"][control] for r in paired]
 
 
 def _edits(fcr: dict) -> list[list[int]]:
