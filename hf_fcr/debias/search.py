@@ -503,14 +503,10 @@ def diagnose_cue(  # noqa: PLR0913 -- the keyword options of Remover.diagnose
     draws = {f"{RANDOM_COLUMN}{d}": data[RANDOM_COLUMN] for d, data in enumerate(shuffled)}
     with_draws = dataclasses.replace(train, columns={**train.columns, **draws})
     heads = remover.fit_fictitious_heads(with_draws, list(draws), label_column)
-    random_settings = dataclasses.replace(settings, attribute_column=RANDOM_COLUMN)
-    items = [(train, settings, shared)] + [
-        (data, random_settings, functools.partial(dataclasses.replace, head, attribute_column=RANDOM_COLUMN))
-        for data, head in zip(shuffled, heads)
-    ]
+    items = [(train, shared)] + [(data, lambda head=head: head) for data, head in zip(shuffled, heads)]
     searches = []
-    for data, job_settings, fit in over(items, "diagnosis: random draws"):
-        found = _fcr_search(remover, data, val, job_settings, fit)
+    for data, fit in over(items, "diagnosis: random draws"):
+        found = _fcr_search(remover, data, val, settings, fit)
         evidence = None
         if data is train:
             evidence = _m_prime_evidence(found[0], train, val, attribute, group_column, attribute_column)

@@ -349,7 +349,7 @@ def _pseudo_gradient(v: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 
 def _two_loop(gradient: torch.Tensor, memory: torch.Tensor, rho: torch.Tensor, it: int) -> torch.Tensor:
-    """L-BFGS's two-loop recursion, every problem with its own pairs: ``H gradient`` (``[P, D + 1]``), the initial
+    """L-BFGS's two-loop recursion, every problem with its own pairs: ``H gradient`` (``[P, K (D + 1)]``), the initial
     ``H`` scaled by the latest pair's ``s . y / y . y``."""
     q = gradient.clone()
     history = len(rho)
