@@ -417,3 +417,61 @@ def test_a_head_with_nan_weights_is_named_when_the_streamed_statistics_end(digit
     batches = [{"image": torch.rand(4, 1, 8, 8), "label": torch.arange(4)} for _ in range(2)]
     with pytest.raises(ValueError, match=r"logits are NaN or inf \(batch 0, row 0\): check the head's weights"):
         remover.collect(batches, device="cpu")
+
+
+class _Ended(Exception):
+    """Raised by a source after its last batch: the pass stops there, before it reads its checks once at the end."""
+
+
+@pytest.mark.parametrize("run", ["extract", "collect", "collect one row"])
+def test_no_batch_of_a_pass_reads_a_value_on_the_device(run):
+    """No batch waits for the accelerator: the per-batch work of extract_features and collect (value checks,
+    logits, Eq. 3-4 sums) reads nothing from the device. Run on the meta device, whose tensors have shapes but no
+    values, so that any read (``item``, ``bool``, ``tolist``, a copy to the host) raises; the source raises
+    ``_Ended`` after its third batch, so every batch ran and nothing past them did."""
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    read = []
+
+    def source():
+        for _ in range(3):
+            read.append(1)
+            yield {"image": torch.empty(4, 3, 32, 32, device="meta"), "label": torch.arange(4)}
+        raise _Ended
+
+    remover = FictitiousClassRemover(model)
+    options = dict(device=None, batch_size=4, channels_last=True)
+    with pytest.raises(_Ended):
+        if run == "extract":
+            remover.extract_features(source(), **options)
+        else:
+            remover.collect(source(), rows=[0] if run == "collect one row" else None, **options)
+    assert len(read) == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "features"])
+def test_nonfinite_rows_agree_with_isfinite(dtype, layout):
+    """The pass's one-read check (each row's min and max, in memory order) against ``isfinite`` on every value, for
+    NaN, inf and -inf anywhere, in the layouts a pass meets."""
+    from hf_fcr.features.feature_pass import _nonfinite_rows
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        x = torch.randn(9, 3, 6, 5, generator=g).to(dtype) * 1e3
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        elif layout == "sliced":
+            x = x[:, 1:, ::2]
+        elif layout == "features":
+            x = x.flatten(1)
+        flat = x.reshape(-1) if x.is_contiguous() else None
+        for row in torch.randperm(len(x), generator=g)[: trial % 4].tolist():
+            value = (float("nan"), float("inf"), -float("inf"))[(row + trial) % 3]
+            index = tuple(torch.randint(0, s, (1,), generator=g).item() for s in x.shape[1:])
+            x[(row, *index)] = value
+        assert flat is None or flat.data_ptr() == x.data_ptr()
+        expected = ~torch.isfinite(x).reshape(len(x), -1).all(1)
+        assert torch.equal(_nonfinite_rows(x), expected)
+    assert _nonfinite_rows(torch.zeros(3, 0)).tolist() == [False] * 3

@@ -16,7 +16,7 @@ Everything is a sum, so statistics merge across batches and processes by additio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -83,6 +83,7 @@ class EdgeStatistics:
     count: torch.Tensor
     rows: tuple[int, ...] | None
     num_outputs: int
+    _rows_on_device: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def empty(
@@ -190,7 +191,7 @@ class EdgeStatistics:
             err = probs
             err[torch.arange(len(labels), device=device), labels] -= 1.0
         else:
-            rows = torch.tensor(self.rows).to(device, non_blocking=True)  # a blocking copy would wait
+            rows = self._row_index()
             err = probs[:, rows]
             hit = labels[:, None] == rows[None, :]
             err = err - hit.to(err.dtype)
@@ -203,6 +204,14 @@ class EdgeStatistics:
         for start in range(0, len(labels), step):
             self._add_gradient(err[start : start + step], abs_a[start : start + step], labels[start : start + step])
         return self
+
+    def _row_index(self) -> torch.Tensor:
+        """``rows`` as an index on the sums' device, copied there once (each copy from the host's pageable memory
+        would wait for the work queued on the device)."""
+        device = self.activation.device
+        if self._rows_on_device is None or self._rows_on_device.device != device:
+            self._rows_on_device = torch.tensor(self.rows, device=device)
+        return self._rows_on_device
 
     def _add_gradient(self, err: torch.Tensor, abs_a: torch.Tensor, labels: torch.Tensor) -> None:
         n, n_rows = err.shape

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -106,10 +107,41 @@ class BatchChecks:
 
 
 def _nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
-    """``[B]`` bool: the rows of ``t`` with a NaN or inf, reduced in ``t``'s own memory layout (a ``flatten`` of
-    channels-last images would first copy them with a strided kernel)."""
-    finite = torch.isfinite(t)
-    return ~finite.all(dim=tuple(range(1, t.ndim))) if t.ndim > 1 else ~finite
+    """``[B]`` bool: the rows of ``t`` (floating point) with a NaN or inf.
+
+    One read of ``t``: each row's minimum and maximum (``aminmax`` propagates NaN; -inf is a minimum, inf a
+    maximum), taken in ``t``'s own memory order, so channels-last images are not first copied by a ``flatten``.
+    ``isfinite`` itself makes four passes over the whole tensor and writes a float copy of it (``abs``)."""
+    if t.ndim == 1:
+        return ~torch.isfinite(t)
+    if t.numel() == 0:
+        return torch.zeros(len(t), dtype=torch.bool, device=t.device)
+    order = sorted(range(1, t.ndim), key=t.stride, reverse=True)
+    lo, hi = torch.aminmax(t.permute(0, *order).reshape(len(t), -1), dim=1)  # a view when the rows are dense
+    return ~(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def _autocast(device_type: str, dtype: torch.dtype | None) -> Any:
+    """``torch.autocast`` on ``device_type`` to ``dtype`` (disabled when ``dtype`` is None); nothing where autocast
+    does not exist (the meta device) and none is asked for."""
+    if dtype is None and not _has_autocast(device_type):
+        return nullcontext()
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+
+
+def _has_autocast(device_type: str) -> bool:
+    available = getattr(torch.amp, "is_autocast_available", None)  # torch >= 2.4
+    return device_type in ("cpu", "cuda") if available is None else available(device_type)
+
+
+def _host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device`` without the host waiting for the work queued there. A CUDA copy from pageable memory
+    waits for everything queued on the stream, ``non_blocking`` or not, so a CPU tensor is first staged in pinned
+    memory (as a DataLoader's ``pin_memory`` does: torch's caching host allocator keeps the block until the copy is
+    done)."""
+    if device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -278,15 +310,17 @@ class FeaturePass:
             # one autocast region for the whole pass, as a plain inference loop has: the weights' low-precision
             # copies are cast once, not once per batch (the cache lives until the outermost region ends). Outside
             # the model's call it is disabled, so what consumes the features runs in full precision.
-            with capture.hooked(), torch.inference_mode(), torch.autocast(device.type, enabled=False):
+            with capture.hooked(), torch.inference_mode(), _autocast(device.type, None):
                 for index, (pos, batch) in enumerate(self.batches(data, columns, skip_batches), skip_batches):
                     pixels = images_to_tensor(batch[image_column], self.transform)
-                    pixels = pixels.to(device=device, dtype=dtype, non_blocking=True)
+                    pixels = _host_to_device(pixels, device)
+                    if dtype is not None:
+                        pixels = pixels.to(dtype)
                     if pixels.is_floating_point():
                         checks.record("images", _nonfinite_rows(pixels), index)
                     if options.channels_last and pixels.ndim == 4:
                         pixels = pixels.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    with _autocast(device.type, autocast):
                         output = model(pixels)
                     f, head_output, logits = capture.split(output)
                     if not _same_tensor(head_output, logits):
@@ -441,7 +475,7 @@ class FeaturePass:
                 labels = self._host_labels(FeatureSet(features, columns), label_column, check_labels, checks, index)
                 z = logits(features)
                 checks.record("logits", _nonfinite_rows(z), index)
-                stats.update(features, z, labels.to(device, non_blocking=True), check_values=False)
+                stats.update(features, z, _host_to_device(labels, device), check_values=False)
                 done += 1
                 if options.checkpoint_due(done):
                     checks.raise_first()  # nothing bad is saved
