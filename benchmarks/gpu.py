@@ -6,7 +6,8 @@
 Two measurements, each a ratio of times measured in one run (target: at most 1.10 on an H200):
 
 * batches already on the device: timm resnet50 (channels_last) and transformers ViT-B/16 (random weights), batch
-  256, bf16 autocast; the plain pass is ``model(x)`` under autocast, then one synchronization;
+  256, bf16 autocast; the plain pass is ``model(x)`` under autocast, then one synchronization. 16 batches, then 64:
+  the difference is the cost of 48 batches alone, which tells a cost per batch from a pass's fixed cost;
 * end to end from a ``datasets.Dataset`` of encoded JPEG images (256 px): a hand-written ``DataLoader`` (the same
   workers, pinned memory, timm's eval transform) + the bf16 forward, against the library reading the Dataset with
   the same workers and the same transform.
@@ -72,9 +73,9 @@ def _models(quick: bool) -> dict[str, Callable[[], tuple[torch.nn.Module, bool]]
 
 
 def _passes(
-    build: Callable[[], tuple[torch.nn.Module, bool]], device: torch.device, batch_size: int, num_batches: int
-) -> dict[str, Callable[[], None]]:
-    """The three passes over ``num_batches`` synthetic 224 px batches already on ``device``, each ending with one
+    build: Callable[[], tuple[torch.nn.Module, bool]], device: torch.device, batch_size: int
+) -> dict[str, Callable[[int], None]]:
+    """The three passes over a given number of synthetic 224 px batches already on ``device``, each ending with one
     synchronization: ``plain`` (the model under one bf16 autocast region), ``collect`` and ``extract``."""
     from hf_fcr import FictitiousClassRemover
 
@@ -83,65 +84,81 @@ def _passes(
     x = torch.randn(batch_size, 3, 224, 224, device=device)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    loader = [{"image": x, "label": torch.randint(0, 1000, (batch_size,))}] * num_batches
+    batch = {"image": x, "label": torch.randint(0, 1000, (batch_size,))}
     remover = FictitiousClassRemover(model)
     options = dict(device=device, batch_size=batch_size, autocast_dtype=torch.bfloat16, channels_last=channels_last)
 
-    def plain() -> None:
+    def plain(num_batches: int) -> None:
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
-            for batch in loader:
-                model(batch["image"])
+            for b in [batch] * num_batches:
+                model(b["image"])
         _sync(device)
 
-    def collect() -> None:
-        remover.collect(loader, rows=[0], **options)
+    def collect(num_batches: int) -> None:
+        remover.collect([batch] * num_batches, rows=[0], **options)
         _sync(device)
 
-    def extract() -> None:
-        remover.extract_features(loader, **options)
+    def extract(num_batches: int) -> None:
+        remover.extract_features([batch] * num_batches, **options)
         _sync(device)
 
     return {"plain": plain, "collect": collect, "extract": extract}
 
 
-def on_device(device: torch.device, n: int, batch_size: int, quick: bool, repeats: int) -> list[dict[str, Any]]:
-    """Plain pass, ``collect`` and ``extract_features`` on batches already on ``device``."""
+PASSES = ("plain", "collect", "extract")
+
+
+def on_device(
+    device: torch.device, num_batches: int, batch_size: int, quick: bool, repeats: int, longer: int = 4
+) -> list[dict[str, Any]]:
+    """Plain pass, ``collect`` and ``extract_features`` on ``num_batches`` batches already on ``device``, then on
+    ``longer`` times as many: the difference of the two times is the cost of the added batches alone, so the
+    per-batch ratio and each pass's fixed cost (its start and end: statistics or features copied to the host)
+    are told apart."""
     out = []
     for name, build in _models(quick).items():
-        passes = _passes(build, device, batch_size, n // batch_size)
-        t_plain, t_collect, t_extract = (_best_of(passes[k], repeats) for k in ("plain", "collect", "extract"))
-        images = (n // batch_size) * batch_size
-        out.append(
-            {
-                "model": name,
-                "images": images,
-                "plain_images_per_s": images / t_plain,
-                "collect_images_per_s": images / t_collect,
-                "extract_images_per_s": images / t_extract,
-                "collect_over_pass": t_collect / t_plain,
-                "extract_over_pass": t_extract / t_plain,
-            }
-        )
-        print(out[-1], flush=True)
+        passes = _passes(build, device, batch_size)
+        short = {k: _best_of(lambda f=passes[k]: f(num_batches), repeats) for k in PASSES}
+        long = {k: _best_of(lambda f=passes[k]: f(longer * num_batches), repeats) for k in PASSES}
+        images = num_batches * batch_size
+        per_batch = {k: (long[k] - short[k]) / ((longer - 1) * num_batches) for k in PASSES}
+        result = {
+            "model": name,
+            "images": images,
+            **{f"{k}_images_per_s": images / short[k] for k in PASSES},
+            "collect_over_pass": short["collect"] / short["plain"],
+            "extract_over_pass": short["extract"] / short["plain"],
+            "longer_images": longer * images,
+            "longer_collect_over_pass": long["collect"] / long["plain"],
+            "longer_extract_over_pass": long["extract"] / long["plain"],
+            **{f"{k}_batch_ms": 1e3 * per_batch[k] for k in PASSES},
+            "collect_per_batch_over_pass": per_batch["collect"] / per_batch["plain"],
+            "extract_per_batch_over_pass": per_batch["extract"] / per_batch["plain"],
+            # what a pass costs beyond its batches: t(n) - n * (time of one batch)
+            **{f"{k}_fixed_ms": 1e3 * (short[k] - num_batches * per_batch[k]) for k in PASSES},
+        }
+        out.append(result)
+        print(result, flush=True)
         del passes
     return out
 
 
 def profile(device: torch.device, batch_size: int, quick: bool, path: str) -> dict[str, Any]:
-    """torch.profiler over 4 batches of the plain pass and of ``collect`` for the first model: the host-device
-    synchronizations and copies each makes, host and device time, and the costliest host ops (to ``path``)."""
+    """torch.profiler over 4 batches of the plain pass, ``collect`` and ``extract_features`` for the first model:
+    the host-device synchronizations and copies each makes, host and device time, and the costliest host ops (to
+    ``path``)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     name, build = next(iter(_models(quick).items()))
-    passes = _passes(build, device, batch_size, 4)
+    passes = _passes(build, device, batch_size)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     out: dict[str, Any] = {"model": name}
     with open(path, "w") as report:
-        for what in ("plain", "collect"):
-            passes[what]()  # warm-up
+        for what in PASSES:
+            passes[what](4)  # warm-up
             with torch_profile(activities=activities) as prof:
-                passes[what]()
+                passes[what](4)
             events = prof.key_averages()
             counts = {e.key: e.count for e in events}
             out[what] = {
@@ -257,9 +274,18 @@ def format_table(results: dict[str, Any]) -> str:
             f"{r['collect_over_pass']:>8.3f}{r['extract_images_per_s']:>10.0f}{r['extract_over_pass']:>8.3f}"
         )
     lines.append("target: every ratio at most 1.10 on an H200")
+    for r in results["on_device"]:
+        if "longer_images" not in r:  # a run of an earlier release
+            continue
+        lines.append(
+            f"{r['model']}: {r['longer_images']} images collect {r['longer_collect_over_pass']:.3f}, extract "
+            f"{r['longer_extract_over_pass']:.3f}; per added batch collect {r['collect_per_batch_over_pass']:.3f}, "
+            f"extract {r['extract_per_batch_over_pass']:.3f} (plain {r['plain_batch_ms']:.1f} ms); fixed ms plain "
+            f"{r['plain_fixed_ms']:.1f}, collect {r['collect_fixed_ms']:.1f}, extract {r['extract_fixed_ms']:.1f}"
+        )
     if "profile" in results:
         p = results["profile"]
-        for what in ("plain", "collect"):
+        for what in [k for k in PASSES if k in p]:
             lines.append(
                 f"profile, {p['model']} {what} (4 batches): {p[what]['synchronizations']} synchronizations, "
                 f"{p[what]['copies']} copies, host {p[what]['host_ms']:.1f} ms, device {p[what]['device_ms']:.1f} ms"
@@ -321,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="tiny models and few images (checks the script anywhere)")
     p.add_argument("--workers", type=int, default=12, help="DataLoader workers of the end-to-end measurement")
     p.add_argument("--no_end_to_end", action="store_true")
-    p.add_argument("--profile", metavar="TXT", help="also profile 4 batches of the plain pass and of collect into TXT")
+    p.add_argument("--profile", metavar="TXT", help="also profile 4 batches of each pass into TXT")
     args = p.parse_args(argv)
     if args.report:
         return report(args.report, args.junit, args.output)
@@ -339,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
     }
     repeats = 1 if args.quick else 3
-    results["on_device"] = on_device(device, 4 * batch_size if args.quick else 4096, batch_size, args.quick, repeats)
+    results["on_device"] = on_device(device, 4 if args.quick else 16, batch_size, args.quick, repeats)
     if not args.no_end_to_end:
         n = 4 * batch_size if args.quick else 8192
         results["end_to_end"] = end_to_end(device, n, batch_size, args.workers, args.quick, 1 if args.quick else 2)
