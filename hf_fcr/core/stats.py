@@ -117,7 +117,7 @@ class EdgeStatistics:
                 "with the head rows you need (e.g. rows=[cls] to score class `cls`)."
             )
         f64 = dict(dtype=torch.float64, device=device)
-        return cls(
+        stats = cls(
             activation=torch.zeros(num_classes, num_features, **f64),
             signed_activation=torch.zeros(num_classes, num_features, **f64),
             gradient=torch.zeros(num_classes, n_rows, num_features, **f64),
@@ -125,6 +125,9 @@ class EdgeStatistics:
             rows=rows,
             num_outputs=num_outputs,
         )
+        if rows is not None:
+            stats._row_index()  # copied to the device now, before a pass queues work there
+        return stats
 
     @property
     def num_classes(self) -> int:
@@ -206,8 +209,8 @@ class EdgeStatistics:
         return self
 
     def _row_index(self) -> torch.Tensor:
-        """``rows`` as an index on the sums' device, copied there once (each copy from the host's pageable memory
-        would wait for the work queued on the device)."""
+        """``rows`` as an index on the sums' device, copied there once (a copy from the host's pageable memory
+        waits for the work queued on the device)."""
         device = self.activation.device
         if self._rows_on_device is None or self._rows_on_device.device != device:
             self._rows_on_device = torch.tensor(self.rows, device=device)
