@@ -7,7 +7,8 @@
 # Dataset of JPEGs; then a profile of 4 batches of each, into profile.txt), the whole fast test suite with CUDA
 # visible, and the head-level fits at CelebA's scale (benchmarks/celeba_scale.py --device cuda --reference). It
 # prints the tables and writes ${OUT:-outputs/gpu}/gpu.json (with the versions and the failed tests) and celeba.json
-# beside the logs. About 6.5 minutes on an H200, plus the machine's start.
+# beside the logs. About 7.5 minutes on an H200 (run 3 took 6.5, without the 64-batch passes), plus the machine's
+# start.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-outputs/gpu}"
