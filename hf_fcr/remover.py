@@ -137,11 +137,7 @@ class FictitiousClassRemover(HeadEditor):
             labels = self._labels(data, label_column)
             return edge_statistics(data.features, self.logits(data.features), labels, self.num_classes, rows=rows)
         return self.feature_pass(image_column, device, **options).collect(
-            data,
-            self.logits,
-            lambda labels: self._check_labels(labels, label_column),
-            label_column=label_column,
-            rows=rows,
+            data, self.logits, label_column=label_column, rows=rows
         )
 
     def feature_pass(

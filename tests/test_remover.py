@@ -423,12 +423,14 @@ class _Ended(Exception):
     """Raised by a source after its last batch: the pass stops there, before it reads its checks once at the end."""
 
 
+@pytest.mark.parametrize("labels_on", ["cpu", "meta"])
 @pytest.mark.parametrize("run", ["extract", "collect", "collect one row"])
-def test_no_batch_of_a_pass_reads_a_value_on_the_device(run):
-    """No batch waits for the accelerator: the per-batch work of extract_features and collect (value checks,
-    logits, Eq. 3-4 sums) reads nothing from the device. Run on the meta device, whose tensors have shapes but no
-    values, so that any read (``item``, ``bool``, ``tolist``, a copy to the host) raises; the source raises
-    ``_Ended`` after its third batch, so every batch ran and nothing past them did."""
+def test_no_batch_of_a_pass_reads_a_value_on_the_device(run, labels_on):
+    """No batch waits for the accelerator: the per-batch work of extract_features and collect (value and label
+    checks, logits, Eq. 3-4 sums) reads nothing from the device, whether the source yields the labels on the host or
+    on the device. Run on the meta device, whose tensors have shapes but no values, so that any read (``item``,
+    ``bool``, ``tolist``, a copy to the host) raises; the source raises ``_Ended`` after its third batch, so every
+    batch ran and nothing past them did."""
     timm = pytest.importorskip("timm")
     with torch.device("meta"):
         model = timm.create_model("resnet18", pretrained=False, num_classes=10)
@@ -437,7 +439,7 @@ def test_no_batch_of_a_pass_reads_a_value_on_the_device(run):
     def source():
         for _ in range(3):
             read.append(1)
-            yield {"image": torch.empty(4, 3, 32, 32, device="meta"), "label": torch.arange(4)}
+            yield {"image": torch.empty(4, 3, 32, 32, device="meta"), "label": torch.arange(4, device=labels_on)}
         raise _Ended
 
     remover = FictitiousClassRemover(model)
@@ -475,3 +477,63 @@ def test_nonfinite_rows_agree_with_isfinite(dtype, layout):
         expected = ~torch.isfinite(x).reshape(len(x), -1).all(1)
         assert torch.equal(_nonfinite_rows(x), expected)
     assert _nonfinite_rows(torch.zeros(3, 0)).tolist() == [False] * 3
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_labels_yielded_on_the_device_give_what_labels_on_the_host_give(digits_model, device):
+    """A source that yields its batches on the device (as a DataLoader prepared by Accelerate does): the labels are
+    checked there, ``extract_features`` returns them on the host with the features, and ``collect`` sums what it
+    sums with the labels on the host."""
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(12, 1, 8, 8, generator=g), torch.arange(12) % 10
+    on_host = [{"image": images[i : i + 4], "label": labels[i : i + 4]} for i in range(0, 12, 4)]
+    on_device = [{k: v.to(device) for k, v in batch.items()} for batch in on_host]
+    remover = FictitiousClassRemover(digits_model)
+    want, got = (remover.extract_features(b, device=device, batch_size=4) for b in (on_host, on_device))
+    assert got["label"].device.type == "cpu" and torch.equal(got["label"], labels)
+    torch.testing.assert_close(got.features, want.features)
+    want, got = (remover.collect(b, device=device, batch_size=4, rows=[3]) for b in (on_host, on_device))
+    for name, tensor in want.tensors().items():
+        torch.testing.assert_close(got.tensors()[name], tensor, msg=name)
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        (torch.tensor([0.0, 1.0, 2.5, 3.0]), r"batch 1: column 'label' holds non-integer values \(row 2: 2.5\)"),
+        (torch.tensor([0.0, float("nan"), 2.0, 3.0]), r"batch 1: column 'label' holds non-integer values \(row 1"),
+        (torch.tensor([3, 2, 240, 1], dtype=torch.uint8), r"batch 1: label 240 in column 'label' \(row 2\)"),
+        (torch.tensor([3, -1, 0, 1]), r"batch 1: label -1 in column 'label' \(row 1\) is outside the head's classes"),
+        (["a", "b", "c", "d"], r"column 'label' holds <U1 values; class labels must be integer indices"),
+    ],
+)
+def test_bad_labels_are_named_with_their_batch_row_and_value(digits_model, values, match):
+    """Labels are checked where they are (here the host, through the same code as on a device): fractions, NaN,
+    values a uint8 column holds beyond the head's 10 classes (compared in int64, not wrapped) and negative labels
+    are named with their batch, row and value; strings are refused at once. Bool labels are class indices."""
+    good = {"image": torch.rand(4, 1, 8, 8), "label": torch.tensor([True, False, True, True])}
+    with pytest.raises(ValueError, match=match):
+        FictitiousClassRemover(digits_model).collect([good, {**good, "label": values}], device="cpu", batch_size=4)
+    stats = FictitiousClassRemover(digits_model).collect([good], device="cpu", batch_size=4)
+    assert stats.count.tolist() == [1, 3] + [0] * 8
+
+
+def test_the_first_bad_label_is_named_with_its_own_value():
+    """Two batches with bad labels: the earlier batch's row and value are named, not the later batch's (the value
+    kept on the device follows the first bad row)."""
+    from hf_fcr.features.feature_pass import BatchChecks
+
+    checks = BatchChecks(num_classes=10)
+    checks.labels(torch.tensor([1, 2, 3, 11]), 0)
+    checks.labels(torch.tensor([12, 2, 3, 4]), 1)
+    checks.labels(torch.tensor([-5, 2, 3, 4]), 2)
+    with pytest.raises(ValueError, match=r"batch 0: label 11 in column 'label' \(row 3\)"):
+        checks.raise_first()
+    later = BatchChecks(num_classes=10)
+    later.labels(torch.tensor([1, 2, 3, 4]), 0)
+    assert torch.equal(later.labels(torch.tensor([1, 13, 14, 4], dtype=torch.int16), 1), torch.tensor([1, 0, 0, 4]))
+    with pytest.raises(ValueError, match=r"batch 1: label 13 in column 'label' \(row 1\)"):
+        later.raise_first()

@@ -35,7 +35,7 @@ from .batches import (
     prepare_images,
     to_tensor_column,
 )
-from .feature_set import FeatureSet
+from .feature_set import FeatureSet, label_tensor
 from .heads import HeadCapture, not_logits
 from .pass_state import (
     cache_entry,
@@ -60,40 +60,56 @@ DEVICE_ROWS_BYTES = 2**28
 
 class BatchChecks:
     """The value checks of a pass, kept on the device: each kind of problem keeps the first bad ``(batch, row)``
-    as one device integer, so that no batch waits for the host; ``raise_first`` reads them all at once.
+    as one device integer (and, for labels, the bad value), so that no batch waits for the host; ``raise_first``
+    reads them all at once.
 
     Args:
-        image_column, head_name: named in the errors.
+        image_column, head_name, label_column: named in the errors.
+        num_classes: the head's outputs, the range of the labels.
     """
 
     _NONE = 2**62  # no bad row yet
     _ROW_BITS = 32  # a code is batch * 2**32 + row
+    _ORDER = ("images", "head", "features", "labels", "logits")  # at one row, the cause before its effects
 
-    def __init__(self, image_column: str = "image", head_name: str = "head") -> None:
+    def __init__(
+        self,
+        image_column: str = "image",
+        head_name: str = "head",
+        label_column: str = "label",
+        num_classes: int | None = None,
+    ) -> None:
         self.image_column, self.head_name = image_column, head_name
+        self.label_column, self.num_classes = label_column, num_classes
         self.first: dict[str, torch.Tensor] = {}
+        self.values: dict[str, torch.Tensor] = {}
 
-    def record(self, kind: str, bad: torch.Tensor, batch: int) -> None:
+    def record(self, kind: str, bad: torch.Tensor, batch: int, values: torch.Tensor | None = None) -> None:
         """Note the rows of batch ``batch`` where ``bad`` (a bool vector) holds, for problem ``kind``: ``"images"``,
-        ``"head"``, ``"features"`` or ``"logits"``."""
+        ``"head"``, ``"features"``, ``"labels"`` or ``"logits"``; ``values`` (``[B]``): the value of the first bad
+        row is kept for the error (a label)."""
         if bad.numel() == 0:
             return
         rows = torch.arange(len(bad), device=bad.device) + (batch << self._ROW_BITS)
-        code = torch.where(bad, rows, self._NONE).min()
-        seen = self.first.get(kind)
+        codes = torch.where(bad, rows, self._NONE)
+        code, seen = codes.min(), self.first.get(kind)
+        if values is not None:
+            value = values.index_select(0, codes.argmin().view(1))[0].double()  # [tensor] would read the index
+            self.values[kind] = value if seen is None else torch.where(code < seen, value, self.values[kind])
         self.first[kind] = code if seen is None else torch.minimum(seen, code)
 
     def raise_first(self) -> None:
-        """Raise the error of the first bad row of any kind (one read of the device), or nothing."""
+        """Raise the error of the first bad row of any kind (one read of the device, two with a value), or
+        nothing."""
         if not self.first:
             return
         codes = dict(zip(self.first, torch.stack(list(self.first.values())).tolist()))
-        order = ("images", "head", "features", "logits")  # at one row, the cause before its effects
-        found = sorted((code, order.index(kind), kind) for kind, code in codes.items() if code < self._NONE)
+        found = sorted((code, self._ORDER.index(kind), kind) for kind, code in codes.items() if code < self._NONE)
         if not found:
             return
         code, _, kind = found[0]
-        where = f"batch {code >> self._ROW_BITS}, row {code & (2**self._ROW_BITS - 1)}"
+        batch, row = code >> self._ROW_BITS, code & (2**self._ROW_BITS - 1)
+        where = f"batch {batch}, row {row}"
         if kind == "images":
             raise ValueError(
                 f"the image column {self.image_column!r} holds NaN or inf values ({where}): clean or re-preprocess "
@@ -101,9 +117,37 @@ class BatchChecks:
             )
         if kind == "head":
             raise not_logits(self.head_name, f"their values differ at {where}")
+        if kind == "labels":
+            value = self.values[kind].item()
+            if value != value or value != round(value):  # NaN, or a fraction
+                raise ValueError(
+                    f"batch {batch}: column {self.label_column!r} holds non-integer values (row {row}: {value}); "
+                    "class labels must be integers."
+                )
+            raise ValueError(
+                f"batch {batch}: label {int(value)} in column {self.label_column!r} (row {row}) is outside the "
+                f"head's classes [0, {self.num_classes}): map the labels to the model's class indices."
+            )
         if kind == "logits":
             raise ValueError(f"the head's logits are NaN or inf ({where}): check the head's weights.")
         raise ValueError(f"the model produced NaN or inf features ({where}): check the inputs' preprocessing.")
+
+    def labels(self, values: Any, batch: int) -> torch.Tensor:
+        """A batch's label column as int64 class indices on the device it is on, checked there (``record``): a
+        bad label is named when the pass reads its checks, and is replaced by class 0 meanwhile, so that no index
+        leaves the statistics' range (the pass never keeps a batch it raises for).
+
+        Raises:
+            ValueError: a column that cannot hold class indices (strings, complex numbers), at once.
+        """
+        values = label_tensor(values, self.label_column)
+        # compared in int64 or float64: a uint8 column compared with 1000 would wrap the bound
+        labels = values.double() if values.dtype.is_floating_point else values.long()
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if labels.dtype.is_floating_point:
+            bad |= labels != labels.round()  # fractions and NaN
+        self.record("labels", bad, batch, values=labels)
+        return torch.where(bad, 0, labels).long()
 
 
 def _nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
@@ -142,6 +186,28 @@ def _host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
+
+
+def _column(values: Any) -> Any:
+    """A batch's column as the pass yields it: a tensor stays where the source put it (reading one on an
+    accelerator would wait for it; ``extract`` copies the rows to the host in one go), anything else as
+    ``to_tensor_column`` reads it."""
+    return values.detach() if torch.is_tensor(values) else to_tensor_column(values)
+
+
+def _on_device(value: Any) -> bool:
+    return torch.is_tensor(value) and value.device.type != "cpu"
+
+
+def _to_host(parts: list[Any], indices: list[int]) -> None:
+    """Copy the tensors at ``indices`` of ``parts`` that are on a device to the host, one copy per device (in
+    place)."""
+    moving = [i for i in indices if _on_device(parts[i])]
+    for device in dict.fromkeys(parts[i].device for i in moving):
+        same = [i for i in moving if parts[i].device == device]
+        host = torch.cat([parts[i] for i in same]).cpu().split([len(parts[i]) for i in same])
+        for i, part in zip(same, host):
+            parts[i] = part
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -328,7 +394,7 @@ class FeaturePass:
                     f = f.float()
                     checks.record("features", _nonfinite_rows(f), index)
                     bar.update(len(f))
-                    yield pos, f, {c: to_tensor_column(batch[c]) for c in columns}
+                    yield pos, f, {c: _column(batch[c]) for c in columns}
             checks.raise_first()
         finally:
             bar.close()
@@ -435,7 +501,6 @@ class FeaturePass:
         self,
         data: Any,
         logits: Callable[[torch.Tensor], torch.Tensor],
-        check_labels: Callable[[torch.Tensor], torch.Tensor],
         *,
         label_column: str = "label",
         rows: Sequence[int] | None = None,
@@ -444,11 +509,12 @@ class FeaturePass:
         data.
 
         The sums are kept in float64 on the pass's device and returned on the CPU. ``logits(features)`` gives the
-        head's logits (on the features' device) and ``check_labels(labels)`` validates a batch's labels. Each
-        process sums its own share of the data; the sums are then added across processes, so every process returns
-        what one process would. With ``options.checkpoint_dir`` the sums are saved every ``checkpoint_every``
-        batches (one file per process); ``options.resume_from`` continues from them, exactly. A state of another
-        identity (the head's bytes, rows and label column included) is refused.
+        head's logits (on the features' device). The labels are checked where the source yields them, with the other
+        values (``BatchChecks.labels``): a label outside the head's classes is named when the pass reads its checks (at
+        its end and before each checkpoint). Each process sums its own share of the data; the sums are then added
+        across processes, so every process returns what one process would. With ``options.checkpoint_dir`` the sums are
+        saved every ``checkpoint_every`` batches (one file per process); ``options.resume_from`` continues from them,
+        exactly. A state of another identity (the head's bytes, rows and label column included) is refused.
 
         Raises:
             ValueError: empty data, bad labels, non-finite features, or a checkpoint of another run (every process
@@ -470,9 +536,9 @@ class FeaturePass:
                 }
                 identity = self._run_identity(identity, data, [label_column], "collect")
             done = 0 if options.resume_from is None else load_collect_state(options.resume_from, rank, stats, identity)
-            checks = BatchChecks(self.image_column, self.head_name)
+            checks = BatchChecks(self.image_column, self.head_name, label_column, head.out_features)
             for index, (_, features, columns) in enumerate(self.features(data, [label_column], done, checks), done):
-                labels = self._host_labels(FeatureSet(features, columns), label_column, check_labels, checks, index)
+                labels = checks.labels(columns[label_column], index)
                 z = logits(features)
                 checks.record("logits", _nonfinite_rows(z), index)
                 stats.update(features, z, _host_to_device(labels, device), check_values=False)
@@ -490,22 +556,6 @@ class FeaturePass:
         if int(stats.count.sum()) == 0:
             raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
         return stats
-
-    @staticmethod
-    def _host_labels(
-        batch: FeatureSet,
-        label_column: str,
-        check_labels: Callable[[torch.Tensor], torch.Tensor],
-        checks: BatchChecks,
-        index: int,
-    ) -> torch.Tensor:
-        """A batch's labels, checked on the host where they were read (nothing waits for the device). A bad label
-        is reported with its batch, after any problem of an earlier batch that the device checks hold."""
-        try:
-            return check_labels(batch.labels(label_column))
-        except ValueError as err:
-            checks.raise_first()
-            raise ValueError(f"batch {index}: {err}") from None
 
     def _first_batch_digest(self, data: Any, columns: list[str]) -> str:
         """SHA-256 of the first batch this process reads (images as the model gets them, and the columns): the
@@ -546,33 +596,30 @@ class FeaturePass:
 
 class _Rows:
     """The rows of a pass as they arrive (positions, features, columns), and how many of them are saved. Features
-    stay on the pass's device until ``DEVICE_ROWS_BYTES`` of them wait, then go to the host in one copy."""
+    (and columns a source yields on a device) stay there until ``DEVICE_ROWS_BYTES`` of features wait, then go to
+    the host in one copy."""
 
     def __init__(self, columns: list[str]) -> None:
         self.positions: list[torch.Tensor] = []
         self.features: list[torch.Tensor] = []
         self.columns: dict[str, list[Any]] = {c: [] for c in columns}
         self.saved = 0
-        self.on_device: list[int] = []  # indices into features of the batches not yet copied to the host
+        self.on_device: list[int] = []  # indices of the batches with something not yet copied to the host
 
     def add(self, positions: torch.Tensor, features: torch.Tensor, columns: dict[str, Any]) -> None:
         self.positions.append(positions)
         self.features.append(features)
         for c, values in self.columns.items():
             values.append(columns[c])
-        if features.device.type != "cpu":
+        if _on_device(features) or any(_on_device(columns[c]) for c in self.columns):
             self.on_device.append(len(self.features) - 1)
             if sum(self.features[i].nbytes for i in self.on_device) >= DEVICE_ROWS_BYTES:
                 self.to_host()
 
     def to_host(self) -> None:
-        """Copy the features still on the device to the host, all in one copy."""
-        if not self.on_device:
-            return
-        parts = [self.features[i] for i in self.on_device]
-        host = torch.cat(parts).cpu().split([len(p) for p in parts])
-        for i, part in zip(self.on_device, host):
-            self.features[i] = part
+        """Copy the features and columns still on a device to the host, one copy each."""
+        for parts in (self.features, *self.columns.values()):
+            _to_host(parts, self.on_device)
         self.on_device = []
 
     def unsaved(self) -> tuple[int, torch.Tensor, torch.Tensor, dict[str, Any]]:

@@ -15,10 +15,26 @@ from safetensors.torch import save_file
 
 from ..utils.files import open_safetensors, read_json
 
-__all__ = ["FeatureSet"]
+__all__ = ["FeatureSet", "label_tensor"]
 
 FEATURES_FILE = "features.safetensors"
 COLUMNS_FILE = "columns.json"
+
+
+def label_tensor(values: Any, name: str) -> torch.Tensor:
+    """Column ``name``'s ``values`` as a tensor that can hold class indices (integers, bool or floats), where it is;
+    the values themselves are not read. ValueError for strings, objects and complex numbers."""
+    if not torch.is_tensor(values):
+        array = np.asarray(values)
+        if array.dtype.kind not in "biuf":
+            raise ValueError(
+                f"column {name!r} holds {array.dtype} values; class labels must be integer indices (map names to "
+                "indices first, e.g. with the model's label2id)."
+            )
+        values = torch.from_numpy(np.array(array, copy=True))
+    if values.dtype.is_complex:
+        raise ValueError(f"column {name!r} has dtype {values.dtype}; class labels must be integers.")
+    return values
 
 
 @dataclass
@@ -55,21 +71,10 @@ class FeatureSet:
 
     def labels(self, name: str) -> torch.Tensor:
         """Column ``name`` as an int64 tensor of class indices (ValueError if it is not integer-valued)."""
-        values = self[name]
-        if not torch.is_tensor(values):
-            array = np.asarray(values)
-            if array.dtype.kind not in "biuf":
-                raise ValueError(
-                    f"column {name!r} holds {array.dtype} values; class labels must be integer indices (map names to "
-                    "indices first, e.g. with the model's label2id)."
-                )
-            values = torch.from_numpy(np.array(array, copy=True))
-        tensor = values
+        tensor = label_tensor(self[name], name)
         if tensor.dtype.is_floating_point:
             if not torch.isfinite(tensor).all() or not torch.equal(tensor, tensor.round()):
                 raise ValueError(f"column {name!r} holds non-integer values; class labels must be integers.")
-        elif tensor.dtype.is_complex:
-            raise ValueError(f"column {name!r} has dtype {tensor.dtype}; class labels must be integers.")
         return tensor.to(torch.long)  # any integer dtype, signed or not, and bool
 
     def select(self, indices: Sequence[int] | torch.Tensor) -> FeatureSet:
