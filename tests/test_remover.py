@@ -522,18 +522,18 @@ def test_bad_labels_are_named_with_their_batch_row_and_value(digits_model, value
 
 
 def test_the_first_bad_label_is_named_with_its_own_value():
-    """Two batches with bad labels: the earlier batch's row and value are named, not the later batch's (the value
-    kept on the device follows the first bad row)."""
+    """Bad labels in two batches, as the checks keep them for labels on a device: the earlier batch's row and value
+    are named, not the later batch's (the value kept follows the first bad row). Labels on the host raise at once,
+    at their own batch."""
     from hf_fcr.features.feature_pass import BatchChecks
 
     checks = BatchChecks(num_classes=10)
-    checks.labels(torch.tensor([1, 2, 3, 11]), 0)
-    checks.labels(torch.tensor([12, 2, 3, 4]), 1)
-    checks.labels(torch.tensor([-5, 2, 3, 4]), 2)
+    checks.record("labels", torch.tensor([False, False, False, True]), 0, values=torch.tensor([1, 2, 3, 11.0]))
+    checks.record("labels", torch.tensor([True, False, False, False]), 1, values=torch.tensor([12.0, 2, 3, 4]))
+    checks.record("labels", torch.tensor([False, False, False, False]), 2, values=torch.tensor([1.0, 2, 3, 4]))
     with pytest.raises(ValueError, match=r"batch 0: label 11 in column 'label' \(row 3\)"):
         checks.raise_first()
-    later = BatchChecks(num_classes=10)
-    later.labels(torch.tensor([1, 2, 3, 4]), 0)
-    assert torch.equal(later.labels(torch.tensor([1, 13, 14, 4], dtype=torch.int16), 1), torch.tensor([1, 0, 0, 4]))
+    host = BatchChecks(num_classes=10)  # labels on the host raise at once, at their batch
+    assert torch.equal(host.labels(torch.tensor([1, 2, 3, 4], dtype=torch.int16), 0), torch.tensor([1, 2, 3, 4]))
     with pytest.raises(ValueError, match=r"batch 1: label 13 in column 'label' \(row 1\)"):
-        later.raise_first()
+        host.labels(torch.tensor([1, 13, 14, 4]), 1)

@@ -133,12 +133,14 @@ class BatchChecks:
         raise ValueError(f"the model produced NaN or inf features ({where}): check the inputs' preprocessing.")
 
     def labels(self, values: Any, batch: int) -> torch.Tensor:
-        """A batch's label column as int64 class indices on the device it is on, checked there (``record``): a
-        bad label is named when the pass reads its checks, and is replaced by class 0 meanwhile, so that no index
-        leaves the statistics' range (the pass never keeps a batch it raises for).
+        """A batch's label column as int64 class indices on the device it is on, checked there (``record``). On
+        the host a bad label raises at once (after any problem of an earlier batch); on a device it is named when
+        the pass reads its checks, and is replaced by class 0 meanwhile, so that no index leaves the statistics'
+        range (the pass never keeps a batch it raises for).
 
         Raises:
-            ValueError: a column that cannot hold class indices (strings, complex numbers), at once.
+            ValueError: a bad label on the host, or a column that cannot hold class indices (strings, complex
+                numbers).
         """
         values = label_tensor(values, self.label_column)
         # compared in int64 or float64: a uint8 column compared with 1000 would wrap the bound
@@ -147,6 +149,8 @@ class BatchChecks:
         if labels.dtype.is_floating_point:
             bad |= labels != labels.round()  # fractions and NaN
         self.record("labels", bad, batch, values=labels)
+        if not _on_device(bad) and bool(bad.any()):  # read on the host, where they are: no wait for a device
+            self.raise_first()
         return torch.where(bad, 0, labels).long()
 
 
