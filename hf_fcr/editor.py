@@ -22,7 +22,7 @@ from torch import nn
 
 from .core.edit import WeightEdit, row_edits
 from .core.head_edit import backbone_digest, weights_digest
-from .features.feature_set import FeatureSet
+from .features.feature_set import FeatureSet, label_outside
 from .features.heads import class_names_of, find_head
 from .features.preprocess import resolve_transform
 from .records.card import base_license, figure_files
@@ -144,18 +144,13 @@ class HeadEditor:
         logits = F.linear(features.to(device=weight.device, dtype=weight.dtype), weight, bias)
         return logits.to(device=features.device, dtype=torch.float32)
 
-    def _check_labels(self, labels: torch.Tensor, label_column: str) -> torch.Tensor:
-        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            row = int(((labels < 0) | (labels >= self.num_classes)).nonzero()[0, 0])
-            raise ValueError(
-                f"label {int(labels[row])} in column {label_column!r} (row {row}) is outside the head's classes "
-                f"[0, {self.num_classes}): map the labels to the model's class indices."
-            )
-        return labels
-
     def _labels(self, feats: FeatureSet, label_column: str) -> torch.Tensor:
         """The checked label column of ``feats``, after checking the features themselves (width, finiteness)."""
-        labels = self._check_labels(feats.labels(label_column), label_column)
+        labels = feats.labels(label_column)
+        outside = (labels < 0) | (labels >= self.num_classes)
+        if bool(outside.any()):
+            row = int(outside.nonzero()[0, 0])
+            raise label_outside(int(labels[row]), label_column, row, self.num_classes)
         if len(labels) == 0:
             raise ValueError("the data is empty: FCR needs samples of the classes it edits.")
         if feats.features.shape[1] != self.head.in_features:

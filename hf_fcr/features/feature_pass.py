@@ -35,7 +35,7 @@ from .batches import (
     prepare_images,
     to_tensor_column,
 )
-from .feature_set import FeatureSet, label_tensor
+from .feature_set import FeatureSet, label_outside, label_tensor
 from .heads import HeadCapture, not_logits
 from .pass_state import (
     cache_entry,
@@ -124,10 +124,7 @@ class BatchChecks:
                     f"batch {batch}: column {self.label_column!r} holds non-integer values (row {row}: {value}); "
                     "class labels must be integers."
                 )
-            raise ValueError(
-                f"batch {batch}: label {int(value)} in column {self.label_column!r} (row {row}) is outside the "
-                f"head's classes [0, {self.num_classes}): map the labels to the model's class indices."
-            )
+            raise ValueError(f"batch {batch}: {label_outside(int(value), self.label_column, row, self.num_classes)}")
         if kind == "logits":
             raise ValueError(f"the head's logits are NaN or inf ({where}): check the head's weights.")
         raise ValueError(f"the model produced NaN or inf features ({where}): check the inputs' preprocessing.")

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from ..utils.files import open_safetensors, read_json
 
-__all__ = ["FeatureSet", "label_tensor"]
+__all__ = ["FeatureSet", "label_outside", "label_tensor"]
 
 FEATURES_FILE = "features.safetensors"
 COLUMNS_FILE = "columns.json"
@@ -35,6 +35,14 @@ def label_tensor(values: Any, name: str) -> torch.Tensor:
     if values.dtype.is_complex:
         raise ValueError(f"column {name!r} has dtype {values.dtype}; class labels must be integers.")
     return values
+
+
+def label_outside(value: int, name: str, row: int, num_classes: int) -> ValueError:
+    """The error for label ``value`` at ``row`` of column ``name``, outside a head's ``num_classes`` classes."""
+    return ValueError(
+        f"label {value} in column {name!r} (row {row}) is outside the head's classes [0, {num_classes}): map the "
+        "labels to the model's class indices."
+    )
 
 
 @dataclass
